@@ -1,0 +1,40 @@
+// Job files: what `sparq run` trains (model, data, training options, output folder).
+// Every key is validated; errors carry file:line:column and the nearest valid key.
+#pragma once
+
+#include <string>
+
+#include "sparq/data/dataset.h"
+#include "sparq/models/graph.h"
+#include "sparq/train/trainer.h"
+
+namespace sparq::config {
+
+/// The model of a job: a zoo name with options, or a model YAML file.
+struct ModelSource {
+  std::string zoo;                ///< "mlp", "jet_tagger", "lenet", "resnet"; empty when `file` is set
+  models::ZooOptions zoo_options;
+  std::string file;               ///< model YAML path
+};
+
+struct Job {
+  std::string name = "default";
+  std::string file;               ///< the job file ("" for the built-in default job)
+  ModelSource model;
+  data::DataConfig data;
+  train::TrainOptions training;
+  int64_t threads = 0;            ///< CPU threads; 0: all cores
+  std::string output;             ///< run folder; default runs/<name>
+};
+
+/// Reads and validates a job file. Relative paths in it are relative to the file's folder.
+Job load_job(const std::string& path);
+Job parse_job(const std::string& text, const std::string& name, const std::string& base_dir = ".");
+/// The built-in default job: Fashion-MNIST, lenet, a few epochs.
+Job default_job();
+
+/// Builds the model of a job for samples of `input_shape` and `num_classes` outputs.
+models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t>& input_shape,
+                             int64_t num_classes);
+
+}  // namespace sparq::config

@@ -1,0 +1,119 @@
+// Graph: a torch::nn::Module holding named nodes in topological order and their input edges.
+// Every model (zoo, model YAML, C++) is a Graph, so layer replacement, export and per-layer
+// reports work on any of them: forward() dispatches through the registered nodes, so a replaced
+// node is really used.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/any.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace sparq::models {
+
+/// A node attribute: integer, number, flag, text or integer list (kernel sizes, shapes).
+using Attr = std::variant<int64_t, double, bool, std::string, std::vector<int64_t>>;
+
+/// One node as described by a model YAML file or the zoo.
+struct NodeSpec {
+  std::string name;                 ///< fully-qualified PyTorch-style name: "fc1", "layer1.0.conv1"
+  std::string op;                   ///< "Linear", "Conv2d", "ReLU", "add", "flatten", ...
+  std::vector<std::string> inputs;  ///< empty: the previous node (the graph input for the first)
+  std::map<std::string, Attr> attrs;
+  std::string where;                ///< "file:line:column" of the description, for errors
+};
+
+struct GraphSpec {
+  std::string name;
+  std::vector<int64_t> input_shape;  ///< one sample, without the batch dimension
+  std::vector<NodeSpec> nodes;
+  std::string output;                ///< empty: the last node
+};
+
+/// The kinds of attribute an op accepts.
+enum class AttrType { Int, Double, Bool, IntOrList, IntList };
+struct AttrInfo {
+  std::string name;
+  AttrType type;
+  bool required = false;
+};
+struct OpInfo {
+  std::string name;            ///< canonical PyTorch-style name
+  std::vector<AttrInfo> attrs;
+  bool builtin = false;        ///< tensor op without parameters (add, concat, flatten, reshape)
+  int min_inputs = 1, max_inputs = 1;
+};
+/// The op of `name` (canonical name or alias such as "Dense"), or nullptr.
+const OpInfo* find_op(const std::string& name);
+/// Canonical names of every op, for error messages.
+std::vector<std::string> op_names();
+
+/// A node of a built graph.
+struct Node {
+  std::string name;
+  std::string op;
+  std::vector<int> inputs;          ///< node indices; -1 is the graph input
+  torch::nn::AnyModule module;      ///< empty for built-in ops
+  std::map<std::string, Attr> attrs;
+  std::vector<int64_t> out_shape;   ///< one sample, without the batch dimension
+};
+
+class GraphImpl : public torch::nn::Module {
+ public:
+  /// Builds the nodes of `spec`, inferring what the input shapes determine (in_features,
+  /// in_channels, num_features). Throws ModelError naming the node on any shape or edge error.
+  explicit GraphImpl(const GraphSpec& spec);
+
+  torch::Tensor forward(torch::Tensor x);
+
+  const std::string& name() const { return name_; }
+  const std::vector<int64_t>& input_shape() const { return input_shape_; }
+  const std::vector<Node>& nodes() const { return nodes_; }
+  /// Index of node `name`; throws ModelError if there is none.
+  int index_of(const std::string& name) const;
+  const Node& node(const std::string& name) const { return nodes_[index_of(name)]; }
+  /// Puts `module` in place of node `name`, keeping its edges (used by compression).
+  void replace(const std::string& name, torch::nn::AnyModule module, const std::string& op);
+
+ private:
+  void register_node(Node& node);
+  std::string name_;
+  std::vector<int64_t> input_shape_;
+  std::vector<Node> nodes_;
+  int output_ = -1;
+  std::vector<int> last_use_;  ///< per node: the last node that reads its value
+};
+TORCH_MODULE(Graph);
+
+/// Number of parameters (elements) of the module of one node (0 for built-in ops).
+int64_t parameter_count(const Node& node);
+
+// ---- model YAML ----
+
+/// Parses a model YAML file (see docs/model-yaml.md). `input_shape` is used when the file gives
+/// none. Errors: ConfigError with file:line:column.
+GraphSpec load_model_yaml(const std::string& path, const std::vector<int64_t>& input_shape = {});
+GraphSpec parse_model_yaml(const std::string& text, const std::string& name,
+                           const std::vector<int64_t>& input_shape = {});
+
+// ---- zoo ----
+
+/// Options of the zoo models; each model reads the fields that apply to it.
+struct ZooOptions {
+  std::vector<int64_t> widths;  ///< mlp: hidden widths; lenet: conv channels; resnet: stage widths
+  int64_t hidden = 64;          ///< lenet: width of the dense hidden layer
+  int64_t blocks = 1;           ///< resnet: basic blocks per stage
+  std::string activation = "ReLU";
+};
+/// Names of the zoo models.
+std::vector<std::string> zoo_names();
+/// The zoo model `name` for samples of `input_shape` and `num_classes` outputs.
+GraphSpec zoo_spec(const std::string& name, const std::vector<int64_t>& input_shape,
+                   int64_t num_classes, const ZooOptions& options = {});
+
+}  // namespace sparq::models

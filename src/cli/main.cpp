@@ -1,0 +1,50 @@
+// The sparq program: thin wrapper over the library. Every bad input ends in one line on stderr
+// and exit code 2.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "cli/commands.h"
+#include "sparq/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"sparq: pruning and quantization-aware training for hardware"};
+  app.set_version_flag("--version", fmt::format("sparq {} (LibTorch {})", SPARQ_VERSION, TORCH_VERSION));
+  app.require_subcommand(1);
+
+  sparq::cli::RunArgs run;
+  auto* run_cmd = app.add_subcommand("run", "Train a job (the built-in default job without JOB)");
+  run_cmd->add_option("job", run.job_file, "Job YAML file");
+  run_cmd->add_flag("--resume", run.resume, "Continue from the run folder's checkpoint");
+  run_cmd->add_option("--output", run.output, "Run folder (default: the job's output, runs/<name>)");
+  run_cmd->add_option("--device", run.device, "auto, cpu, cuda or cuda:N (overrides the job)");
+  run_cmd->add_option("--epochs", run.epochs, "Number of epochs (overrides the job)")->check(CLI::NonNegativeNumber);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string msg = e.what();
+    fmt::print(stderr, "sparq: error: {} (see sparq --help)\n", msg);
+    return 2;
+  }
+  try {
+    if (run_cmd->parsed()) return sparq::cli::run_command(run);
+  } catch (const sparq::Error& e) {
+    fmt::print(stderr, "sparq: error: {}\n", e.what());
+    return 2;
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    fmt::print(stderr, "sparq: internal error: {}\n", msg.substr(0, msg.find('\n')));
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "sparq: error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,84 @@
+// sparq run [JOB.yaml]: load the job, its data and model, train, evaluate, summarise.
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "cli/commands.h"
+#include "sparq/config/job.h"
+#include "sparq/error.h"
+
+namespace sparq::cli {
+
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+
+void print_summary(const models::Graph& model, const std::vector<train::EpochMetrics>& history,
+                   const train::EvalResult& test, bool classification, const std::string& run_dir) {
+  size_t name_w = 5, op_w = 2, shape_w = 6;
+  for (const auto& n : model->nodes()) {
+    name_w = std::max(name_w, n.name.size());
+    op_w = std::max(op_w, n.op.size());
+    shape_w = std::max(shape_w, shape_text(n.out_shape).size());
+  }
+  fmt::print("\n{:<{}}  {:<{}}  {:<{}}  {:>10}\n", "layer", name_w, "op", op_w, "output", shape_w, "parameters");
+  int64_t total = 0;
+  for (const auto& n : model->nodes()) {
+    int64_t count = models::parameter_count(n);
+    total += count;
+    fmt::print("{:<{}}  {:<{}}  {:<{}}  {:>10}\n", n.name, name_w, n.op, op_w, shape_text(n.out_shape),
+               shape_w, count);
+  }
+  fmt::print("{:<{}}  {:>10}\n\n", "total", name_w + op_w + shape_w + 4, total);
+  double seconds = 0, samples = 0;
+  for (const auto& m : history) seconds += m.seconds, samples += m.samples_per_second * m.seconds;
+  if (test.samples > 0) {
+    if (classification)
+      fmt::print("test accuracy {:.2f}% ({} samples), test loss {:.4f}\n", 100 * test.accuracy, test.samples, test.loss);
+    else
+      fmt::print("test loss {:.6f} ({} samples)\n", test.loss, test.samples);
+  }
+  if (!history.empty())
+    fmt::print("training time {:.1f} s over {} epoch(s), {:.0f} samples/s\n", seconds, history.size(),
+               samples / std::max(seconds, 1e-9));
+  fmt::print("run folder: {}\n", run_dir);
+}
+
+}  // namespace
+
+int run_command(const RunArgs& args) {
+  config::Job job = args.job_file.empty() ? config::default_job() : config::load_job(args.job_file);
+  if (!args.output.empty()) job.output = args.output;
+  if (!args.device.empty()) job.training.device = args.device;
+  if (args.epochs >= 0) job.training.epochs = args.epochs;
+  if (job.threads > 0) torch::set_num_threads(static_cast<int>(job.threads));
+
+  fmt::print("sparq {}: job '{}'{}\n", SPARQ_VERSION, job.name,
+             job.file.empty() ? " (built-in default)" : " from " + job.file);
+  auto splits = data::load_data(job.data);
+  const auto& train = splits.train;
+  fmt::print("data: {} training samples{}{}, sample shape {}\n", train.size(),
+             splits.validation.size() ? fmt::format(", {} validation", splits.validation.size()) : "",
+             splits.test.size() ? fmt::format(", {} test", splits.test.size()) : "",
+             shape_text(train.sample_shape()));
+
+  int64_t outputs = train.task == data::Task::Classification
+                        ? train.num_classes
+                        : (train.y.dim() > 1 ? train.y.size(1) : 1);
+  train::seed_everything(job.training.seed);
+  models::Graph model(config::model_spec(job.model, train.sample_shape(), outputs));
+  fmt::print("model: {} ({} nodes), device {}, {} thread(s)\n", model->name(), model->nodes().size(),
+             job.training.device, torch::get_num_threads());
+
+  train::Trainer trainer(model, job.training, job.output);
+  const auto& eval = splits.validation.size() > 0 ? splits.validation : splits.test;
+  auto history = trainer.fit(train, eval, args.resume);
+  train::EvalResult test;
+  if (splits.test.size() > 0) test = trainer.evaluate(splits.test);
+  torch::save(model, (std::filesystem::path(job.output) / "model.pt").string());
+  print_summary(model, history, test, train.task == data::Task::Classification, job.output);
+  return 0;
+}
+
+}  // namespace sparq::cli

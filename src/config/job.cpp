@@ -1,0 +1,224 @@
+#include "sparq/config/job.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "sparq/config/yaml.h"
+#include "sparq/error.h"
+
+namespace sparq::config {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
+
+std::string resolve(const std::string& base, const std::string& path) {
+  if (path.empty() || fs::path(path).is_absolute()) return path;
+  return (fs::path(base) / path).lexically_normal().string();
+}
+
+bool is_model_file(const std::string& s) {
+  auto ext = fs::path(s).extension().string();
+  return ext == ".yaml" || ext == ".yml";
+}
+
+ModelSource parse_model(const std::string& file, const YAML::Node& node, const std::string& base) {
+  ModelSource m;
+  if (node.IsScalar()) {
+    std::string s = node.Scalar();
+    if (is_model_file(s)) m.file = resolve(base, s);
+    else m.zoo = s;
+  } else {
+    MapReader r(file, node, "model", {"zoo", "file", "widths", "hidden", "blocks", "activation"});
+    m.zoo = r.get_string("zoo", "");
+    m.file = resolve(base, r.get_string("file", ""));
+    if (m.zoo.empty() == m.file.empty())
+      throw ConfigError(fmt::format("{}: model: give exactly one of 'zoo' (a zoo name) or 'file' (a model YAML)",
+                                    where(file, node)));
+    if (!m.file.empty())
+      for (const char* key : {"widths", "hidden", "blocks", "activation"})
+        if (r.has(key)) r.fail(key, "applies to zoo models only");
+    m.zoo_options.widths = r.get_int_list("widths", {});
+    for (auto w : m.zoo_options.widths)
+      if (w <= 0) r.fail("widths", fmt::format("width {} must be positive", w));
+    m.zoo_options.hidden = r.get_int("hidden", 64, 1);
+    m.zoo_options.blocks = r.get_int("blocks", 1, 1, 16);
+    m.zoo_options.activation = r.get_choice("activation", "ReLU",
+                                            {"ReLU", "Tanh", "Sigmoid", "GELU", "LeakyReLU", "Hardtanh"});
+  }
+  if (!m.zoo.empty()) {
+    auto names = models::zoo_names();
+    if (std::find(names.begin(), names.end(), m.zoo) == names.end())
+      throw ConfigError(fmt::format("{}: model: unknown zoo model '{}', did you mean '{}'? (zoo: {}; or give a "
+                                    "model YAML path ending in .yaml)",
+                                    where(file, node.IsMap() ? node["zoo"] : node), m.zoo,
+                                    nearest(m.zoo, names), fmt::join(names, ", ")));
+  } else if (!fs::exists(m.file)) {
+    throw ConfigError(fmt::format("{}: model: file '{}' does not exist", where(file, node), m.file));
+  }
+  return m;
+}
+
+data::SourceFiles parse_source(const std::string& file, const YAML::Node& node, const std::string& what,
+                               const std::string& base) {
+  MapReader r(file, node, what, {"csv", "npz", "x", "y", "images", "labels"});
+  data::SourceFiles s;
+  int kinds = r.has("csv") + r.has("npz") + (r.has("x") || r.has("y")) + (r.has("images") || r.has("labels"));
+  if (kinds != 1)
+    throw ConfigError(fmt::format("{}: {}: give exactly one of csv: FILE, npz: FILE, x:/y: (.npy files) or "
+                                  "images:/labels: (IDX files)",
+                                  where(file, node), what));
+  auto path_of = [&](const char* key) {
+    std::string p = resolve(base, r.require_string(key));
+    if (!fs::exists(p)) r.fail(key, fmt::format("file '{}' does not exist", p));
+    return p;
+  };
+  if (r.has("csv")) s.format = "csv", s.path = path_of("csv");
+  else if (r.has("npz")) s.format = "npz", s.path = path_of("npz");
+  else if (r.has("x") || r.has("y")) s.format = "npy", s.x = path_of("x"), s.y = path_of("y");
+  else s.format = "idx", s.images = path_of("images"), s.labels = path_of("labels");
+  return s;
+}
+
+data::DataConfig parse_data(const std::string& file, const YAML::Node& node, const std::string& base) {
+  MapReader r(file, node, "data",
+              {"dataset", "dir", "train", "test", "target", "x_key", "y_key", "task", "num_classes",
+               "normalize", "validation_fraction", "train_limit", "test_limit", "shape", "samples", "seed"});
+  data::DataConfig c;
+  c.dataset = r.get_choice("dataset", "", {"", "fashion_mnist", "mnist", "random"});
+  bool named = !c.dataset.empty();
+  if (named == r.has("train"))
+    throw ConfigError(fmt::format("{}: data: give either 'dataset' (fashion_mnist, mnist, random) or 'train' "
+                                  "(and optionally 'test') files",
+                                  where(file, node)));
+  if (named && r.has("test")) r.fail("test", "is only used together with 'train' files");
+  if (c.dataset == "mnist" && !r.has("dir")) r.fail("dir", "is required for mnist: the folder of its IDX files");
+  c.dir = resolve(base, r.get_string("dir", c.dataset == "fashion_mnist" ? kFashionMnistDir : ""));
+  if (named && c.dataset != "random" && !fs::is_directory(c.dir))
+    r.fail("dir", fmt::format("folder '{}' does not exist (Fashion-MNIST comes with the Debian package "
+                              "dataset-fashion-mnist)",
+                              c.dir));
+  if (r.has("train")) c.train = parse_source(file, r.node("train"), "data.train", base);
+  if (r.has("test")) c.test = parse_source(file, r.node("test"), "data.test", base);
+  c.target = r.get_string("target", "label");
+  c.x_key = r.get_string("x_key", "x");
+  c.y_key = r.get_string("y_key", "y");
+  c.task = r.get_choice("task", "classification", {"classification", "regression"}) == "regression"
+               ? data::Task::Regression : data::Task::Classification;
+  c.num_classes = r.get_int("num_classes", 0, 0);
+  bool images = c.dataset == "fashion_mnist" || c.dataset == "mnist" || c.train.format == "idx";
+  c.normalize = data::parse_normalization(
+      r.get_choice("normalize", images ? "unit" : "none", {"none", "unit", "standardize", "minmax"}));
+  c.validation_fraction = r.get_double("validation_fraction", 0.0, 0.0, 0.9);
+  c.train_limit = r.get_int("train_limit", 0, 0);
+  c.test_limit = r.get_int("test_limit", 0, 0);
+  if (c.dataset != "random")
+    for (const char* key : {"shape", "samples"})
+      if (r.has(key)) r.fail(key, "applies to dataset: random only");
+  c.random_shape = r.get_int_list("shape", {16});
+  for (auto d : c.random_shape)
+    if (d <= 0) r.fail("shape", fmt::format("dimension {} must be positive", d));
+  c.random_samples = r.get_int("samples", 1024, 1);
+  c.seed = static_cast<uint64_t>(r.get_int("seed", 0, 0));
+  return c;
+}
+
+train::TrainOptions parse_training(const std::string& file, const YAML::Node& node, int64_t& threads) {
+  MapReader r(file, node, "training",
+              {"optimizer", "lr", "weight_decay", "momentum", "nesterov", "betas", "eps", "batch_size",
+               "eval_batch_size", "epochs", "seed", "loss", "device", "threads", "progress"});
+  train::TrainOptions t;
+  t.optimizer = r.get_choice("optimizer", "adam", {"adam", "adamw", "sgd"});
+  t.lr = r.get_double("lr", 1e-3, 0.0);
+  t.weight_decay = r.get_double("weight_decay", t.optimizer == "adamw" ? 1e-2 : 0.0, 0.0);
+  t.momentum = r.get_double("momentum", 0.0, 0.0, 1.0);
+  t.nesterov = r.get_bool("nesterov", false);
+  if (t.optimizer != "sgd")
+    for (const char* key : {"momentum", "nesterov"})
+      if (r.has(key)) r.fail(key, fmt::format("applies to optimizer sgd, not {}", t.optimizer));
+  if (t.nesterov && t.momentum <= 0) r.fail("nesterov", "needs momentum > 0");
+  if (r.has("betas")) {
+    if (t.optimizer == "sgd") r.fail("betas", "applies to adam and adamw, not sgd");
+    YAML::Node b = r.node("betas");
+    if (!b.IsSequence() || b.size() != 2) r.fail("betas", "expected a list of two numbers [beta1, beta2]");
+    t.beta1 = as_double(file, b[0], "training.betas");
+    t.beta2 = as_double(file, b[1], "training.betas");
+    if (t.beta1 < 0 || t.beta1 >= 1 || t.beta2 < 0 || t.beta2 >= 1)
+      r.fail("betas", "each beta must lie in [0, 1)");
+  }
+  t.eps = r.get_double("eps", 1e-8, 0.0);
+  t.batch_size = r.get_int("batch_size", 256, 1);
+  t.eval_batch_size = r.get_int("eval_batch_size", 0, 0);
+  t.epochs = r.get_int("epochs", 5, 0);
+  t.seed = static_cast<uint64_t>(r.get_int("seed", 0, 0));
+  t.loss = r.get_choice("loss", "cross_entropy", {"cross_entropy", "mse"});
+  t.device = r.get_string("device", "cpu");
+  if (t.device != "auto" && t.device != "cpu" && t.device != "cuda" && t.device.rfind("cuda:", 0) != 0)
+    r.fail("device", fmt::format("'{}' is not one of auto, cpu, cuda, cuda:N", t.device));
+  threads = r.get_int("threads", 0, 0, 1024);
+  std::string progress = r.get_choice("progress", "auto", {"auto", "bar", "lines", "none"});
+  t.progress = progress == "bar" ? train::Progress::Bar : progress == "lines" ? train::Progress::Lines
+             : progress == "none" ? train::Progress::None : train::Progress::Auto;
+  return t;
+}
+
+Job parse(const YamlDoc& doc, const std::string& base) {
+  MapReader r(doc.file, doc.root, "job", {"name", "model", "data", "training", "output"});
+  Job job;
+  job.file = doc.file;
+  job.name = r.get_string("name", fs::path(doc.file).stem().string());
+  if (job.name.empty() || job.name.find('/') != std::string::npos)
+    r.fail("name", "must be a non-empty name without '/'");
+  if (!r.has("model")) r.fail("model", "is required: a zoo name (mlp, jet_tagger, lenet, resnet) or a model YAML path");
+  if (!r.has("data")) r.fail("data", "is required");
+  job.model = parse_model(doc.file, r.node("model"), base);
+  job.data = parse_data(doc.file, r.node("data"), base);
+  if (r.has("training")) job.training = parse_training(doc.file, r.node("training"), job.threads);
+  if (!r.node("data")["seed"]) job.data.seed = job.training.seed;  // one seed unless split apart
+  job.output = r.get_string("output", "runs/" + job.name);
+  return job;
+}
+
+}  // namespace
+
+Job load_job(const std::string& path) {
+  return parse(YamlDoc::load_file(path), fs::path(path).parent_path().string());
+}
+
+Job parse_job(const std::string& text, const std::string& name, const std::string& base_dir) {
+  return parse(YamlDoc::load_string(text, name), base_dir);
+}
+
+Job default_job() {
+  Job job = parse_job(R"(
+name: default
+model: lenet
+data:
+  dataset: fashion_mnist
+training:
+  optimizer: adam
+  lr: 0.001
+  batch_size: 256
+  epochs: 3
+  seed: 0
+)", "<default job>");
+  job.file = "";
+  return job;
+}
+
+models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t>& input_shape,
+                             int64_t num_classes) {
+  if (!model.file.empty()) {
+    auto spec = models::load_model_yaml(model.file, input_shape);
+    if (spec.input_shape != input_shape)
+      throw ModelError(fmt::format("{}: model input_shape [{}] does not match the data's samples [{}]",
+                                   model.file, fmt::join(spec.input_shape, ", "), fmt::join(input_shape, ", ")));
+    return spec;
+  }
+  return models::zoo_spec(model.zoo, input_shape, num_classes, model.zoo_options);
+}
+
+}  // namespace sparq::config

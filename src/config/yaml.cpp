@@ -1,0 +1,207 @@
+#include "sparq/config/yaml.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "sparq/error.h"
+
+namespace sparq::config {
+
+namespace {
+
+std::string mark_string(const std::string& file, const YAML::Mark& mark) {
+  if (mark.line < 0) return file;
+  return fmt::format("{}:{}:{}", file, mark.line + 1, mark.column + 1);
+}
+
+std::string describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null: return "null";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a mapping";
+    case YAML::NodeType::Scalar: return "'" + node.Scalar() + "'";
+    default: return "nothing";
+  }
+}
+
+[[noreturn]] void type_error(const std::string& file, const YAML::Node& node, const std::string& what,
+                             const std::string& expected) {
+  throw ConfigError(fmt::format("{}: {}: expected {}, got {}", where(file, node), what, expected,
+                                describe(node)));
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t subst = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, subst});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+}  // namespace
+
+YamlDoc YamlDoc::load_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(fmt::format("{}: cannot open file", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return load_string(text.str(), path);
+}
+
+YamlDoc YamlDoc::load_string(const std::string& text, const std::string& name) {
+  try {
+    return YamlDoc{name, YAML::Load(text)};
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(fmt::format("{}: invalid YAML: {}", mark_string(name, e.mark), e.msg));
+  }
+}
+
+std::string where(const std::string& file, const YAML::Node& node) {
+  if (!node.IsDefined()) return file;
+  return mark_string(file, node.Mark());
+}
+
+std::string nearest(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_distance = SIZE_MAX;
+  for (const auto& c : candidates) {
+    size_t d = edit_distance(word, c);
+    if (d < best_distance) best_distance = d, best = c;
+  }
+  return best;
+}
+
+int64_t as_int(const std::string& file, const YAML::Node& node, const std::string& what) {
+  if (!node.IsScalar()) type_error(file, node, what, "an integer");
+  const std::string& s = node.Scalar();
+  errno = 0;
+  char* end = nullptr;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  if (!s.empty() && *end == '\0' && errno == 0) return v;
+  // Lax coercion as the reference tools do: 2.0 and 1e3 are integers, 2.5 is not.
+  double d = std::strtod(s.c_str(), &end);
+  if (!s.empty() && *end == '\0' && std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e18)
+    return static_cast<int64_t>(d);
+  type_error(file, node, what, "an integer");
+}
+
+double as_double(const std::string& file, const YAML::Node& node, const std::string& what) {
+  if (!node.IsScalar()) type_error(file, node, what, "a number");
+  std::string s = node.Scalar();
+  if (s == ".inf" || s == "+.inf") return INFINITY;
+  if (s == "-.inf") return -INFINITY;
+  char* end = nullptr;
+  double d = std::strtod(s.c_str(), &end);
+  if (s.empty() || *end != '\0' || std::isnan(d) || s == "inf" || s == "nan")
+    type_error(file, node, what, "a number");
+  return d;
+}
+
+bool as_bool(const std::string& file, const YAML::Node& node, const std::string& what) {
+  if (node.IsScalar()) {
+    std::string s = node.Scalar();
+    std::transform(s.begin(), s.end(), s.begin(), ::tolower);
+    if (s == "true" || s == "yes" || s == "on") return true;
+    if (s == "false" || s == "no" || s == "off") return false;
+  }
+  type_error(file, node, what, "true or false");
+}
+
+std::string as_string(const std::string& file, const YAML::Node& node, const std::string& what) {
+  if (!node.IsScalar()) type_error(file, node, what, "a string");
+  return node.Scalar();
+}
+
+MapReader::MapReader(std::string file, const YAML::Node& node, std::string what,
+                     std::vector<std::string> allowed)
+    : file_(std::move(file)), node_(node), what_(std::move(what)), allowed_(std::move(allowed)) {
+  if (!node_.IsMap()) type_error(file_, node_, what_, "a mapping");
+  for (auto it = node_.begin(); it != node_.end(); ++it) {
+    std::string key = it->first.Scalar();
+    if (std::find(allowed_.begin(), allowed_.end(), key) != allowed_.end()) continue;
+    throw ConfigError(fmt::format("{}: {}: unknown key '{}', did you mean '{}'? (valid keys: {})",
+                                  config::where(file_, it->first), what_, key,
+                                  nearest(key, allowed_), fmt::join(allowed_, ", ")));
+  }
+}
+
+bool MapReader::has(const std::string& key) const {
+  return node_[key].IsDefined() && !node_[key].IsNull();
+}
+
+YAML::Node MapReader::node(const std::string& key) const { return node_[key]; }
+
+std::string MapReader::where(const std::string& key) const {
+  return config::where(file_, has(key) ? node_[key] : node_);
+}
+
+void MapReader::fail(const std::string& key, const std::string& message) const {
+  throw ConfigError(fmt::format("{}: {}.{}: {}", where(key), what_, key, message));
+}
+
+std::string MapReader::get_string(const std::string& key, const std::string& fallback) const {
+  return has(key) ? as_string(file_, node_[key], what_ + "." + key) : fallback;
+}
+
+std::string MapReader::require_string(const std::string& key) const {
+  if (!has(key)) fail(key, "is required");
+  return get_string(key, "");
+}
+
+std::string MapReader::get_choice(const std::string& key, const std::string& fallback,
+                                  const std::vector<std::string>& choices) const {
+  std::string v = get_string(key, fallback);
+  if (std::find(choices.begin(), choices.end(), v) == choices.end())
+    fail(key, fmt::format("'{}' is not one of {}", v, fmt::join(choices, ", ")));
+  return v;
+}
+
+bool MapReader::get_bool(const std::string& key, bool fallback) const {
+  return has(key) ? as_bool(file_, node_[key], what_ + "." + key) : fallback;
+}
+
+int64_t MapReader::get_int(const std::string& key, int64_t fallback, int64_t min,
+                           int64_t max) const {
+  if (!has(key)) return fallback;
+  int64_t v = as_int(file_, node_[key], what_ + "." + key);
+  if (v < min || v > max) {
+    if (max == INT64_MAX) fail(key, fmt::format("{} is out of range, expected >= {}", v, min));
+    fail(key, fmt::format("{} is out of range, expected {}..{}", v, min, max));
+  }
+  return v;
+}
+
+double MapReader::get_double(const std::string& key, double fallback, double min,
+                             double max) const {
+  if (!has(key)) return fallback;
+  double v = as_double(file_, node_[key], what_ + "." + key);
+  if (v < min || v > max) {
+    if (max >= 1e308) fail(key, fmt::format("{} is out of range, expected >= {}", v, min));
+    fail(key, fmt::format("{} is out of range, expected {}..{}", v, min, max));
+  }
+  return v;
+}
+
+std::vector<int64_t> MapReader::get_int_list(const std::string& key,
+                                             const std::vector<int64_t>& fallback) const {
+  if (!has(key)) return fallback;
+  YAML::Node list = node_[key];
+  if (!list.IsSequence()) type_error(file_, list, what_ + "." + key, "a list of integers");
+  std::vector<int64_t> out;
+  for (const auto& item : list) out.push_back(as_int(file_, item, what_ + "." + key));
+  return out;
+}
+
+}  // namespace sparq::config

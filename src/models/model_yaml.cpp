@@ -1,0 +1,85 @@
+// Model YAML: a Graph described as a list of layers (see docs/model-yaml.md).
+#include <fmt/format.h>
+
+#include "sparq/config/yaml.h"
+#include "sparq/error.h"
+#include "sparq/models/graph.h"
+
+namespace sparq::models {
+
+namespace {
+
+GraphSpec parse(const config::YamlDoc& doc, const std::vector<int64_t>& input_shape) {
+  using config::MapReader;
+  MapReader top(doc.file, doc.root, "model", {"name", "input_shape", "layers", "output"});
+  GraphSpec g;
+  g.name = top.get_string("name", "model");
+  g.input_shape = top.get_int_list("input_shape", input_shape);
+  for (auto d : g.input_shape)
+    if (d <= 0) top.fail("input_shape", fmt::format("dimension {} must be positive", d));
+  g.output = top.get_string("output", "");
+  if (!top.has("layers")) top.fail("layers", "is required: a list of layers");
+  YAML::Node layers = top.node("layers");
+  if (!layers.IsSequence() || layers.size() == 0)
+    top.fail("layers", "expected a non-empty list of layers");
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const YAML::Node& item = layers[i];
+    std::string what = fmt::format("layers[{}]", i);
+    if (!item.IsMap() || !item["op"])
+      throw ConfigError(fmt::format("{}: {}: expected a mapping with an 'op' key", config::where(doc.file, item), what));
+    std::string op_name = config::as_string(doc.file, item["op"], what + ".op");
+    const OpInfo* op = find_op(op_name);
+    if (!op)
+      throw ConfigError(fmt::format("{}: {}.op: unknown op '{}', did you mean '{}'? (known ops: {})",
+                                    config::where(doc.file, item["op"]), what, op_name,
+                                    config::nearest(op_name, op_names()), fmt::join(op_names(), ", ")));
+    std::vector<std::string> keys = {"name", "op", "inputs"};
+    for (const auto& a : op->attrs) keys.push_back(a.name);
+    MapReader layer(doc.file, item, what + " (" + op->name + ")", keys);
+    NodeSpec n;
+    n.name = layer.get_string("name", std::to_string(i));
+    n.op = op->name;
+    n.where = config::where(doc.file, item);
+    if (layer.has("inputs")) {
+      YAML::Node inputs = layer.node("inputs");
+      if (inputs.IsScalar()) n.inputs.push_back(inputs.Scalar());
+      else if (inputs.IsSequence())
+        for (const auto& in : inputs) n.inputs.push_back(config::as_string(doc.file, in, what + ".inputs"));
+      else layer.fail("inputs", "expected a node name or a list of node names");
+    }
+    for (const auto& a : op->attrs) {
+      if (!layer.has(a.name)) {
+        if (a.required) layer.fail(a.name, "is required");
+        continue;
+      }
+      YAML::Node v = layer.node(a.name);
+      std::string key = what + "." + a.name;
+      switch (a.type) {
+        case AttrType::Int: n.attrs[a.name] = config::as_int(doc.file, v, key); break;
+        case AttrType::Double: n.attrs[a.name] = config::as_double(doc.file, v, key); break;
+        case AttrType::Bool: n.attrs[a.name] = config::as_bool(doc.file, v, key); break;
+        case AttrType::IntOrList:
+          if (v.IsScalar()) { n.attrs[a.name] = config::as_int(doc.file, v, key); break; }
+          [[fallthrough]];
+        case AttrType::IntList:
+          n.attrs[a.name] = layer.get_int_list(a.name, {});
+          break;
+      }
+    }
+    g.nodes.push_back(std::move(n));
+  }
+  return g;
+}
+
+}  // namespace
+
+GraphSpec load_model_yaml(const std::string& path, const std::vector<int64_t>& input_shape) {
+  return parse(config::YamlDoc::load_file(path), input_shape);
+}
+
+GraphSpec parse_model_yaml(const std::string& text, const std::string& name,
+                           const std::vector<int64_t>& input_shape) {
+  return parse(config::YamlDoc::load_string(text, name), input_shape);
+}
+
+}  // namespace sparq::models

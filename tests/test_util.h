@@ -1,0 +1,54 @@
+// Helpers shared by the tests: temporary folders, running the sparq program, fixture paths.
+#pragma once
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+namespace sparq::test {
+
+/// A fresh folder under the system temp dir, removed when the object goes away.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag) {
+    path_ = std::filesystem::temp_directory_path() /
+            ("sparq_test_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  static inline int counter_ = 0;
+};
+
+struct CommandResult {
+  int exit_code;
+  std::string output;  ///< stdout and stderr together
+};
+
+/// Runs the sparq program with `args` (a shell-quoted string).
+inline CommandResult run_sparq(const std::string& args) {
+  std::string cmd = std::string(SPARQ_CLI_PATH) + " " + args + " 2>&1";
+  CommandResult r{-1, ""};
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return r;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) r.output.append(buf, n);
+  int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+inline std::string fixture(const std::string& name) { return std::string(SPARQ_TEST_DATA) + "/" + name; }
+
+inline void write_file(const std::string& path, const std::string& text) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  std::fwrite(text.data(), 1, text.size(), f);
+  std::fclose(f);
+}
+
+}  // namespace sparq::test

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "cli/commands.h"
 #include "sparq/config/job.h"
@@ -52,7 +53,10 @@ int run_command(const RunArgs& args) {
   if (!args.output.empty()) job.output = args.output;
   if (!args.device.empty()) job.training.device = args.device;
   if (args.epochs >= 0) job.training.epochs = args.epochs;
-  if (job.threads > 0) torch::set_num_threads(static_cast<int>(job.threads));
+  // Default: one thread per core (LibTorch's own default may be a single thread).
+  int threads = job.threads > 0 ? static_cast<int>(job.threads)
+                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(threads);
 
   fmt::print("sparq {}: job '{}'{}\n", SPARQ_VERSION, job.name,
              job.file.empty() ? " (built-in default)" : " from " + job.file);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "sparq/error.h"
@@ -79,6 +80,26 @@ void truncate_metrics(const fs::path& path, int64_t epochs) {
 }
 
 }  // namespace
+
+void Trainer::load_weights(torch::serialize::InputArchive& weights, const std::string& path) {
+  torch::NoGradGuard no_grad;
+  auto keys = weights.keys();
+  std::set<std::string> unused(keys.begin(), keys.end());
+  auto load = [&](const std::string& name, torch::Tensor& target, bool is_buffer) {
+    torch::Tensor stored;
+    if (!weights.try_read(name, stored, is_buffer))
+      throw Error(fmt::format("{}: checkpoint does not fit this model: it has no '{}'", path, name));
+    if (stored.sizes() != target.sizes())
+      throw Error(fmt::format("{}: checkpoint does not fit this model: '{}' has shape [{}], the model [{}]",
+                              path, name, fmt::join(stored.sizes(), ", "), fmt::join(target.sizes(), ", ")));
+    target.copy_(stored);
+    unused.erase(name);
+  };
+  for (auto& p : model_->named_parameters()) load(p.key(), p.value(), false);
+  for (auto& b : model_->named_buffers()) load(b.key(), b.value(), true);
+  if (!unused.empty())
+    throw Error(fmt::format("{}: checkpoint does not fit this model: the model has no '{}'", path, *unused.begin()));
+}
 
 Trainer::Trainer(models::Graph model, TrainOptions options, std::string run_dir)
     : model_(std::move(model)), options_(std::move(options)), run_dir_(std::move(run_dir)) {
@@ -201,7 +222,9 @@ std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data
 
 void Trainer::save_checkpoint(const std::string& path, int64_t epochs_done) {
   torch::serialize::OutputArchive root, weights, optim;
-  model_->save(weights);
+  // Flat, fully-qualified names ("layer1.0.conv1.weight"), so loading can check each one.
+  for (const auto& p : model_->named_parameters()) weights.write(p.key(), p.value());
+  for (const auto& b : model_->named_buffers()) weights.write(b.key(), b.value(), /*is_buffer=*/true);
   optimizer_->save(optim);
   root.write("model", weights);
   root.write("optimizer", optim);
@@ -219,7 +242,7 @@ int64_t Trainer::load_checkpoint(const std::string& path) {
     root.load_from(path);
     root.read("model", weights);
     root.read("optimizer", optim);
-    model_->load(weights);
+    load_weights(weights, path);
     optimizer_->load(optim);
     torch::Tensor epochs, rng;
     root.read("epochs_done", epochs);

@@ -4,6 +4,7 @@
 
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
+#include <torch/serialize/input-archive.h>
 
 #include <cstdint>
 #include <memory>
@@ -73,6 +74,7 @@ class Trainer {
   const TrainOptions& options() const { return options_; }
 
  private:
+  void load_weights(torch::serialize::InputArchive& weights, const std::string& path);
   torch::Tensor loss_of(const torch::Tensor& output, const torch::Tensor& target) const;
 
   models::Graph model_;

@@ -1,0 +1,115 @@
+// The sparq program: help, version, a real run, resume, and every bad input ending in one line
+// on stderr with exit code 2.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "test_util.h"
+
+using sparq::test::run_sparq;
+using sparq::test::TempDir;
+using sparq::test::write_file;
+
+namespace {
+
+const char* kTinyJob = R"(name: tiny
+model: {zoo: mlp, widths: [16]}
+data: {dataset: random, shape: [16], samples: 256, num_classes: 5}
+training: {epochs: 2, batch_size: 32, lr: 0.01, threads: 1, progress: lines}
+)";
+
+int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+}  // namespace
+
+TEST(Cli, HelpAndVersion) {
+  auto help = run_sparq("--help");
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.output.find("run"), std::string::npos);
+  auto version = run_sparq("--version");
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_NE(version.output.find("sparq 0.1.0"), std::string::npos);
+  auto none = run_sparq("");
+  EXPECT_EQ(none.exit_code, 2);
+  auto bad_flag = run_sparq("run --epochz 3");
+  EXPECT_EQ(bad_flag.exit_code, 2);
+  EXPECT_NE(bad_flag.output.find("sparq: error:"), std::string::npos);
+}
+
+TEST(Cli, RunsAJobWritesMetricsAndResumes) {
+  TempDir dir("cli_run");
+  write_file(dir.file("job.yaml"), kTinyJob);
+  auto out = dir.file("run");
+  auto r = run_sparq(dir.file("job.yaml") + " --output " + out);
+  EXPECT_EQ(r.exit_code, 2) << "the job file must come after 'run'";
+  r = run_sparq("run " + dir.file("job.yaml") + " --output " + out + " --epochs 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("fc1"), std::string::npos);  // the per-layer table
+  EXPECT_NE(r.output.find("test accuracy"), std::string::npos);
+  EXPECT_NE(r.output.find("run folder: " + out), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(out + "/checkpoint.pt"));
+  EXPECT_TRUE(std::filesystem::exists(out + "/model.pt"));
+  r = run_sparq("run " + dir.file("job.yaml") + " --output " + out + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("epoch 2/2"), std::string::npos);
+  EXPECT_EQ(r.output.find("epoch 1/2 "), std::string::npos) << "a resumed run repeats no epoch";
+  std::ifstream metrics(out + "/metrics.jsonl");
+  std::string text((std::istreambuf_iterator<char>(metrics)), {});
+  EXPECT_EQ(count_lines(text), 2);
+}
+
+TEST(Cli, BadJobFilesExitWith2AndOneLine) {
+  TempDir dir("cli_bad");
+  struct Case { std::string yaml, expected; };
+  std::vector<Case> cases = {
+      {"name: x\nmodel: lenet\ndata: {dataset: random}\ntraining:\n  epoch: 3\n",
+       "job.yaml:5:3: training: unknown key 'epoch', did you mean 'epochs'?"},
+      {"name: x\nmodel: lenet\ndata: {dataset: random}\ntraining:\n  lr: fast\n",
+       "job.yaml:5:7: training.lr: expected a number, got 'fast'"},
+      {"name: x\nmodel: lenet\ndata: {dataset: random}\ntraining:\n  batch_size: 0\n",
+       "job.yaml:5:15: training.batch_size: 0 is out of range, expected >= 1"},
+      {"name: x\nmodel: lenet\ndata: {dataset: random}\ntraining:\n  optimizer: adagrad\n",
+       "job.yaml:5:14: training.optimizer: 'adagrad' is not one of adam, adamw, sgd"},
+      {"name: x\nmodel: lenett\ndata: {dataset: random}\n",
+       "job.yaml:2:8: model: unknown zoo model 'lenett', did you mean 'lenet'?"},
+      {"name: x\nmodel: missing.yaml\ndata: {dataset: random}\n", "model: file '"},
+      {"name: x\nmodel: mlp\ndata:\n  train: {csv: nowhere.csv}\n",
+       "job.yaml:4:16: data.train.csv: file '"},
+      {"name: x\nmodel: mlp\nmodle: mlp\ndata: {dataset: random}\n",
+       "job.yaml:3:1: job: unknown key 'modle', did you mean 'model'?"},
+      {"name: x\nmodel: mlp\ndata: {dataset: random\n", "job.yaml:4:1: invalid YAML"},
+      {"name: x\nmodel: mlp\ndata: {dataset: random}\ntraining: {device: gpu}\n",
+       "job.yaml:4:20: training.device: 'gpu' is not one of auto, cpu, cuda, cuda:N"},
+  };
+  for (const auto& c : cases) {
+    write_file(dir.file("job.yaml"), c.yaml);
+    auto r = run_sparq("run " + dir.file("job.yaml"));
+    EXPECT_EQ(r.exit_code, 2) << c.yaml << r.output;
+    EXPECT_NE(r.output.find(c.expected), std::string::npos) << "expected: " << c.expected << "\ngot: " << r.output;
+    EXPECT_EQ(count_lines(r.output), 1) << r.output;
+  }
+  auto missing = run_sparq("run " + dir.file("absent.yaml"));
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_EQ(missing.output, "sparq: error: " + dir.file("absent.yaml") + ": cannot open file\n");
+}
+
+TEST(Cli, BadDataAndModelFilesExitWith2) {
+  TempDir dir("cli_data");
+  write_file(dir.file("bad.csv"), "a,b,label\n1,2,0\n1,zz,1\n");
+  write_file(dir.file("job.yaml"), "name: x\nmodel: mlp\ndata:\n  train: {csv: bad.csv}\n");
+  auto r = run_sparq("run " + dir.file("job.yaml"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("bad.csv:3: column 2 ('b'): 'zz' is not a number"), std::string::npos) << r.output;
+
+  write_file(dir.file("m.yaml"), "layers:\n  - {name: fc, op: Linear, in_features: 3, out_features: 2}\n");
+  write_file(dir.file("job2.yaml"), "name: x\nmodel: m.yaml\ndata: {dataset: random, shape: [16]}\n");
+  r = run_sparq("run " + dir.file("job2.yaml"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("m.yaml:2:5: node 'fc' (Linear): in_features: is 3 but the input shape [16] gives 16"),
+            std::string::npos)
+      << r.output;
+
+  r = run_sparq("run " + dir.file("job2.yaml") + " --resume --output " + dir.file("nothing"));
+  EXPECT_EQ(r.exit_code, 2);
+}

@@ -4,10 +4,13 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "sparq/data/dataset.h"
 #include "sparq/models/graph.h"
+#include "sparq/runtime.h"
 #include "sparq/train/trainer.h"
 
 namespace {
@@ -64,4 +67,14 @@ BENCHMARK(BM_float_lenet_fashion_mnist)->Arg(256)->Unit(benchmark::kMillisecond)
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// Runtime as `sparq run` sets it: one thread per core (SPARQ_BENCH_THREADS overrides), heap tuning.
+int main(int argc, char** argv) {
+  const char* env = std::getenv("SPARQ_BENCH_THREADS");
+  sparq::configure_runtime(env ? std::atoi(env) : 0);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("torch_threads", std::to_string(torch::get_num_threads()));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "sparq/config/job.h"
 #include "sparq/error.h"
+#include "sparq/runtime.h"
 
 namespace sparq::cli {
 
@@ -53,10 +54,7 @@ int run_command(const RunArgs& args) {
   if (!args.output.empty()) job.output = args.output;
   if (!args.device.empty()) job.training.device = args.device;
   if (args.epochs >= 0) job.training.epochs = args.epochs;
-  // Default: one thread per core (LibTorch's own default may be a single thread).
-  int threads = job.threads > 0 ? static_cast<int>(job.threads)
-                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  torch::set_num_threads(threads);
+  configure_runtime(static_cast<int>(job.threads));
 
   fmt::print("sparq {}: job '{}'{}\n", SPARQ_VERSION, job.name,
              job.file.empty() ? " (built-in default)" : " from " + job.file);

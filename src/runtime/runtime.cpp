@@ -1,0 +1,20 @@
+#include "sparq/runtime.h"
+
+#include <malloc.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <thread>
+
+namespace sparq {
+
+void configure_runtime(int threads) {
+#ifdef M_MMAP_THRESHOLD
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);        // glibc's maximum; larger blocks are still mapped
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);         // return memory to the system only past 1 GiB free
+#endif
+  int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(n);
+}
+
+}  // namespace sparq

@@ -1,0 +1,290 @@
+#include "sparq/quant/fixed_point.h"
+
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cctype>
+#include <limits>
+
+#include "sparq/error.h"
+
+namespace sparq::quant {
+
+namespace {
+
+constexpr const char* kRoundNames[] = {"TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_INF", "RND_MIN_INF", "RND_CONV"};
+constexpr const char* kOverflowNames[] = {"SAT", "SAT_SYM", "WRAP", "WRAP_SM"};
+
+std::string normalise(std::string name) {
+  std::transform(name.begin(), name.end(), name.begin(), ::toupper);
+  if (name.rfind("AP_", 0) == 0) name = name.substr(3);
+  return name;
+}
+
+/// Rounds u to an integer. Ties are decided on the exact fraction u - floor(u), never on u + 0.5,
+/// which loses the tie (or the integer) once |u| nears 2^digits.
+template <typename T>
+inline T round_code(T u, RoundMode mode) {
+  T fl = std::floor(u), d = u - fl;
+  switch (mode) {
+    case RoundMode::TRN: return fl;
+    case RoundMode::TRN_ZERO: return (u < 0 && d > 0) ? fl + 1 : fl;
+    case RoundMode::RND: return d >= T(0.5) ? fl + 1 : fl;
+    case RoundMode::RND_MIN_INF: return d > T(0.5) ? fl + 1 : fl;
+    case RoundMode::RND_ZERO: return (d > T(0.5) || (d == T(0.5) && u < 0)) ? fl + 1 : fl;
+    case RoundMode::RND_INF: return (d > T(0.5) || (d == T(0.5) && u > 0)) ? fl + 1 : fl;
+    case RoundMode::RND_CONV:
+      if (d != T(0.5)) return d > T(0.5) ? fl + 1 : fl;
+      return std::fmod(fl, T(2)) == 0 ? fl : fl + 1;
+  }
+  return fl;
+}
+
+/// Bit `b` (0 = least significant) of the two's-complement integer n.
+template <typename T>
+inline bool bit(T n, T b) {
+  T q = std::floor(std::ldexp(n, -static_cast<int>(b)));
+  return q - T(2) * std::floor(q / T(2)) != 0;
+}
+
+/// Code n of x and the derivative dq/dx (1 inside the range, 0 saturated, -1 folded by WRAP_SM).
+template <typename T>
+inline T quantize_one(T x, T k, T i, T f, RoundMode round, OverflowMode overflow, bool training, T* slope) {
+  const int fi = static_cast<int>(f);
+  T u = std::ldexp(x, fi);
+  // A tiny x scaled by a negative f can underflow to zero; its sign still decides TRN (-1, not 0).
+  if (u == 0 && x != 0) u = std::copysign(std::numeric_limits<T>::denorm_min(), x);
+  const T n = round_code(u, round);
+  const T span = i + f;                                        // magnitude bits
+  const T nmax = std::ldexp(T(1), static_cast<int>(span)) - 1;
+  const T nmin = -k * std::ldexp(T(1), static_cast<int>(span));
+  if (slope) *slope = 1;
+  switch (overflow) {
+    case OverflowMode::SAT:
+    case OverflowMode::SAT_SYM: {
+      // Symmetric saturation drops the most negative code, except for 1-bit signed types where the
+      // hardware keeps it (ap_fixed<1,...> behaves like SAT).
+      const T lo = (overflow == OverflowMode::SAT_SYM && k > 0 && span > 0) ? -nmax : nmin;
+      if (slope && (u > nmax || u < lo)) *slope = 0;
+      return std::min(std::max(n, lo), nmax);
+    }
+    case OverflowMode::WRAP: {
+      if (training) return n;                                  // wrap-around only in eval
+      const T width = k + span, modulus = std::ldexp(T(1), static_cast<int>(width));
+      T t = n - modulus * std::floor(n / modulus);
+      if (k > 0 && t > nmax) t -= modulus;
+      return t;
+    }
+    case OverflowMode::WRAP_SM: {
+      if (n >= nmin && n <= nmax) return n;
+      const T width = k + span, modulus = std::ldexp(T(1), static_cast<int>(width));
+      T t = n - modulus * std::floor(n / modulus);
+      if (t > nmax) t -= modulus;
+      // The hardware decides the fold from bit W of floor(u) (before rounding) and bit W-1 of n.
+      if (bit(std::floor(u), width) != bit(n, width - 1)) {
+        if (slope) *slope = -1;
+        return -t - 1;
+      }
+      return t;
+    }
+  }
+  return n;
+}
+
+void check_dtype(const torch::Tensor& x) {
+  if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kFloat64)
+    throw Error(fmt::format("fixed-point quantization needs float32 or float64 values, got {}",
+                            c10::toString(x.scalar_type())));
+}
+
+/// k, i, f as contiguous tensors of x's shape and dtype (kept 1-element when per tensor).
+torch::Tensor expand_like(const torch::Tensor& bits, const torch::Tensor& x, const char* name) {
+  auto b = bits.detach().to(x.device(), x.scalar_type());
+  if (b.numel() == 1) return b.reshape({1});
+  try {
+    return b.expand(x.sizes()).contiguous();
+  } catch (const c10::Error&) {
+    throw Error(fmt::format("quantizer '{}' of shape [{}] does not broadcast to the input shape [{}]", name,
+                            fmt::join(bits.sizes(), ", "), fmt::join(x.sizes(), ", ")));
+  }
+}
+
+/// One pass: q (and the slope if wanted) for every element.
+void fused_kernel(const torch::Tensor& x, const torch::Tensor& k, const torch::Tensor& i, const torch::Tensor& f,
+                  RoundMode round, OverflowMode overflow, bool training, torch::Tensor& q, torch::Tensor* slope) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fixed_quantize", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t *kp = k.data_ptr<scalar_t>(), *ip = i.data_ptr<scalar_t>(), *fp = f.data_ptr<scalar_t>();
+    const bool ks = k.numel() == 1, is = i.numel() == 1, fs = f.numel() == 1;
+    scalar_t* qp = q.data_ptr<scalar_t>();
+    scalar_t* sp = slope ? slope->data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) {
+      for (int64_t e = begin; e < end; ++e) {
+        scalar_t kk = kp[ks ? 0 : e], ii = ip[is ? 0 : e], ff = fp[fs ? 0 : e];
+        scalar_t n = quantize_one<scalar_t>(xp[e], kk, ii, ff, round, overflow, training, sp ? sp + e : nullptr);
+        qp[e] = std::ldexp(n, -static_cast<int>(ff)) + scalar_t(0);  // + 0 turns -0 into 0
+      }
+    });
+  });
+}
+
+/// Autograd wrapper of the fused kernel for bit widths that are not trained.
+struct FusedQuantize : public torch::autograd::Function<FusedQuantize> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor k,
+                               torch::Tensor i, torch::Tensor f, int64_t round, int64_t overflow, bool training) {
+    auto xc = x.contiguous();
+    auto q = torch::empty_like(xc);
+    auto slope = torch::empty_like(xc);
+    fused_kernel(xc, k, i, f, static_cast<RoundMode>(round), static_cast<OverflowMode>(overflow), training, q, &slope);
+    ctx->save_for_backward({slope});
+    return q;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    auto slope = ctx->get_saved_variables()[0];
+    return {grad[0] * slope, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor()};
+  }
+};
+
+/// Rounded codes of u (no gradient), the tensor form of round_code.
+torch::Tensor round_tensor(const torch::Tensor& u, RoundMode mode) {
+  auto fl = torch::floor(u), d = u - fl, up = fl + 1;
+  switch (mode) {
+    case RoundMode::TRN: return fl;
+    case RoundMode::TRN_ZERO: return torch::where((u < 0).logical_and(d > 0), up, fl);
+    case RoundMode::RND: return torch::where(d >= 0.5, up, fl);
+    case RoundMode::RND_MIN_INF: return torch::where(d > 0.5, up, fl);
+    case RoundMode::RND_ZERO: return torch::where((d > 0.5).logical_or((d == 0.5).logical_and(u < 0)), up, fl);
+    case RoundMode::RND_INF: return torch::where((d > 0.5).logical_or((d == 0.5).logical_and(u > 0)), up, fl);
+    case RoundMode::RND_CONV: {
+      auto odd = torch::remainder(fl, 2) != 0;
+      return torch::where((d > 0.5).logical_or((d == 0.5).logical_and(odd)), up, fl);
+    }
+  }
+  return fl;
+}
+
+torch::Tensor tensor_bit(const torch::Tensor& n, const torch::Tensor& b) {
+  auto q = torch::floor(n * torch::exp2(-b));
+  return torch::remainder(q, 2) != 0;
+}
+
+}  // namespace
+
+RoundMode parse_round_mode(const std::string& name) {
+  std::string n = normalise(name);
+  for (int m = 0; m < 7; ++m)
+    if (n == kRoundNames[m]) return static_cast<RoundMode>(m);
+  throw Error(fmt::format("unknown rounding mode '{}', expected one of {}", name, fmt::join(kRoundNames, ", ")));
+}
+
+OverflowMode parse_overflow_mode(const std::string& name) {
+  std::string n = normalise(name);
+  for (int m = 0; m < 4; ++m)
+    if (n == kOverflowNames[m]) return static_cast<OverflowMode>(m);
+  throw Error(fmt::format("unknown overflow mode '{}', expected one of {}", name, fmt::join(kOverflowNames, ", ")));
+}
+
+const char* to_string(RoundMode mode) { return kRoundNames[static_cast<int>(mode)]; }
+const char* to_string(OverflowMode mode) { return kOverflowNames[static_cast<int>(mode)]; }
+
+void FixedFormat::validate() const {
+  if (k != 0 && k != 1) throw Error(fmt::format("fixed-point format: k = {} must be 0 or 1", k));
+  if (width() < 1)
+    throw Error(fmt::format("fixed-point format (k={}, i={}, f={}): width k+i+f = {} must be at least 1", k, i, f,
+                            width()));
+  if (width() > 64) throw Error(fmt::format("fixed-point format (k={}, i={}, f={}): width {} exceeds 64 bits", k, i, f, width()));
+  if (k == 0 && overflow == OverflowMode::WRAP_SM)
+    throw Error(fmt::format("fixed-point format (k=0, i={}, f={}): WRAP_SM needs a signed type (k=1); "
+                            "ap_ufixed does not support it",
+                            i, f));
+}
+
+std::string FixedFormat::type_name() const {
+  return fmt::format("{}<{},{},AP_{},AP_{}>", k ? "ap_fixed" : "ap_ufixed", width(), k + i, to_string(round),
+                     to_string(overflow));
+}
+
+double FixedFormat::min_value() const {
+  if (k == 0) return 0.0;
+  if (overflow == OverflowMode::SAT_SYM && i + f > 0) return -max_value();
+  return -std::ldexp(1.0, i);
+}
+
+template <typename T>
+T quantize_code(T x, T k, T i, T f, RoundMode round, OverflowMode overflow) {
+  return quantize_one<T>(x, k, i, f, round, overflow, /*training=*/false, nullptr);
+}
+template float quantize_code<float>(float, float, float, float, RoundMode, OverflowMode);
+template double quantize_code<double>(double, double, double, double, RoundMode, OverflowMode);
+
+torch::Tensor fixed_quantize(const torch::Tensor& x, const torch::Tensor& k, const torch::Tensor& i,
+                             const torch::Tensor& f, RoundMode round, OverflowMode overflow, bool training) {
+  check_dtype(x);
+  bool bits_learn = k.requires_grad() || i.requires_grad() || f.requires_grad();
+  if (bits_learn || !x.device().is_cpu()) return fixed_quantize_composed(x, k, i, f, round, overflow, training);
+  auto ke = expand_like(k, x, "k"), ie = expand_like(i, x, "i"), fe = expand_like(f, x, "f");
+  if (x.requires_grad() && torch::GradMode::is_enabled())
+    return FusedQuantize::apply(x, ke, ie, fe, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training);
+  auto xc = x.contiguous();
+  auto q = torch::empty_like(xc);
+  fused_kernel(xc, ke, ie, fe, round, overflow, training, q, nullptr);
+  return q;
+}
+
+torch::Tensor fixed_quantize_composed(const torch::Tensor& x, const torch::Tensor& k, const torch::Tensor& i,
+                                      const torch::Tensor& f, RoundMode round, OverflowMode overflow,
+                                      bool training) {
+  check_dtype(x);
+  auto dt = x.scalar_type();
+  auto kk = k.to(x.device(), dt), ii = i.to(x.device(), dt), ff = f.to(x.device(), dt);
+  // i never below -f (the range never empties); the gradient still reaches i (straight through).
+  ii = ii + (torch::max(ii, -ff) - ii).detach();
+  auto scale = torch::exp2(ff), step = torch::exp2(-ff);
+  // Underflowed tiny values keep their sign for rounding (see quantize_one).
+  const double tiny = dt == torch::kFloat32 ? std::numeric_limits<float>::denorm_min()
+                                            : std::numeric_limits<double>::denorm_min();
+  torch::Tensor q;
+  if (overflow == OverflowMode::SAT || overflow == OverflowMode::SAT_SYM) {
+    auto top = torch::exp2(ii);
+    auto hi = top - step;
+    auto lo = -kk * top;
+    if (overflow == OverflowMode::SAT_SYM) lo = torch::where((kk > 0).logical_and(ii + ff > 0), -hi, lo);
+    auto c = torch::where(x > hi, hi, torch::where(x < lo, lo, x));
+    auto v = c * scale;
+    auto u = v.detach();
+    u = torch::where((u == 0).logical_and(c != 0), torch::copysign(torch::full_like(u, tiny), c.detach()), u);
+    auto n = round_tensor(u, round);
+    q = (n + (v - v.detach())) * step;  // straight through: the value is exactly n, the slope 1
+  } else {
+    auto v = x * scale;
+    auto u = v.detach();
+    u = torch::where((u == 0).logical_and(x != 0), torch::copysign(torch::full_like(u, tiny), x.detach()), u);
+    auto n = round_tensor(u, round);
+    auto target = n;
+    torch::Tensor sign = torch::ones_like(u);
+    bool wrap = overflow == OverflowMode::WRAP_SM || !training;
+    if (wrap) {
+      auto span = ii.detach() + ff.detach();
+      auto nmax = torch::exp2(span) - 1, nmin = -kk.detach() * torch::exp2(span);
+      auto width = kk.detach() + span, modulus = torch::exp2(width);
+      auto t = n - modulus * torch::floor(n / modulus);
+      t = torch::where(t > nmax, t - modulus, t);
+      if (overflow == OverflowMode::WRAP) {
+        target = t;
+      } else {
+        auto inside = (n >= nmin).logical_and(n <= nmax);
+        auto fold = inside.logical_not().logical_and(tensor_bit(torch::floor(u), width) != tensor_bit(n, width - 1));
+        target = torch::where(inside, n, torch::where(fold, -t - 1, t));
+        sign = torch::where(fold, -sign, sign);
+      }
+    }
+    q = (target + sign * (v - v.detach())) * step;
+  }
+  return q + 0.0;  // -0 becomes 0, as the hardware has no negative zero
+}
+
+}  // namespace sparq::quant

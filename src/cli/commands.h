@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace sparq::cli {
 
@@ -14,5 +15,18 @@ struct RunArgs {
 };
 
 int run_command(const RunArgs& args);
+
+}  // namespace sparq::cli
+
+namespace sparq::cli {
+
+struct FixedArgs {
+  int k = 1, i = 0, f = 7;
+  std::string round = "RND", overflow = "SAT";
+  std::vector<std::string> values;
+  std::string csv, out;
+};
+
+int fixed_command(const FixedArgs& args);
 
 }  // namespace sparq::cli

@@ -20,6 +20,17 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--device", run.device, "auto, cpu, cuda or cuda:N (overrides the job)");
   run_cmd->add_option("--epochs", run.epochs, "Number of epochs (overrides the job)")->check(CLI::NonNegativeNumber);
 
+  sparq::cli::FixedArgs fixed;
+  auto* fixed_cmd = app.add_subcommand("fixed", "Fixed-point calculator: what values become in ap_fixed<W,I,Q,O>");
+  fixed_cmd->add_option("values", fixed.values, "Values to quantize")->allow_extra_args();
+  fixed_cmd->add_option("--k", fixed.k, "1 = signed, 0 = unsigned")->check(CLI::Range(0, 1));
+  fixed_cmd->add_option("--i", fixed.i, "Integer bits, without the sign bit");
+  fixed_cmd->add_option("--f", fixed.f, "Fractional bits");
+  fixed_cmd->add_option("--round", fixed.round, "TRN, TRN_ZERO, RND, RND_ZERO, RND_INF, RND_MIN_INF, RND_CONV");
+  fixed_cmd->add_option("--overflow", fixed.overflow, "SAT, SAT_SYM, WRAP, WRAP_SM");
+  fixed_cmd->add_option("--csv", fixed.csv, "CSV with columns x,k,i,f,round,overflow: adds a 'quantized' column");
+  fixed_cmd->add_option("--out", fixed.out, "Output CSV (default: standard output)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -35,6 +46,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (run_cmd->parsed()) return sparq::cli::run_command(run);
+    if (fixed_cmd->parsed()) return sparq::cli::fixed_command(fixed);
   } catch (const sparq::Error& e) {
     fmt::print(stderr, "sparq: error: {}\n", e.what());
     return 2;

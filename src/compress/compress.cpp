@@ -1,0 +1,134 @@
+#include "sparq/compress/compress.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "sparq/config/yaml.h"
+#include "sparq/error.h"
+
+namespace sparq {
+
+namespace {
+
+template <typename T>
+T attr(const models::Node& node, const std::string& key, T fallback) {
+  auto it = node.attrs.find(key);
+  if (it == node.attrs.end()) return fallback;
+  if (auto v = std::get_if<T>(&it->second)) return *v;
+  return fallback;
+}
+
+std::vector<int64_t> dims_attr(const models::Node& node, const std::string& key, size_t n, int64_t fallback) {
+  auto it = node.attrs.find(key);
+  if (it == node.attrs.end()) return std::vector<int64_t>(n, fallback);
+  if (auto v = std::get_if<int64_t>(&it->second)) return std::vector<int64_t>(n, *v);
+  return std::get<std::vector<int64_t>>(it->second);
+}
+
+double number_attr(const models::Node& node, const std::string& key, double fallback) {
+  auto it = node.attrs.find(key);
+  if (it == node.attrs.end()) return fallback;
+  if (auto v = std::get_if<double>(&it->second)) return *v;
+  if (auto v = std::get_if<int64_t>(&it->second)) return static_cast<double>(*v);
+  return fallback;
+}
+
+/// The PQ replacement of one node, or an empty AnyModule if the op has none.
+torch::nn::AnyModule replacement(const models::Node& node, const QuantPlan& qp) {
+  auto t = qp.targets(node.name, node.op);
+  auto& module = *node.module.ptr();
+  const std::string& op = node.op;
+  torch::NoGradGuard no_grad;
+  if (op == "Linear") {
+    auto params = module.named_parameters(false);
+    auto w = params["weight"];
+    auto* b = params.find("bias");
+    layers::PQDense dense(w.size(1), w.size(0), b != nullptr, t);
+    dense->weight.copy_(w);
+    if (b) dense->bias.copy_(*b);
+    return torch::nn::AnyModule(dense);
+  }
+  if (op == "Conv1d" || op == "Conv2d") {
+    size_t n = op == "Conv1d" ? 1 : 2;
+    auto params = module.named_parameters(false);
+    auto w = params["weight"];
+    auto* b = params.find("bias");
+    int64_t groups = attr<int64_t>(node, "groups", 1);
+    std::vector<int64_t> kernel(w.sizes().begin() + 2, w.sizes().end());
+    layers::PQConv conv(static_cast<int>(n), w.size(1) * groups, w.size(0), kernel, dims_attr(node, "stride", n, 1),
+                        dims_attr(node, "padding", n, 0), dims_attr(node, "dilation", n, 1), groups, b != nullptr, t);
+    conv->weight.copy_(w);
+    if (b) conv->bias.copy_(*b);
+    return torch::nn::AnyModule(conv);
+  }
+  if (op == "AvgPool1d" || op == "AvgPool2d") {
+    size_t n = op == "AvgPool1d" ? 1 : 2;
+    auto kernel = dims_attr(node, "kernel_size", n, 1);
+    auto stride = node.attrs.count("stride") ? dims_attr(node, "stride", n, 1) : kernel;
+    return torch::nn::AnyModule(layers::PQAvgPool(static_cast<int>(n), kernel, stride, dims_attr(node, "padding", n, 0), t));
+  }
+  if (op == "BatchNorm1d" || op == "BatchNorm2d")
+    return torch::nn::AnyModule(layers::PQBatchNorm(module, number_attr(node, "eps", 1e-5),
+                                                    number_attr(node, "momentum", 0.1), t));
+  if (!qp.enabled) return {};  // activations are replaced only when quantizing
+  std::string function = op == "ReLU" ? "relu" : op == "Tanh" ? (qp.use_real_tanh ? "tanh" : "hard_tanh")
+                       : op == "Hardtanh" ? "hard_tanh" : op == "LeakyReLU" ? "leaky_relu" : op == "Sigmoid" ? "sigmoid"
+                       : op == "GELU" ? "gelu" : op == "Softmax" ? "softmax" : "";
+  if (function.empty()) return {};
+  layers::PQActivation act(function, t, qp.use_relu_multiplier);
+  act->negative_slope = number_attr(node, "negative_slope", 0.01);
+  act->min_val = number_attr(node, "min_val", -1.0);
+  act->max_val = number_attr(node, "max_val", 1.0);
+  act->softmax_dim = attr<int64_t>(node, "dim", 1);
+  return torch::nn::AnyModule(act);
+}
+
+}  // namespace
+
+std::shared_ptr<layers::PQLayer> pq_layer(const models::Graph& graph, const std::string& name) {
+  const auto& node = graph->node(name);
+  return node.module.is_empty() ? nullptr : std::dynamic_pointer_cast<layers::PQLayer>(node.module.ptr());
+}
+
+CompressReport compress(models::Graph& graph, const Plan& plan) {
+  CompressReport report;
+  QuantPlan qp = plan.quantization.value_or(QuantPlan{});
+  if (!plan.quantization) qp.enabled = false;
+  std::vector<std::string> names;
+  for (const auto& n : graph->nodes()) names.push_back(n.name);
+  for (const auto& [name, o] : qp.layers)
+    if (std::find(names.begin(), names.end(), name) == names.end())
+      throw ConfigError(fmt::format("{}{}: layer_specific names no layer of model '{}', did you mean '{}'?",
+                                    o.where.empty() ? "" : o.where + ": ", name, graph->name(),
+                                    config::nearest(name, names)));
+  auto device = graph->parameters().empty() ? torch::Device(torch::kCPU) : graph->parameters()[0].device();
+  bool training = graph->is_training();
+  for (const auto& name : names) {
+    const auto& node = graph->node(name);
+    if (node.module.is_empty() || pq_layer(graph, name)) continue;
+    auto pq = replacement(node, qp);
+    if (pq.is_empty()) continue;
+    pq.ptr()->to(device);
+    pq.ptr()->train(training);
+    std::string op = node.op;
+    graph->replace(name, std::move(pq), "PQ" + op);
+    report.replaced.push_back(name);
+  }
+  // Coverage: what computes in float. Shape-only ops and max pooling keep values on their grid.
+  static const std::vector<std::string> grid_preserving = {"flatten", "reshape", "concat", "Identity", "Dropout",
+                                                           "MaxPool1d", "MaxPool2d"};
+  for (const auto& node : graph->nodes()) {
+    if (std::find(grid_preserving.begin(), grid_preserving.end(), node.op) != grid_preserving.end()) continue;
+    auto pq = pq_layer(graph, node.name);
+    if (!pq) {
+      report.left_float.push_back(fmt::format("{} ({}): {}", node.name, node.op,
+                                              node.module.is_empty() ? "built-in op, computes in float"
+                                                                     : "no PQ replacement"));
+    } else if (!qp.enabled) {
+      report.left_float.push_back(fmt::format("{} ({}): quantization disabled", node.name, node.op));
+    }
+  }
+  return report;
+}
+
+}  // namespace sparq

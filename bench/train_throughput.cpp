@@ -1,13 +1,15 @@
-// Float training throughput (samples/s): one optimizer step per iteration (forward, loss,
-// backward, Adam), the baselines that quantized and pruned training are compared against.
+// Training throughput (samples/s): one optimizer step per iteration (forward, loss, backward,
+// Adam), float and with 8-bit fixed-point weights and activations, in the same run.
 //   build/bench/sparq_bench --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <thread>
 
+#include "sparq/compress/compress.h"
 #include "sparq/data/dataset.h"
 #include "sparq/models/graph.h"
 #include "sparq/runtime.h"
@@ -36,20 +38,43 @@ void run_steps(benchmark::State& state, models::Graph model, const data::Dataset
                                                        benchmark::Counter::kIsRate);
 }
 
-void BM_float_jet_tagger(benchmark::State& state) {
-  int64_t batch = state.range(0);
+/// The 8-bit plan of examples/lenet_fashion_mnist_8bit.yaml: weights ap_fixed<8,2>, data ap_fixed<8,4>.
+Plan eight_bit_plan() {
+  Plan plan;
+  plan.quantization = QuantPlan{};
+  plan.quantization->weight = quant::QuantSpec{1, 1, 6};
+  plan.quantization->data = quant::QuantSpec{1, 3, 4};
+  return plan;
+}
+
+models::Graph build(const std::string& zoo, std::vector<int64_t> shape, int64_t classes, bool quantized) {
+  torch::manual_seed(0);
+  models::Graph g(models::zoo_spec(zoo, shape, classes));
+  if (quantized) compress(g, eight_bit_plan());
+  return g;
+}
+
+data::Dataset random_jets(int64_t batch) {
   data::DataConfig c;
   c.dataset = "random";
   c.random_shape = {16};
   c.random_samples = std::max<int64_t>(batch * 4, 8192);
   c.num_classes = 5;
-  auto ds = data::load_data(c).train;
-  torch::manual_seed(0);
-  run_steps(state, models::Graph(models::zoo_spec("jet_tagger", {16}, 5)), ds, batch);
+  return data::load_data(c).train;
 }
-BENCHMARK(BM_float_jet_tagger)->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void BM_float_lenet_fashion_mnist(benchmark::State& state) {
+template <bool Quantized>
+void BM_jet_tagger(benchmark::State& state) {
+  int64_t batch = state.range(0);
+  static std::map<int64_t, data::Dataset> cache;
+  if (!cache.count(batch)) cache[batch] = random_jets(batch);
+  run_steps(state, build("jet_tagger", {16}, 5, Quantized), cache[batch], batch);
+}
+BENCHMARK_TEMPLATE(BM_jet_tagger, false)->Name("BM_float_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_jet_tagger, true)->Name("BM_fixed8_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+template <bool Quantized>
+void BM_lenet_fashion_mnist(benchmark::State& state) {
   const std::string dir = "/usr/share/datasets/fashion-mnist";
   if (!std::filesystem::exists(dir)) {
     state.SkipWithError("Fashion-MNIST not installed (Debian package dataset-fashion-mnist)");
@@ -60,10 +85,10 @@ void BM_float_lenet_fashion_mnist(benchmark::State& state) {
   c.dir = dir;
   c.normalize = data::Normalization::Unit;
   static data::Dataset ds = data::load_data(c).train;
-  torch::manual_seed(0);
-  run_steps(state, models::Graph(models::zoo_spec("lenet", {1, 28, 28}, 10)), ds, state.range(0));
+  run_steps(state, build("lenet", {1, 28, 28}, 10, Quantized), ds, state.range(0));
 }
-BENCHMARK(BM_float_lenet_fashion_mnist)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, false)->Name("BM_float_lenet_fashion_mnist")->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, true)->Name("BM_fixed8_lenet_fashion_mnist")->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

@@ -3,9 +3,11 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "cli/commands.h"
+#include "sparq/compress/compress.h"
 #include "sparq/config/job.h"
 #include "sparq/error.h"
 #include "sparq/runtime.h"
@@ -18,21 +20,46 @@ std::string shape_text(const std::vector<int64_t>& s) { return fmt::format("[{}]
 
 void print_summary(const models::Graph& model, const std::vector<train::EpochMetrics>& history,
                    const train::EvalResult& test, bool classification, const std::string& run_dir) {
-  size_t name_w = 5, op_w = 2, shape_w = 6;
+  auto cost = graph_cost(model);
+  std::map<std::string, layers::LayerCost> costs(cost.layers.begin(), cost.layers.end());
+  auto weight_type = [&](const std::string& name) -> std::string {
+    auto pq = pq_layer(model, name);
+    if (!pq) return "";
+    for (const auto& [target, q] : pq->quantizers())
+      if (target == (costs[name].weights > 0 ? "weight" : "input"))
+        return q->enabled ? (q->spec().granularity == quant::Granularity::PerTensor ? q->format().type_name()
+                                                                                     : quant::to_string(q->spec().granularity))
+                          : "float";
+    return "float";
+  };
+  size_t name_w = 5, op_w = 2, shape_w = 6, type_w = 6;
   for (const auto& n : model->nodes()) {
     name_w = std::max(name_w, n.name.size());
     op_w = std::max(op_w, n.op.size());
     shape_w = std::max(shape_w, shape_text(n.out_shape).size());
+    type_w = std::max(type_w, weight_type(n.name).size());
   }
-  fmt::print("\n{:<{}}  {:<{}}  {:<{}}  {:>10}\n", "layer", name_w, "op", op_w, "output", shape_w, "parameters");
+  bool compressed = !cost.layers.empty();
+  fmt::print("\n{:<{}}  {:<{}}  {:<{}}  {:>10}", "layer", name_w, "op", op_w, "output", shape_w, "parameters");
+  if (compressed) fmt::print("  {:<{}}  {:>9}  {:>11}  {:>12}", "format", type_w, "nonzero", "weight bits", "EBOPs");
+  fmt::print("\n");
   int64_t total = 0;
   for (const auto& n : model->nodes()) {
     int64_t count = models::parameter_count(n);
     total += count;
-    fmt::print("{:<{}}  {:<{}}  {:<{}}  {:>10}\n", n.name, name_w, n.op, op_w, shape_text(n.out_shape),
-               shape_w, count);
+    fmt::print("{:<{}}  {:<{}}  {:<{}}  {:>10}", n.name, name_w, n.op, op_w, shape_text(n.out_shape), shape_w, count);
+    if (compressed && costs.count(n.name)) {
+      const auto& c = costs[n.name];
+      fmt::print("  {:<{}}  {:>9}  {:>11.0f}  {:>12.0f}", weight_type(n.name), type_w,
+                 c.weights ? fmt::format("{}", c.nonzero) : "", c.weight_bits, c.ebops);
+    }
+    fmt::print("\n");
   }
-  fmt::print("{:<{}}  {:>10}\n\n", "total", name_w + op_w + shape_w + 4, total);
+  fmt::print("{:<{}}  {:>10}", "total", name_w + op_w + shape_w + 4, total);
+  if (compressed)
+    fmt::print("  {:<{}}  {:>9}  {:>11.0f}  {:>12.0f}", "", type_w, cost.total.nonzero, cost.total.weight_bits,
+               cost.total.ebops);
+  fmt::print("\n\n");
   double seconds = 0, samples = 0;
   for (const auto& m : history) seconds += m.seconds, samples += m.samples_per_second * m.seconds;
   if (test.samples > 0) {
@@ -73,6 +100,12 @@ int run_command(const RunArgs& args) {
   fmt::print("model: {} ({} nodes), device {}, {} thread(s)\n", model->name(), model->nodes().size(),
              job.training.device, torch::get_num_threads());
 
+  if (job.plan.quantization) {
+    auto report = compress(model, job.plan);
+    fmt::print("compression: {} layer(s) replaced by PQ layers", report.replaced.size());
+    if (!report.left_float.empty()) fmt::print("; in float: {}", fmt::join(report.left_float, "; "));
+    fmt::print("\n");
+  }
   train::Trainer trainer(model, job.training, job.output);
   const auto& eval = splits.validation.size() > 0 ? splits.validation : splits.test;
   auto history = trainer.fit(train, eval, args.resume);

@@ -90,6 +90,19 @@ std::shared_ptr<layers::PQLayer> pq_layer(const models::Graph& graph, const std:
   return node.module.is_empty() ? nullptr : std::dynamic_pointer_cast<layers::PQLayer>(node.module.ptr());
 }
 
+GraphCost graph_cost(const models::Graph& graph) {
+  GraphCost cost;
+  for (const auto& node : graph->nodes()) {
+    auto pq = pq_layer(graph, node.name);
+    if (!pq) continue;
+    auto c = pq->cost();
+    cost.total.weights += c.weights, cost.total.nonzero += c.nonzero;
+    cost.total.weight_bits += c.weight_bits, cost.total.ebops += c.ebops;
+    cost.layers.emplace_back(node.name, c);
+  }
+  return cost;
+}
+
 CompressReport compress(models::Graph& graph, const Plan& plan) {
   CompressReport report;
   QuantPlan qp = plan.quantization.value_or(QuantPlan{});

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "sparq/config/pquant.h"
 #include "sparq/config/yaml.h"
 #include "sparq/error.h"
 
@@ -166,7 +167,7 @@ train::TrainOptions parse_training(const std::string& file, const YAML::Node& no
 }
 
 Job parse(const YamlDoc& doc, const std::string& base) {
-  MapReader r(doc.file, doc.root, "job", {"name", "model", "data", "training", "output"});
+  MapReader r(doc.file, doc.root, "job", {"name", "model", "data", "training", "output", "compression"});
   Job job;
   job.file = doc.file;
   job.name = r.get_string("name", fs::path(doc.file).stem().string());
@@ -179,6 +180,16 @@ Job parse(const YamlDoc& doc, const std::string& base) {
   if (r.has("training")) job.training = parse_training(doc.file, r.node("training"), job.threads);
   if (!r.node("data")["seed"]) job.data.seed = job.training.seed;  // one seed unless split apart
   job.output = r.get_string("output", "runs/" + job.name);
+  if (r.has("compression")) {
+    YAML::Node c = r.node("compression");
+    if (c.IsScalar()) {
+      std::string path = resolve(base, c.Scalar());
+      if (!fs::exists(path)) r.fail("compression", fmt::format("file '{}' does not exist", path));
+      job.plan = load_pquant(path);
+    } else {
+      job.plan = parse_pquant(doc.file, c);
+    }
+  }
   return job;
 }
 

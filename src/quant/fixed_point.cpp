@@ -8,6 +8,7 @@
 #include <cctype>
 #include <limits>
 
+#include "quant/fixed_point_kernels.h"
 #include "sparq/error.h"
 
 namespace sparq::quant {
@@ -120,6 +121,22 @@ void fused_kernel(const torch::Tensor& x, const torch::Tensor& k, const torch::T
     const bool ks = k.numel() == 1, is = i.numel() == 1, fs = f.numel() == 1;
     scalar_t* qp = q.data_ptr<scalar_t>();
     scalar_t* sp = slope ? slope->data_ptr<scalar_t>() : nullptr;
+    if (ks && is && fs && fp[0] >= 0 && overflow != OverflowMode::WRAP_SM) {
+      const scalar_t kk = kp[0], span = ip[0] + fp[0];
+      kernels::TensorFormat<scalar_t> p;
+      p.scale = std::ldexp(scalar_t(1), static_cast<int>(fp[0]));
+      p.step = std::ldexp(scalar_t(1), -static_cast<int>(fp[0]));
+      p.nmax = std::ldexp(scalar_t(1), static_cast<int>(span)) - 1;
+      p.nmin = -kk * std::ldexp(scalar_t(1), static_cast<int>(span));
+      p.lo = (overflow == OverflowMode::SAT_SYM && kk > 0 && span > 0) ? -p.nmax : p.nmin;
+      p.modulus = std::ldexp(scalar_t(1), static_cast<int>(kk + span));
+      p.inv_modulus = 1 / p.modulus;
+      p.signed_type = kk > 0;
+      at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
+        kernels::quantize_range<scalar_t>(xp, qp, sp, begin, end, p, round, overflow, training);
+      });
+      return;
+    }
     at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) {
       for (int64_t e = begin; e < end; ++e) {
         scalar_t kk = kp[ks ? 0 : e], ii = ip[is ? 0 : e], ff = fp[fs ? 0 : e];

@@ -9,6 +9,7 @@
 #include <set>
 #include <nlohmann/json.hpp>
 
+#include "sparq/compress/compress.h"
 #include "sparq/error.h"
 #include "train/progress.h"
 
@@ -63,6 +64,16 @@ nlohmann::json to_json(const EpochMetrics& m, bool classification) {
                       {"samples_per_second", m.samples_per_second}, {"lr", m.lr}};
   j["train_accuracy"] = classification ? nlohmann::json(m.train_accuracy) : nlohmann::json(nullptr);
   j["eval_accuracy"] = classification ? nlohmann::json(m.eval.accuracy) : nlohmann::json(nullptr);
+  if (!m.layer_costs.empty()) {
+    auto cost_json = [](const layers::LayerCost& c) {
+      return nlohmann::json{{"ebops", c.ebops}, {"weight_bits", c.weight_bits}, {"nonzero_weights", c.nonzero},
+                            {"weights", c.weights}};
+    };
+    j.update(cost_json(m.cost));
+    nlohmann::json per_layer;
+    for (const auto& [name, c] : m.layer_costs) per_layer[name] = cost_json(c);
+    j["layers"] = per_layer;
+  }
   return j;
 }
 
@@ -199,6 +210,9 @@ std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data
     m.samples_per_second = train.size() / std::max(m.seconds, 1e-9);
     m.lr = lr_of(*optimizer_);
     if (eval.size() > 0) m.eval = evaluate(eval);
+    auto cost = graph_cost(model_);
+    m.layer_costs = cost.layers;
+    m.cost = cost.total;
     if (!std::isfinite(m.train_loss))
       throw Error(fmt::format("epoch {}: training loss is {} (diverged); lower the learning rate",
                               m.epoch, m.train_loss));
@@ -207,8 +221,9 @@ std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data
       std::string eval_text = eval.size() == 0 ? "" : classification
           ? fmt::format("  eval loss {:.4f} acc {:.2f}%", m.eval.loss, 100 * m.eval.accuracy)
           : fmt::format("  eval loss {:.4f}", m.eval.loss);
-      fmt::print("epoch {}/{}  train loss {:.4f}{}{}  {:.1f} s  {:.0f} samples/s\n", m.epoch,
-                 options_.epochs, m.train_loss, acc, eval_text, m.seconds, m.samples_per_second);
+      std::string cost_text = m.layer_costs.empty() ? "" : fmt::format("  EBOPs {:.4g}", m.cost.ebops);
+      fmt::print("epoch {}/{}  train loss {:.4f}{}{}{}  {:.1f} s  {:.0f} samples/s\n", m.epoch, options_.epochs,
+                 m.train_loss, acc, eval_text, cost_text, m.seconds, m.samples_per_second);
       std::fflush(stdout);
     }
     if (!run_dir_.empty()) {

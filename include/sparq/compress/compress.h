@@ -22,6 +22,13 @@ struct CompressReport {
 /// ConfigError for a layer override naming no node (with the nearest node name).
 CompressReport compress(models::Graph& graph, const Plan& plan);
 
+/// Costs of every PQ layer of a graph and their sum.
+struct GraphCost {
+  std::vector<std::pair<std::string, layers::LayerCost>> layers;
+  layers::LayerCost total;
+};
+GraphCost graph_cost(const models::Graph& graph);
+
 /// The PQ layer of node `name`, or nullptr if the node is not one.
 std::shared_ptr<layers::PQLayer> pq_layer(const models::Graph& graph, const std::string& name);
 

@@ -6,6 +6,7 @@
 
 #include "sparq/data/dataset.h"
 #include "sparq/models/graph.h"
+#include "sparq/plan.h"
 #include "sparq/train/trainer.h"
 
 namespace sparq::config {
@@ -25,6 +26,7 @@ struct Job {
   train::TrainOptions training;
   int64_t threads = 0;            ///< CPU threads; 0: all cores
   std::string output;             ///< run folder; default runs/<name>
+  Plan plan;                      ///< from `compression:` (a PQuantML config); empty: float training
 };
 
 /// Reads and validates a job file. Relative paths in it are relative to the file's folder.

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "sparq/data/dataset.h"
+#include "sparq/layers/pq_layers.h"
 #include "sparq/models/graph.h"
 
 namespace sparq::train {
@@ -46,6 +47,9 @@ struct EpochMetrics {
   double seconds = 0;              ///< training pass only
   double samples_per_second = 0;
   double lr = 0;
+  /// Per PQ layer and in total: weights, non-zero weights, weight bits, EBOPs (compressed models).
+  std::vector<std::pair<std::string, layers::LayerCost>> layer_costs;
+  layers::LayerCost cost;
 };
 
 /// Seeds LibTorch's generators; call before building the model so initial weights repeat.

@@ -113,3 +113,38 @@ TEST(Cli, BadDataAndModelFilesExitWith2) {
   r = run_sparq("run " + dir.file("job2.yaml") + " --resume --output " + dir.file("nothing"));
   EXPECT_EQ(r.exit_code, 2);
 }
+
+TEST(Cli, QuantizedJobReportsBitsAndEbops) {
+  TempDir dir("cli_quant");
+  write_file(dir.file("job.yaml"), R"(name: q
+model: jet_tagger
+data: {dataset: random, shape: [16], samples: 512, num_classes: 5, normalize: standardize}
+training: {epochs: 1, batch_size: 64, threads: 1, progress: none}
+compression:
+  quantization_parameters:
+    default_data_keep_negatives: 1
+    default_data_integer_bits: 2
+    default_data_fractional_bits: 5
+    layer_specific:
+      fc4: {weight: {integer_bits: 1, fractional_bits: 2}}
+)");
+  auto r = run_sparq("run " + dir.file("job.yaml") + " --output " + dir.file("run"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("compression: 7 layer(s) replaced by PQ layers"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("ap_fixed<8,1,AP_RND,AP_SAT>"), std::string::npos) << r.output;  // default weights
+  EXPECT_NE(r.output.find("ap_fixed<4,2,AP_RND,AP_SAT>"), std::string::npos) << r.output;  // fc4 override
+  EXPECT_NE(r.output.find("EBOPs"), std::string::npos);
+  std::ifstream metrics(dir.file("run/metrics.jsonl"));
+  std::string line;
+  std::getline(metrics, line);
+  EXPECT_NE(line.find("\"ebops\":"), std::string::npos) << line;
+  EXPECT_NE(line.find("\"fc4\":{"), std::string::npos) << line;
+
+  write_file(dir.file("bad.yaml"), "name: q\nmodel: jet_tagger\ndata: {dataset: random}\ncompression:\n"
+                                   "  quantization_parameters:\n    layer_specific:\n      fc9: {weight: {integer_bits: 1}}\n");
+  r = run_sparq("run " + dir.file("bad.yaml") + " --output " + dir.file("run2"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("bad.yaml:7:12: fc9: layer_specific names no layer of model 'jet_tagger', did you mean 'fc1'?"),
+            std::string::npos)
+      << r.output;
+}

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <limits>
+#include <optional>
 
 #include "quant/fixed_point_kernels.h"
 #include "sparq/error.h"
@@ -112,6 +113,25 @@ torch::Tensor expand_like(const torch::Tensor& bits, const torch::Tensor& x, con
   }
 }
 
+/// The constants of the vectorised path: per-tensor bits, f >= 0, SAT, SAT_SYM or WRAP.
+template <typename T>
+std::optional<kernels::TensorFormat<T>> tensor_format(const torch::Tensor& k, const torch::Tensor& i,
+                                                      const torch::Tensor& f, OverflowMode overflow) {
+  if (k.numel() != 1 || i.numel() != 1 || f.numel() != 1 || overflow == OverflowMode::WRAP_SM) return std::nullopt;
+  const T kk = k.data_ptr<T>()[0], ii = i.data_ptr<T>()[0], ff = f.data_ptr<T>()[0], span = ii + ff;
+  if (ff < 0) return std::nullopt;
+  kernels::TensorFormat<T> p;
+  p.scale = std::ldexp(T(1), static_cast<int>(ff));
+  p.step = std::ldexp(T(1), -static_cast<int>(ff));
+  p.nmax = std::ldexp(T(1), static_cast<int>(span)) - 1;
+  p.nmin = -kk * std::ldexp(T(1), static_cast<int>(span));
+  p.lo = (overflow == OverflowMode::SAT_SYM && kk > 0 && span > 0) ? -p.nmax : p.nmin;
+  p.modulus = std::ldexp(T(1), static_cast<int>(kk + span));
+  p.inv_modulus = 1 / p.modulus;
+  p.signed_type = kk > 0;
+  return p;
+}
+
 /// One pass: q (and the slope if wanted) for every element.
 void fused_kernel(const torch::Tensor& x, const torch::Tensor& k, const torch::Tensor& i, const torch::Tensor& f,
                   RoundMode round, OverflowMode overflow, bool training, torch::Tensor& q, torch::Tensor* slope) {
@@ -121,19 +141,9 @@ void fused_kernel(const torch::Tensor& x, const torch::Tensor& k, const torch::T
     const bool ks = k.numel() == 1, is = i.numel() == 1, fs = f.numel() == 1;
     scalar_t* qp = q.data_ptr<scalar_t>();
     scalar_t* sp = slope ? slope->data_ptr<scalar_t>() : nullptr;
-    if (ks && is && fs && fp[0] >= 0 && overflow != OverflowMode::WRAP_SM) {
-      const scalar_t kk = kp[0], span = ip[0] + fp[0];
-      kernels::TensorFormat<scalar_t> p;
-      p.scale = std::ldexp(scalar_t(1), static_cast<int>(fp[0]));
-      p.step = std::ldexp(scalar_t(1), -static_cast<int>(fp[0]));
-      p.nmax = std::ldexp(scalar_t(1), static_cast<int>(span)) - 1;
-      p.nmin = -kk * std::ldexp(scalar_t(1), static_cast<int>(span));
-      p.lo = (overflow == OverflowMode::SAT_SYM && kk > 0 && span > 0) ? -p.nmax : p.nmin;
-      p.modulus = std::ldexp(scalar_t(1), static_cast<int>(kk + span));
-      p.inv_modulus = 1 / p.modulus;
-      p.signed_type = kk > 0;
+    if (auto p = tensor_format<scalar_t>(k, i, f, overflow)) {
       at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
-        kernels::quantize_range<scalar_t>(xp, qp, sp, begin, end, p, round, overflow, training);
+        kernels::quantize_range<scalar_t>(xp, qp, sp, begin, end, *p, round, overflow, training);
       });
       return;
     }
@@ -153,16 +163,44 @@ struct FusedQuantize : public torch::autograd::Function<FusedQuantize> {
                                torch::Tensor i, torch::Tensor f, int64_t round, int64_t overflow, bool training) {
     auto xc = x.contiguous();
     auto q = torch::empty_like(xc);
-    auto slope = torch::empty_like(xc);
-    fused_kernel(xc, k, i, f, static_cast<RoundMode>(round), static_cast<OverflowMode>(overflow), training, q, &slope);
-    ctx->save_for_backward({slope});
+    auto mode = static_cast<OverflowMode>(overflow);
+    bool vectorised = k.numel() == 1 && i.numel() == 1 && f.numel() == 1 && f.item<double>() >= 0 &&
+                      mode != OverflowMode::WRAP_SM;
+    if (vectorised) {
+      // The slope is 1 (WRAP) or a range test on x (SAT): recomputed in backward, nothing stored.
+      fused_kernel(xc, k, i, f, static_cast<RoundMode>(round), mode, training, q, nullptr);
+      ctx->save_for_backward({xc, k, i, f});
+    } else {
+      auto slope = torch::empty_like(xc);
+      fused_kernel(xc, k, i, f, static_cast<RoundMode>(round), mode, training, q, &slope);
+      ctx->save_for_backward({slope});
+    }
+    ctx->saved_data["overflow"] = overflow;
     return q;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad) {
-    auto slope = ctx->get_saved_variables()[0];
-    return {grad[0] * slope, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor()};
+    auto saved = ctx->get_saved_variables();
+    auto mode = static_cast<OverflowMode>(ctx->saved_data["overflow"].toInt());
+    torch::Tensor dx;
+    if (saved.size() == 1) {
+      dx = grad[0] * saved[0];
+    } else if (mode == OverflowMode::WRAP) {
+      dx = grad[0];
+    } else {
+      const auto& x = saved[0];
+      auto g = grad[0].contiguous();
+      dx = torch::empty_like(x);
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fixed_quantize_backward", [&] {
+        auto p = *tensor_format<scalar_t>(saved[1], saved[2], saved[3], mode);
+        const scalar_t *xp = x.data_ptr<scalar_t>(), *gp = g.data_ptr<scalar_t>();
+        scalar_t* dp = dx.data_ptr<scalar_t>();
+        at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
+          kernels::saturation_grad_range<scalar_t>(xp, gp, dp, begin, end, p);
+        });
+      });
+    }
+    return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 

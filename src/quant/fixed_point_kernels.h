@@ -20,20 +20,38 @@ namespace generic {
 template <typename T>
 void quantize_range(const T* x, T* q, T* slope, int64_t begin, int64_t end, const TensorFormat<T>& p, RoundMode r,
                     OverflowMode o, bool training);
+template <typename T>
+void saturation_grad_range(const T* x, const T* g, T* out, int64_t begin, int64_t end, const TensorFormat<T>& p);
 }
 namespace avx2 {
 template <typename T>
 void quantize_range(const T* x, T* q, T* slope, int64_t begin, int64_t end, const TensorFormat<T>& p, RoundMode r,
                     OverflowMode o, bool training);
+template <typename T>
+void saturation_grad_range(const T* x, const T* g, T* out, int64_t begin, int64_t end, const TensorFormat<T>& p);
 }
+
+inline bool use_avx2();
 
 /// q (and dq/dx into `slope` when not null) for elements [begin, end) of x; SAT, SAT_SYM or WRAP.
 template <typename T>
 inline void quantize_range(const T* x, T* q, T* slope, int64_t begin, int64_t end, const TensorFormat<T>& p,
                            RoundMode r, OverflowMode o, bool training) {
-  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (has_avx2) avx2::quantize_range<T>(x, q, slope, begin, end, p, r, o, training);
+  if (use_avx2()) avx2::quantize_range<T>(x, q, slope, begin, end, p, r, o, training);
   else generic::quantize_range<T>(x, q, slope, begin, end, p, r, o, training);
+}
+
+inline bool use_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+
+/// dx = g where the saturating quantizer passes the gradient (x inside [lo, hi]), else 0.
+template <typename T>
+inline void saturation_grad_range(const T* x, const T* g, T* out, int64_t begin, int64_t end,
+                                  const TensorFormat<T>& p) {
+  if (use_avx2()) avx2::saturation_grad_range<T>(x, g, out, begin, end, p);
+  else generic::saturation_grad_range<T>(x, g, out, begin, end, p);
 }
 
 }  // namespace sparq::quant::kernels

@@ -114,7 +114,12 @@ torch::Tensor PQActivationImpl::forward(const torch::Tensor& x_in) {
   }
   x = quantize(input_q, x);
   torch::Tensor y;
-  if (function_ == "relu") y = torch::relu(x);
+  // An unsigned saturating input quantizer already maps negatives to 0 (and stops their
+  // gradient): ReLU is then the identity and its pass is skipped.
+  bool unsigned_input = input_q && input_q->enabled && input_q->spec().k == 0 &&
+                        (input_q->spec().overflow == quant::OverflowMode::SAT ||
+                         input_q->spec().overflow == quant::OverflowMode::SAT_SYM);
+  if (function_ == "relu") y = unsigned_input ? x : torch::relu(x);
   else if (function_ == "tanh") y = torch::tanh(x);
   else if (function_ == "hard_tanh") y = torch::clamp(x, min_val, max_val);
   else if (function_ == "leaky_relu") y = torch::leaky_relu(x, negative_slope);

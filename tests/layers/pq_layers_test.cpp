@@ -49,6 +49,16 @@ TEST(PQConv, ForwardByHandAndEbops) {
   EXPECT_EQ(conv->cost().ebops, 4.0 * 8.0);  // B_in 4 bits x (4 + 4) weight bits
 }
 
+TEST(PQAvgPool, ForwardByHandAndEbops) {
+  QuantTargets t;
+  t.input = spec(1, 1, 1), t.output = spec(1, 1, 2);
+  PQAvgPool pool(1, std::vector<int64_t>{2}, std::vector<int64_t>{2}, std::vector<int64_t>{0}, t);
+  // input (1,1,1): 0.3 -> 0.5, 0.9 -> 1.0, -0.6 -> -0.5, 1.7 -> 1.5; means 0.75, 0.5 (on the f=2 grid)
+  auto y = pool->forward(torch::tensor({{{0.3f, 0.9f, -0.6f, 1.7f}}}));
+  EXPECT_TRUE(y.equal(torch::tensor({{{0.75f, 0.5f}}}))) << y;
+  EXPECT_EQ(pool->cost().ebops, 3.0 * 4);  // B_in x input elements
+}
+
 TEST(PQBatchNorm, QuantizedScaleShiftAndFloatStatistics) {
   QuantTargets t;
   t.weight = spec(1, 1, 2), t.bias = spec(1, 1, 2);

@@ -1,6 +1,7 @@
 // A small quantized MLP built from PQ layers by hand and trained with LibTorch's loop; then a zoo
 // model quantized by compress(). Built as build/examples/cpp/pq_mlp (see the README).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <sparq/compress/compress.h>

@@ -1,5 +1,6 @@
 // sparq run [JOB.yaml]: load the job, its data and model, train, evaluate, summarise.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <filesystem>

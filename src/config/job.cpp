@@ -1,6 +1,7 @@
 #include "sparq/config/job.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <filesystem>
 

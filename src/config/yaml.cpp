@@ -1,6 +1,7 @@
 #include "sparq/config/yaml.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cerrno>

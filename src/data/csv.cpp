@@ -1,5 +1,6 @@
 // CSV with a header row: one named target column, every other column a numeric feature.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <cerrno>

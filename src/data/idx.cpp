@@ -1,6 +1,7 @@
 // IDX files (the MNIST family): 2 zero bytes, a type code, the number of dimensions, the
 // dimensions as big-endian uint32, then the data in big-endian order. gzip or raw.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 #include <zlib.h>
 

@@ -1,5 +1,6 @@
 // From a job's data section to train/validation/test datasets.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <fstream>

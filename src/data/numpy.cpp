@@ -1,5 +1,6 @@
 // NumPy .npy arrays and .npz archives (zip files of .npy members, stored or deflated).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 #include <zlib.h>
 

@@ -1,5 +1,6 @@
 // PQAvgPool, PQBatchNorm and PQActivation.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <cmath>

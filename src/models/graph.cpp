@@ -1,6 +1,7 @@
 #include "sparq/models/graph.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include "sparq/error.h"

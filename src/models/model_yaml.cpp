@@ -1,5 +1,6 @@
 // Model YAML: a Graph described as a list of layers (see docs/model-yaml.md).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "sparq/config/yaml.h"
 #include "sparq/error.h"

@@ -1,6 +1,7 @@
 // The built-in models, described as GraphSpecs so they go through the same builder, checks and
 // naming as model YAML files.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "sparq/error.h"
 #include "sparq/models/graph.h"

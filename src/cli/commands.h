@@ -16,10 +16,6 @@ struct RunArgs {
 
 int run_command(const RunArgs& args);
 
-}  // namespace sparq::cli
-
-namespace sparq::cli {
-
 struct FixedArgs {
   int k = 1, i = 0, f = 7;
   std::string round = "RND", overflow = "SAT";

@@ -5,7 +5,6 @@
 
 #include <filesystem>
 #include <map>
-#include <thread>
 
 #include "cli/commands.h"
 #include "sparq/compress/compress.h"

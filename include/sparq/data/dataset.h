@@ -96,10 +96,6 @@ class Batches {
   torch::Tensor order_;  // empty when not shuffled
 };
 
-}  // namespace sparq::data
-
-namespace sparq::data {
-
 /// Where one split comes from: IDX image+label files, a CSV file, an .npz archive or two .npy files.
 struct SourceFiles {
   std::string format;               ///< "idx", "csv", "npz", "npy"; empty: no files

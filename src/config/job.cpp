@@ -216,6 +216,15 @@ training:
   batch_size: 256
   epochs: 3
   seed: 0
+compression:
+  quantization_parameters:
+    default_weight_integer_bits: 1
+    default_weight_fractional_bits: 6
+    default_data_keep_negatives: 1
+    default_data_integer_bits: 3
+    default_data_fractional_bits: 4
+    layer_specific:
+      conv1: {input: {keep_negatives: 0, integer_bits: 0, fractional_bits: 8}}
 )", "<default job>");
   job.file = "";
   return job;

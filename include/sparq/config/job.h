@@ -32,7 +32,7 @@ struct Job {
 /// Reads and validates a job file. Relative paths in it are relative to the file's folder.
 Job load_job(const std::string& path);
 Job parse_job(const std::string& text, const std::string& name, const std::string& base_dir = ".");
-/// The built-in default job: Fashion-MNIST, lenet, a few epochs.
+/// The built-in default job: Fashion-MNIST, lenet with 8-bit weights and activations, 3 epochs.
 Job default_job();
 
 /// Builds the model of a job for samples of `input_shape` and `num_classes` outputs.

@@ -4,6 +4,7 @@
 
 #include <fstream>
 
+#include "sparq/compress/compress.h"
 #include "sparq/error.h"
 #include "sparq/train/trainer.h"
 #include "test_util.h"
@@ -137,4 +138,29 @@ TEST(Trainer, RejectsMismatchedCheckpointsAndBadOptions) {
   auto bad = options("adam", 1);
   bad.device = "tpu";
   EXPECT_THROW(train::Trainer(other, bad, ""), Error);
+}
+
+TEST(Trainer, ResumeOfAQuantizedModelEqualsAnUninterruptedRun) {
+  // Quantizer state (per-channel bits re-split while training) must come back from the checkpoint.
+  auto train = blobs(200, 6);
+  auto run = [&](int64_t epochs, const std::string& dir, bool resume) {
+    train::seed_everything(5);
+    models::Graph model(mlp_with_dropout());
+    Plan plan;
+    plan.quantization = QuantPlan{};
+    plan.quantization->weight.granularity = quant::Granularity::PerChannel;
+    plan.quantization->data = quant::QuantSpec{1, 3, 4};
+    compress(model, plan);
+    train::Trainer trainer(model, options("adam", epochs), dir);
+    trainer.fit(train, blobs(64, 9), resume);
+    std::vector<torch::Tensor> state;
+    for (const auto& p : model->parameters()) state.push_back(p.detach().clone());
+    for (const auto& b : model->buffers()) state.push_back(b.detach().clone());
+    return state;
+  };
+  test::TempDir full("qfull"), split("qsplit");
+  auto straight = run(2, full.path().string(), false);
+  run(1, split.path().string(), false);
+  auto resumed = run(2, split.path().string(), true);
+  EXPECT_TRUE(same(straight, resumed));
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -44,6 +45,13 @@ inline CommandResult run_sparq(const std::string& args) {
 }
 
 inline std::string fixture(const std::string& name) { return std::string(SPARQ_TEST_DATA) + "/" + name; }
+
+/// The golden ap_fixed table: ../shared/golden beside the checkout, or $SPARQ_GOLDEN_DIR (machines
+/// that get only the repository, such as the GPU machine).
+inline std::string golden_table() {
+  const char* dir = std::getenv("SPARQ_GOLDEN_DIR");
+  return (dir ? std::string(dir) : std::string(SPARQ_SOURCE_DIR) + "/../shared/golden") + "/fixed_point_ap.csv";
+}
 
 inline void write_file(const std::string& path, const std::string& text) {
   FILE* f = std::fopen(path.c_str(), "wb");

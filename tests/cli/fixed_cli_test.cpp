@@ -30,7 +30,7 @@ TEST(FixedCli, PrintsValueCodeAndType) {
 }
 
 TEST(FixedCli, GoldenTableThroughCsvMode) {
-  std::string golden = std::string(SPARQ_SOURCE_DIR) + "/../shared/golden/fixed_point_ap.csv";
+  std::string golden = sparq::test::golden_table();
   if (!std::filesystem::exists(golden)) GTEST_SKIP() << "golden table not found";
   TempDir dir("fixed_csv");
   auto r = run_sparq("fixed --csv " + golden + " --out " + dir.file("out.csv"));

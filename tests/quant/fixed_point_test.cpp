@@ -11,6 +11,7 @@
 
 #include "sparq/error.h"
 #include "sparq/quant/fixed_point.h"
+#include "test_util.h"
 
 using namespace sparq;
 using namespace sparq::quant;
@@ -24,7 +25,7 @@ struct GoldenRow {
 };
 
 std::vector<GoldenRow> golden_rows() {
-  std::ifstream in(std::string(SPARQ_SOURCE_DIR) + "/../shared/golden/fixed_point_ap.csv");
+  std::ifstream in(sparq::test::golden_table());
   std::vector<GoldenRow> rows;
   std::string line;
   std::getline(in, line);  // header
@@ -181,4 +182,45 @@ TEST(FixedPoint, FormatValidationAndNames) {
   EXPECT_THROW((FixedFormat{0, 2, 2, RoundMode::RND, OverflowMode::WRAP_SM}.validate()), Error);
   EXPECT_EQ(parse_round_mode("ap_rnd_conv"), RoundMode::RND_CONV);
   EXPECT_THROW(parse_overflow_mode("CLIP"), Error);
+}
+
+TEST(FixedPointCuda, GoldenRowsOnTheGpuEqualTheCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto rows = golden_rows();
+  if (rows.empty()) GTEST_SKIP() << "golden table not found (set SPARQ_GOLDEN_DIR)";
+  std::map<std::tuple<int, int, int, std::string, std::string>, std::vector<size_t>> groups;
+  for (size_t r = 0; r < rows.size(); ++r)
+    groups[{rows[r].k, rows[r].i, rows[r].f, rows[r].round, rows[r].overflow}].push_back(r);
+  size_t mismatches = 0;
+  for (const auto& [key, idx] : groups) {
+    const auto& [k, i, f, round, overflow] = key;
+    std::vector<double> xs, expected;
+    for (size_t r : idx) xs.push_back(rows[r].x), expected.push_back(rows[r].expected);
+    auto x = torch::tensor(xs, torch::kFloat64).to(torch::kCUDA);
+    auto q = fixed_quantize(x, scalar(k).cuda(), scalar(i).cuda(), scalar(f).cuda(), parse_round_mode(round),
+                            parse_overflow_mode(overflow), false)
+                 .cpu();
+    mismatches += (q != torch::tensor(expected, torch::kFloat64)).sum().item<int64_t>();
+  }
+  EXPECT_EQ(mismatches, 0u);
+}
+
+TEST(FixedPointCuda, TrainingForwardAndBackwardEqualTheCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(0);
+  auto x = torch::randn({4096}) * 5;
+  for (int r = 0; r < 7; ++r)
+    for (auto o : {OverflowMode::SAT, OverflowMode::SAT_SYM, OverflowMode::WRAP, OverflowMode::WRAP_SM}) {
+      auto run = [&](torch::Device d) {
+        auto xd = x.to(d).requires_grad_(true);
+        auto q = fixed_quantize(xd, torch::tensor(1.f, d), torch::tensor(2.f, d), torch::tensor(3.f, d),
+                                static_cast<RoundMode>(r), o, true);
+        (q * q).sum().backward();
+        return std::make_pair(q.detach().cpu(), xd.grad().cpu());
+      };
+      auto [q_cpu, g_cpu] = run(torch::kCPU);
+      auto [q_gpu, g_gpu] = run(torch::kCUDA);
+      EXPECT_TRUE(q_cpu.equal(q_gpu)) << to_string(static_cast<RoundMode>(r)) << " " << to_string(o);
+      EXPECT_TRUE(g_cpu.equal(g_gpu)) << to_string(static_cast<RoundMode>(r)) << " " << to_string(o);
+    }
 }

@@ -164,3 +164,18 @@ TEST(Trainer, ResumeOfAQuantizedModelEqualsAnUninterruptedRun) {
   auto resumed = run(2, split.path().string(), true);
   EXPECT_TRUE(same(straight, resumed));
 }
+
+TEST(Trainer, CudaRunReachesTheCpuAccuracy) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto accuracy = [](const std::string& device) {
+    train::seed_everything(1);
+    models::Graph model(models::zoo_spec("mlp", {8}, 3, {{16}}));
+    auto o = options("adam", 8);
+    o.device = device;
+    train::Trainer trainer(model, o, "");
+    return trainer.fit(blobs(600, 1), blobs(300, 2)).back().eval.accuracy;
+  };
+  double cpu = accuracy("cpu"), gpu = accuracy("cuda");
+  EXPECT_GT(gpu, 0.85);
+  EXPECT_NEAR(gpu, cpu, 0.03);
+}

@@ -212,7 +212,7 @@ TEST(FixedPointCuda, TrainingForwardAndBackwardEqualTheCpu) {
   for (int r = 0; r < 7; ++r)
     for (auto o : {OverflowMode::SAT, OverflowMode::SAT_SYM, OverflowMode::WRAP, OverflowMode::WRAP_SM}) {
       auto run = [&](torch::Device d) {
-        auto xd = x.to(d).requires_grad_(true);
+        auto xd = x.detach().to(d).clone().requires_grad_(true);
         auto q = fixed_quantize(xd, torch::tensor(1.f, d), torch::tensor(2.f, d), torch::tensor(3.f, d),
                                 static_cast<RoundMode>(r), o, true);
         (q * q).sum().backward();

@@ -35,7 +35,7 @@ PY
 done
 lib=$prefix/usr/lib/x86_64-linux-gnu
 torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARQ_TORCH_WHEEL=ON \
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARQ_TORCH_WHEEL=ON -DCMAKE_CUDA_ARCHITECTURES=${SPARQ_CUDA_ARCH:-90} \
   -DCMAKE_PREFIX_PATH="$torch_prefix;$prefix/usr;$lib/cmake" \
   -DCMAKE_INCLUDE_PATH="$prefix/usr/include" -DCMAKE_LIBRARY_PATH="$lib" \
   -DCMAKE_CXX_FLAGS="-isystem $prefix/usr/include" \

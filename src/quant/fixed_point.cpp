@@ -11,6 +11,9 @@
 #include <optional>
 
 #include "quant/fixed_point_kernels.h"
+#ifdef SPARQ_WITH_CUDA
+#include "quant/fixed_point_cuda.h"
+#endif
 #include "sparq/error.h"
 
 namespace sparq::quant {
@@ -205,6 +208,55 @@ struct FusedQuantize : public torch::autograd::Function<FusedQuantize> {
   }
 };
 
+#ifdef SPARQ_WITH_CUDA
+/// The CUDA fast path's format: bits given as host scalars (no device read), per tensor, f >= 0,
+/// SAT, SAT_SYM or WRAP.
+std::optional<cuda::Format> cuda_format(const torch::Tensor& k, const torch::Tensor& i, const torch::Tensor& f,
+                                        OverflowMode overflow) {
+  for (const auto* t : {&k, &i, &f})
+    if (!t->device().is_cpu() || t->numel() != 1) return std::nullopt;
+  if (overflow == OverflowMode::WRAP_SM) return std::nullopt;
+  const double kk = k.item<double>(), ii = i.item<double>(), ff = f.item<double>(), span = ii + ff;
+  if (ff < 0) return std::nullopt;
+  cuda::Format p;
+  p.scale = std::ldexp(1.0, static_cast<int>(ff));
+  p.step = std::ldexp(1.0, -static_cast<int>(ff));
+  p.nmax = std::ldexp(1.0, static_cast<int>(span)) - 1;
+  double nmin = -kk * std::ldexp(1.0, static_cast<int>(span));
+  p.lo = (overflow == OverflowMode::SAT_SYM && kk > 0 && span > 0) ? -p.nmax : nmin;
+  p.modulus = std::ldexp(1.0, static_cast<int>(kk + span));
+  p.inv_modulus = 1 / p.modulus;
+  p.signed_type = kk > 0;
+  return p;
+}
+
+struct CudaQuantize : public torch::autograd::Function<CudaQuantize> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor k,
+                               torch::Tensor i, torch::Tensor f, int64_t round, int64_t overflow, bool training) {
+    auto p = *cuda_format(k, i, f, static_cast<OverflowMode>(overflow));
+    auto xc = x.contiguous();
+    auto q = torch::empty_like(xc);
+    cuda::quantize(xc, q, p, static_cast<int>(round), static_cast<int>(overflow), training);
+    ctx->save_for_backward({xc, k, i, f});
+    ctx->saved_data["overflow"] = overflow;
+    return q;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    auto saved = ctx->get_saved_variables();
+    auto mode = static_cast<OverflowMode>(ctx->saved_data["overflow"].toInt());
+    torch::Tensor dx = grad[0];
+    if (mode != OverflowMode::WRAP) {
+      auto p = *cuda_format(saved[1], saved[2], saved[3], mode);
+      auto g = grad[0].contiguous();
+      dx = torch::empty_like(saved[0]);
+      cuda::saturation_grad(saved[0], g, dx, p);
+    }
+    return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+#endif
+
 /// Rounded codes of u (no gradient), the tensor form of round_code.
 torch::Tensor round_tensor(const torch::Tensor& u, RoundMode mode) {
   auto fl = torch::floor(u), d = u - fl, up = fl + 1;
@@ -281,6 +333,18 @@ torch::Tensor fixed_quantize(const torch::Tensor& x, const torch::Tensor& k, con
                              const torch::Tensor& f, RoundMode round, OverflowMode overflow, bool training) {
   check_dtype(x);
   bool bits_learn = k.requires_grad() || i.requires_grad() || f.requires_grad();
+#ifdef SPARQ_WITH_CUDA
+  if (x.is_cuda() && !bits_learn) {
+    if (auto p = cuda_format(k, i, f, overflow)) {
+      if (x.requires_grad() && torch::GradMode::is_enabled())
+        return CudaQuantize::apply(x, k, i, f, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training);
+      auto xc = x.contiguous();
+      auto q = torch::empty_like(xc);
+      cuda::quantize(xc, q, *p, static_cast<int>(round), static_cast<int>(overflow), training);
+      return q;
+    }
+  }
+#endif
   if (bits_learn || !x.device().is_cpu()) return fixed_quantize_composed(x, k, i, f, round, overflow, training);
   auto ke = expand_like(k, x, "k"), ie = expand_like(i, x, "i"), fe = expand_like(f, x, "f");
   if (x.requires_grad() && torch::GradMode::is_enabled())

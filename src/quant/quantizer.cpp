@@ -63,6 +63,13 @@ torch::Tensor QuantizerImpl::forward(const torch::Tensor& x) {
       split_bits(x.detach().abs());
     }
   }
+  // On a GPU, static per-tensor formats go as host numbers: the fused CUDA kernel then never
+  // reads the device to learn its constants.
+  if (x.is_cuda() && k.numel() == 1 && !(is_data_ && spec_.dynamic)) {
+    auto host = [](const torch::Tensor& t) { return torch::full({}, static_cast<double>(t.item<float>())); };
+    if (!host_k_.defined()) host_k_ = host(k), host_i_ = host(i), host_f_ = host(f);
+    return fixed_quantize(x, host_k_, host_i_, host_f_, spec_.round, spec_.overflow, is_training());
+  }
   return fixed_quantize(x, k, i, f, spec_.round, spec_.overflow, is_training());
 }
 

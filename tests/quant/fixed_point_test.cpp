@@ -197,10 +197,13 @@ TEST(FixedPointCuda, GoldenRowsOnTheGpuEqualTheCpu) {
     std::vector<double> xs, expected;
     for (size_t r : idx) xs.push_back(rows[r].x), expected.push_back(rows[r].expected);
     auto x = torch::tensor(xs, torch::kFloat64).to(torch::kCUDA);
-    auto q = fixed_quantize(x, scalar(k).cuda(), scalar(i).cuda(), scalar(f).cuda(), parse_round_mode(round),
-                            parse_overflow_mode(overflow), false)
-                 .cpu();
-    mismatches += (q != torch::tensor(expected, torch::kFloat64)).sum().item<int64_t>();
+    auto want = torch::tensor(expected, torch::kFloat64);
+    // Bits on the device: LibTorch ops; bits on the host: the fused CUDA kernel (where it applies).
+    auto composed = fixed_quantize(x, scalar(k).cuda(), scalar(i).cuda(), scalar(f).cuda(), parse_round_mode(round),
+                                   parse_overflow_mode(overflow), false);
+    auto fused = fixed_quantize(x, scalar(k), scalar(i), scalar(f), parse_round_mode(round),
+                                parse_overflow_mode(overflow), false);
+    mismatches += (composed.cpu() != want).sum().item<int64_t>() + (fused.cpu() != want).sum().item<int64_t>();
   }
   EXPECT_EQ(mismatches, 0u);
 }
@@ -211,16 +214,18 @@ TEST(FixedPointCuda, TrainingForwardAndBackwardEqualTheCpu) {
   auto x = torch::randn({4096}) * 5;
   for (int r = 0; r < 7; ++r)
     for (auto o : {OverflowMode::SAT, OverflowMode::SAT_SYM, OverflowMode::WRAP, OverflowMode::WRAP_SM}) {
-      auto run = [&](torch::Device d) {
+      auto run = [&](torch::Device d, torch::Device bits) {
         auto xd = x.detach().to(d).clone().requires_grad_(true);
-        auto q = fixed_quantize(xd, torch::tensor(1.f, d), torch::tensor(2.f, d), torch::tensor(3.f, d),
+        auto q = fixed_quantize(xd, torch::tensor(1.f, bits), torch::tensor(2.f, bits), torch::tensor(3.f, bits),
                                 static_cast<RoundMode>(r), o, true);
         (q * q).sum().backward();
         return std::make_pair(q.detach().cpu(), xd.grad().cpu());
       };
-      auto [q_cpu, g_cpu] = run(torch::kCPU);
-      auto [q_gpu, g_gpu] = run(torch::kCUDA);
-      EXPECT_TRUE(q_cpu.equal(q_gpu)) << to_string(static_cast<RoundMode>(r)) << " " << to_string(o);
-      EXPECT_TRUE(g_cpu.equal(g_gpu)) << to_string(static_cast<RoundMode>(r)) << " " << to_string(o);
+      auto [q_cpu, g_cpu] = run(torch::kCPU, torch::kCPU);
+      for (auto bits_device : {torch::Device(torch::kCUDA), torch::Device(torch::kCPU)}) {  // composed, fused
+        auto [q_gpu, g_gpu] = run(torch::kCUDA, bits_device);
+        EXPECT_TRUE(q_cpu.equal(q_gpu)) << to_string(static_cast<RoundMode>(r)) << " " << to_string(o);
+        EXPECT_TRUE(g_cpu.equal(g_gpu)) << to_string(static_cast<RoundMode>(r)) << " " << to_string(o);
+      }
     }
 }

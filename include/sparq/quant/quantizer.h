@@ -57,6 +57,7 @@ class QuantizerImpl : public torch::nn::Module {
   void split_bits(const torch::Tensor& magnitude);
   QuantSpec spec_;
   bool is_data_;
+  torch::Tensor host_k_, host_i_, host_f_;  ///< per-tensor bits on the host, read once (GPU path)
 };
 TORCH_MODULE(Quantizer);
 

@@ -117,23 +117,32 @@ torch::Tensor expand_like(const torch::Tensor& bits, const torch::Tensor& x, con
   }
 }
 
-/// The constants of the vectorised path: per-tensor bits, f >= 0, SAT, SAT_SYM or WRAP.
+/// The constants of the vectorised paths (CPU loop, CUDA kernel) for one per-tensor format, or
+/// nothing where they do not apply (f < 0 needs the underflow guard; WRAP_SM the bit rule).
+std::optional<kernels::TensorFormat<double>> format_constants(double k, double i, double f, OverflowMode overflow) {
+  if (overflow == OverflowMode::WRAP_SM || f < 0) return std::nullopt;
+  const double span = i + f;
+  kernels::TensorFormat<double> p;
+  p.scale = std::ldexp(1.0, static_cast<int>(f));
+  p.step = std::ldexp(1.0, -static_cast<int>(f));
+  p.nmax = std::ldexp(1.0, static_cast<int>(span)) - 1;
+  p.nmin = -k * std::ldexp(1.0, static_cast<int>(span));
+  p.lo = (overflow == OverflowMode::SAT_SYM && k > 0 && span > 0) ? -p.nmax : p.nmin;
+  p.modulus = std::ldexp(1.0, static_cast<int>(k + span));
+  p.inv_modulus = 1 / p.modulus;
+  p.signed_type = k > 0;
+  return p;
+}
+
+/// format_constants for per-tensor bits held in CPU tensors of type T.
 template <typename T>
 std::optional<kernels::TensorFormat<T>> tensor_format(const torch::Tensor& k, const torch::Tensor& i,
                                                       const torch::Tensor& f, OverflowMode overflow) {
-  if (k.numel() != 1 || i.numel() != 1 || f.numel() != 1 || overflow == OverflowMode::WRAP_SM) return std::nullopt;
-  const T kk = k.data_ptr<T>()[0], ii = i.data_ptr<T>()[0], ff = f.data_ptr<T>()[0], span = ii + ff;
-  if (ff < 0) return std::nullopt;
-  kernels::TensorFormat<T> p;
-  p.scale = std::ldexp(T(1), static_cast<int>(ff));
-  p.step = std::ldexp(T(1), -static_cast<int>(ff));
-  p.nmax = std::ldexp(T(1), static_cast<int>(span)) - 1;
-  p.nmin = -kk * std::ldexp(T(1), static_cast<int>(span));
-  p.lo = (overflow == OverflowMode::SAT_SYM && kk > 0 && span > 0) ? -p.nmax : p.nmin;
-  p.modulus = std::ldexp(T(1), static_cast<int>(kk + span));
-  p.inv_modulus = 1 / p.modulus;
-  p.signed_type = kk > 0;
-  return p;
+  if (k.numel() != 1 || i.numel() != 1 || f.numel() != 1) return std::nullopt;
+  auto p = format_constants(k.data_ptr<T>()[0], i.data_ptr<T>()[0], f.data_ptr<T>()[0], overflow);
+  if (!p) return std::nullopt;
+  return kernels::TensorFormat<T>{T(p->scale), T(p->step), T(p->nmin), T(p->nmax), T(p->lo), T(p->modulus),
+                                  T(p->inv_modulus), p->signed_type};
 }
 
 /// One pass: q (and the slope if wanted) for every element.
@@ -168,8 +177,8 @@ struct FusedQuantize : public torch::autograd::Function<FusedQuantize> {
     auto xc = x.contiguous();
     auto q = torch::empty_like(xc);
     auto mode = static_cast<OverflowMode>(overflow);
-    bool vectorised = k.numel() == 1 && i.numel() == 1 && f.numel() == 1 && f.item<double>() >= 0 &&
-                      mode != OverflowMode::WRAP_SM;
+    bool vectorised = k.numel() == 1 && i.numel() == 1 && f.numel() == 1 &&
+                      format_constants(k.item<double>(), i.item<double>(), f.item<double>(), mode).has_value();
     if (vectorised) {
       // The slope is 1 (WRAP) or a range test on x (SAT): recomputed in backward, nothing stored.
       fused_kernel(xc, k, i, f, static_cast<RoundMode>(round), mode, training, q, nullptr);
@@ -215,19 +224,9 @@ std::optional<cuda::Format> cuda_format(const torch::Tensor& k, const torch::Ten
                                         OverflowMode overflow) {
   for (const auto* t : {&k, &i, &f})
     if (!t->device().is_cpu() || t->numel() != 1) return std::nullopt;
-  if (overflow == OverflowMode::WRAP_SM) return std::nullopt;
-  const double kk = k.item<double>(), ii = i.item<double>(), ff = f.item<double>(), span = ii + ff;
-  if (ff < 0) return std::nullopt;
-  cuda::Format p;
-  p.scale = std::ldexp(1.0, static_cast<int>(ff));
-  p.step = std::ldexp(1.0, -static_cast<int>(ff));
-  p.nmax = std::ldexp(1.0, static_cast<int>(span)) - 1;
-  double nmin = -kk * std::ldexp(1.0, static_cast<int>(span));
-  p.lo = (overflow == OverflowMode::SAT_SYM && kk > 0 && span > 0) ? -p.nmax : nmin;
-  p.modulus = std::ldexp(1.0, static_cast<int>(kk + span));
-  p.inv_modulus = 1 / p.modulus;
-  p.signed_type = kk > 0;
-  return p;
+  auto p = format_constants(k.item<double>(), i.item<double>(), f.item<double>(), overflow);
+  if (!p) return std::nullopt;
+  return cuda::Format{p->scale, p->step, p->lo, p->nmax, p->modulus, p->inv_modulus, p->signed_type};
 }
 
 struct CudaQuantize : public torch::autograd::Function<CudaQuantize> {

@@ -53,6 +53,17 @@ inline std::string golden_table() {
   return (dir ? std::string(dir) : std::string(SPARQ_SOURCE_DIR) + "/../shared/golden") + "/fixed_point_ap.csv";
 }
 
+/// The message of the exception of type E that `fn` throws ("" if none is thrown).
+template <typename E, typename Fn>
+std::string error_of(Fn fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "";
+}
+
 inline void write_file(const std::string& path, const std::string& text) {
   FILE* f = std::fopen(path.c_str(), "wb");
   std::fwrite(text.data(), 1, text.size(), f);

@@ -4,6 +4,7 @@
 #include "sparq/config/pquant.h"
 #include "sparq/config/yaml.h"
 #include "sparq/error.h"
+#include "test_util.h"
 
 using namespace sparq;
 
@@ -13,12 +14,7 @@ Plan parse(const std::string& text) {
   return config::parse_pquant(doc.file, doc.root);
 }
 std::string error_of(const std::string& text) {
-  try {
-    parse(text);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
+  return test::error_of<ConfigError>([&] { parse(text); });
 }
 }  // namespace
 

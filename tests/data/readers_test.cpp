@@ -34,12 +34,7 @@ void write_gzip(const std::string& path, const std::string& bytes) {
 /// The message of the DataError that `fn` throws ("" if none is thrown).
 template <typename Fn>
 std::string data_error(Fn fn) {
-  try {
-    fn();
-  } catch (const DataError& e) {
-    return e.what();
-  }
-  return "";
+  return test::error_of<DataError>(fn);
 }
 
 std::string file_bytes(const std::string& path) {

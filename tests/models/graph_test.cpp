@@ -4,21 +4,12 @@
 
 #include "sparq/error.h"
 #include "sparq/models/graph.h"
+#include "test_util.h"
 
 using namespace sparq;
 using namespace sparq::models;
 
-namespace {
-template <typename E, typename Fn>
-std::string error_of(Fn fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "";
-}
-}  // namespace
+using sparq::test::error_of;
 
 TEST(Graph, LenetForwardShapesAndNames) {
   Graph g(zoo_spec("lenet", {1, 28, 28}, 10));

@@ -11,7 +11,8 @@ struct RunArgs {
   bool resume = false;
   std::string output;    ///< overrides the job's output folder
   std::string device;    ///< overrides training.device
-  long long epochs = -1; ///< overrides training.epochs
+  long long epochs = -1; ///< overrides training.epochs (epochs per round with a schedule)
+  long long stop_after = -1;  ///< stop after this many epochs (resume later with --resume)
 };
 
 int run_command(const RunArgs& args);
@@ -24,5 +25,18 @@ struct FixedArgs {
 };
 
 int fixed_command(const FixedArgs& args);
+
+struct InspectArgs {
+  std::string config;       ///< PQuantML config YAML
+  std::string model;        ///< zoo name or model YAML
+  std::vector<int64_t> input_shape;  ///< sample shape; default per zoo model
+  long long classes = 10;
+  bool yaml = false;        ///< print the resolved plan as YAML instead of the table
+};
+
+int inspect_command(const InspectArgs& args);
+
+/// `sparq config default METHOD`: PQuantML's packaged config of a pruning method.
+int config_default_command(const std::string& method);
 
 }  // namespace sparq::cli

@@ -18,7 +18,26 @@ int main(int argc, char** argv) {
   run_cmd->add_flag("--resume", run.resume, "Continue from the run folder's checkpoint");
   run_cmd->add_option("--output", run.output, "Run folder (default: the job's output, runs/<name>)");
   run_cmd->add_option("--device", run.device, "auto, cpu, cuda or cuda:N (overrides the job)");
-  run_cmd->add_option("--epochs", run.epochs, "Number of epochs (overrides the job)")->check(CLI::NonNegativeNumber);
+  run_cmd->add_option("--epochs", run.epochs, "Number of epochs (overrides the job; epochs per round with a schedule)")
+      ->check(CLI::NonNegativeNumber);
+  run_cmd->add_option("--stop-after", run.stop_after, "Stop after this many epochs; continue later with --resume")
+      ->check(CLI::PositiveNumber);
+
+  sparq::cli::InspectArgs inspect;
+  auto* inspect_cmd = app.add_subcommand("inspect", "Show what a compression config resolves to on a model");
+  inspect_cmd->add_option("config", inspect.config, "Compression config (PQuantML YAML)")->required();
+  inspect_cmd->add_option("--model", inspect.model, "Zoo model name or model YAML")->required();
+  inspect_cmd->add_option("--input-shape", inspect.input_shape, "Sample shape, e.g. 1,28,28 (default per zoo model)")
+      ->delimiter(',');
+  inspect_cmd->add_option("--classes", inspect.classes, "Outputs of a zoo model (default 10; jet_tagger 5)");
+  inspect_cmd->add_flag("--yaml", inspect.yaml, "Print the resolved config (every field) as YAML");
+
+  std::string method;
+  auto* config_cmd = app.add_subcommand("config", "Config files");
+  auto* default_cmd = config_cmd->add_subcommand("default", "Print PQuantML's packaged config of a pruning method");
+  default_cmd->add_option("method", method, "cs, dst, pdp, wanda, autosparse, activation_pruning, mdmm, fitcompress")
+      ->required();
+  config_cmd->require_subcommand(1);
 
   sparq::cli::FixedArgs fixed;
   auto* fixed_cmd = app.add_subcommand("fixed", "Fixed-point calculator: what values become in ap_fixed<W,I,Q,O>");
@@ -47,6 +66,8 @@ int main(int argc, char** argv) {
   try {
     if (run_cmd->parsed()) return sparq::cli::run_command(run);
     if (fixed_cmd->parsed()) return sparq::cli::fixed_command(fixed);
+    if (inspect_cmd->parsed()) return sparq::cli::inspect_command(inspect);
+    if (default_cmd->parsed()) return sparq::cli::config_default_command(method);
   } catch (const sparq::Error& e) {
     fmt::print(stderr, "sparq: error: {}\n", e.what());
     return 2;

@@ -80,7 +80,10 @@ int run_command(const RunArgs& args) {
   config::Job job = args.job_file.empty() ? config::default_job() : config::load_job(args.job_file);
   if (!args.output.empty()) job.output = args.output;
   if (!args.device.empty()) job.training.device = args.device;
-  if (args.epochs >= 0) job.training.epochs = args.epochs;
+  if (args.epochs >= 0) {
+    if (job.plan.schedule) job.plan.schedule->epochs = args.epochs;  // epochs per round
+    else job.training.epochs = args.epochs;
+  }
   configure_runtime(static_cast<int>(job.threads));
 
   fmt::print("sparq {}: job '{}'{}\n", SPARQ_VERSION, job.name,
@@ -100,15 +103,21 @@ int run_command(const RunArgs& args) {
   fmt::print("model: {} ({} nodes), device {}, {} thread(s)\n", model->name(), model->nodes().size(),
              job.training.device, torch::get_num_threads());
 
-  if (job.plan.quantization) {
+  if (job.plan.quantization || job.plan.pruning) {
     auto report = compress(model, job.plan);
     fmt::print("compression: {} layer(s) replaced by PQ layers", report.replaced.size());
+    if (job.plan.pruning) fmt::print(", pruning {}", job.plan.pruning->spec.method);
     if (!report.left_float.empty()) fmt::print("; in float: {}", fmt::join(report.left_float, "; "));
     fmt::print("\n");
   }
-  train::Trainer trainer(model, job.training, job.output);
+  train::Trainer trainer(model, job.training, job.output, job.plan.schedule);
+  if (job.plan.schedule) {
+    const auto& s = *job.plan.schedule;
+    fmt::print("schedule: {} pretraining, {} x {} training (rewind {}), {} fine-tuning epoch(s)\n",
+               s.pretraining_epochs, s.rounds, s.epochs, to_string(s.rewind), s.fine_tuning_epochs);
+  }
   const auto& eval = splits.validation.size() > 0 ? splits.validation : splits.test;
-  auto history = trainer.fit(train, eval, args.resume);
+  auto history = trainer.fit(train, eval, args.resume, args.stop_after);
   train::EvalResult test;
   if (splits.test.size() > 0) test = trainer.evaluate(splits.test);
   torch::save(model, (std::filesystem::path(job.output) / "model.pt").string());

@@ -5,6 +5,7 @@
 
 #include "sparq/config/yaml.h"
 #include "sparq/error.h"
+#include "sparq/prune/methods.h"
 
 namespace sparq {
 
@@ -103,29 +104,72 @@ GraphCost graph_cost(const models::Graph& graph) {
   return cost;
 }
 
+void check_plan_names(const models::Graph& graph, const Plan& plan) {
+  std::vector<std::string> names, weight_layers;
+  for (const auto& n : graph->nodes()) {
+    names.push_back(n.name);
+    if (n.op == "Linear" || n.op == "Conv1d" || n.op == "Conv2d" || n.op == "PQLinear" || n.op == "PQConv1d" ||
+        n.op == "PQConv2d")
+      weight_layers.push_back(n.name);
+  }
+  if (plan.quantization)
+    for (const auto& [name, o] : plan.quantization->layers)
+      if (std::find(names.begin(), names.end(), name) == names.end())
+        throw ConfigError(fmt::format("{}{}: layer_specific names no layer of model '{}', did you mean '{}'?",
+                                      o.where.empty() ? "" : o.where + ": ", name, graph->name(),
+                                      config::nearest(name, names)));
+  if (plan.pruning)
+    for (const auto& name : plan.pruning->disabled_layers)
+      if (std::find(weight_layers.begin(), weight_layers.end(), name) == weight_layers.end())
+        throw ConfigError(fmt::format(
+            "{}{}: disable_pruning_for_layers names '{}', which is not a weight layer (Linear, Conv1d, Conv2d) of "
+            "model '{}'; did you mean '{}'?",
+            plan.pruning->where.empty() ? "" : plan.pruning->where, plan.pruning->where.empty() ? "" : ": ", name,
+            graph->name(), config::nearest(name, weight_layers)));
+}
+
 CompressReport compress(models::Graph& graph, const Plan& plan) {
   CompressReport report;
+  check_plan_names(graph, plan);
   QuantPlan qp = plan.quantization.value_or(QuantPlan{});
   if (!plan.quantization) qp.enabled = false;
+  if (qp.enabled && qp.hgq)
+    throw ConfigError(fmt::format("{}{}quantization_parameters.use_high_granularity_quantization: HGQ (trainable "
+                                  "bit widths) is not available yet; set it to false",
+                                  qp.where, qp.where.empty() ? "" : ": "));
   std::vector<std::string> names;
   for (const auto& n : graph->nodes()) names.push_back(n.name);
-  for (const auto& [name, o] : qp.layers)
-    if (std::find(names.begin(), names.end(), name) == names.end())
-      throw ConfigError(fmt::format("{}{}: layer_specific names no layer of model '{}', did you mean '{}'?",
-                                    o.where.empty() ? "" : o.where + ": ", name, graph->name(),
-                                    config::nearest(name, names)));
   auto device = graph->parameters().empty() ? torch::Device(torch::kCPU) : graph->parameters()[0].device();
   bool training = graph->is_training();
   for (const auto& name : names) {
     const auto& node = graph->node(name);
     if (node.module.is_empty() || pq_layer(graph, name)) continue;
-    auto pq = replacement(node, qp);
+    torch::nn::AnyModule pq;
+    try {
+      pq = replacement(node, qp);
+    } catch (const ConfigError&) {
+      throw;
+    } catch (const Error& e) {  // a format the plan resolves to for this layer is not valid
+      throw ConfigError(fmt::format("{}{}layer {} ({}): {}", qp.where, qp.where.empty() ? "" : ": ", name, node.op,
+                                    e.what()));
+    }
     if (pq.is_empty()) continue;
     pq.ptr()->to(device);
     pq.ptr()->train(training);
     std::string op = node.op;
     graph->replace(name, std::move(pq), "PQ" + op);
     report.replaced.push_back(name);
+  }
+  for (const auto& name : names) {
+    auto layer = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(graph, name));
+    if (!layer) continue;
+    layer->pruning_first = plan.pruning_first;
+    if (!plan.pruning) continue;
+    auto kind = std::dynamic_pointer_cast<layers::PQDenseImpl>(layer) ? prune::LayerKind::Linear : prune::LayerKind::Conv;
+    auto method = prune::make_method(plan.pruning->spec, layer->weight.sizes().vec(), kind);
+    method->to(layer->weight.device());
+    layer->set_pruning(method);
+    layer->enable_pruning = plan.pruning->enabled_for(name);
   }
   // Coverage: what computes in float. Shape-only ops and max pooling keep values on their grid.
   static const std::vector<std::string> grid_preserving = {"flatten", "reshape", "concat", "Identity", "Dropout",

@@ -190,6 +190,14 @@ Job parse(const YamlDoc& doc, const std::string& base) {
     } else {
       job.plan = parse_pquant(doc.file, c);
     }
+    if (job.plan.schedule && r.has("training") && r.node("training")["epochs"])
+      throw ConfigError(fmt::format("{}: training.epochs: the compression config's training_parameters give the "
+                                    "schedule (pretraining_epochs, epochs per round, rounds, fine_tuning_epochs); "
+                                    "remove one of them",
+                                    where(doc.file, r.node("training")["epochs"])));
+    if (job.plan.fitcompress.enabled)
+      r.fail("compression", "fitcompress_parameters.enable_fitcompress: FITCompress is not implemented in this "
+                            "version of sparq; set it to false");
   }
   return job;
 }

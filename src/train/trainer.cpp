@@ -38,7 +38,36 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::Tenso
   throw Error(fmt::format("unknown optimizer '{}', expected adam, adamw or sgd", o.optimizer));
 }
 
+EpochSlot slot_of(const Schedule& s, int64_t g) {
+  EpochSlot slot;
+  if (g < s.pretraining_epochs) {
+    slot.stage = prune::Stage::Pretraining, slot.epoch = g, slot.stage_epochs = s.pretraining_epochs;
+    return slot;
+  }
+  g -= s.pretraining_epochs;
+  if (g < s.rounds * s.epochs) {
+    slot.stage = prune::Stage::Training, slot.round = g / s.epochs, slot.epoch = g % s.epochs;
+    slot.stage_epochs = s.epochs;
+    return slot;
+  }
+  slot.stage = prune::Stage::FineTuning, slot.epoch = g - s.rounds * s.epochs, slot.stage_epochs = s.fine_tuning_epochs;
+  return slot;
+}
+
 namespace {
+
+/// The stage every method is in once the hooks of boundary b ran (b = global epochs done).
+prune::Stage stage_after_boundary(const Schedule& s, int64_t b) {
+  if (b < s.pretraining_epochs) return prune::Stage::Pretraining;
+  if (b < s.pretraining_epochs + s.rounds * s.epochs) return prune::Stage::Training;
+  return prune::Stage::FineTuning;
+}
+
+std::string slot_text(const Schedule& s, const EpochSlot& slot) {
+  if (slot.stage == prune::Stage::Training && s.rounds > 1)
+    return fmt::format("training round {}/{} epoch {}/{}", slot.round + 1, s.rounds, slot.epoch + 1, slot.stage_epochs);
+  return fmt::format("{} {}/{}", prune::to_string(slot.stage), slot.epoch + 1, slot.stage_epochs);
+}
 
 torch::Device resolve_device(const std::string& name) {
   if (name == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
@@ -60,15 +89,18 @@ double lr_of(const torch::optim::Optimizer& opt) {
 }
 
 nlohmann::json to_json(const EpochMetrics& m, bool classification) {
-  nlohmann::json j = {{"epoch", m.epoch},           {"train_loss", m.train_loss},
+  nlohmann::json j = {{"epoch", m.epoch},           {"stage", prune::to_string(m.slot.stage)},
+                      {"round", m.slot.round + 1},  {"stage_epoch", m.slot.epoch + 1},
+                      {"train_loss", m.train_loss}, {"extra_loss", m.extra_loss},
                       {"eval_loss", m.eval.loss},   {"seconds", m.seconds},
                       {"samples_per_second", m.samples_per_second}, {"lr", m.lr}};
   j["train_accuracy"] = classification ? nlohmann::json(m.train_accuracy) : nlohmann::json(nullptr);
   j["eval_accuracy"] = classification ? nlohmann::json(m.eval.accuracy) : nlohmann::json(nullptr);
   if (!m.layer_costs.empty()) {
     auto cost_json = [](const layers::LayerCost& c) {
-      return nlohmann::json{{"ebops", c.ebops}, {"weight_bits", c.weight_bits}, {"nonzero_weights", c.nonzero},
-                            {"weights", c.weights}};
+      double sparsity = c.weights ? 1.0 - static_cast<double>(c.nonzero) / c.weights : 0.0;
+      return nlohmann::json{{"ebops", c.ebops},     {"weight_bits", c.weight_bits}, {"nonzero_weights", c.nonzero},
+                            {"weights", c.weights}, {"sparsity", sparsity}};
     };
     j.update(cost_json(m.cost));
     nlohmann::json per_layer;
@@ -113,10 +145,22 @@ void Trainer::load_weights(torch::serialize::InputArchive& weights, const std::s
     throw Error(fmt::format("{}: checkpoint does not fit this model: the model has no '{}'", path, *unused.begin()));
 }
 
-Trainer::Trainer(models::Graph model, TrainOptions options, std::string run_dir)
-    : model_(std::move(model)), options_(std::move(options)), run_dir_(std::move(run_dir)) {
+Trainer::Trainer(models::Graph model, TrainOptions options, std::string run_dir, std::optional<Schedule> schedule)
+    : model_(std::move(model)), options_(std::move(options)), run_dir_(std::move(run_dir)),
+      schedule_(schedule.value_or(Schedule::single_stage(options_.epochs))) {
   if (options_.batch_size <= 0) throw Error(fmt::format("batch size {} must be positive", options_.batch_size));
   if (options_.epochs < 0) throw Error(fmt::format("epochs {} must be >= 0", options_.epochs));
+  const Schedule& sc = schedule_;
+  if (sc.pretraining_epochs < 0 || sc.epochs < 0 || sc.fine_tuning_epochs < 0 || sc.rounds < 1)
+    throw Error(fmt::format("schedule: epochs must be >= 0 and rounds >= 1 (got pretraining {}, epochs {}, rounds {}, "
+                            "fine-tuning {})",
+                            sc.pretraining_epochs, sc.epochs, sc.rounds, sc.fine_tuning_epochs));
+  if (sc.save_weights_epoch >= sc.epochs && sc.epochs > 0)
+    throw Error(fmt::format("schedule: save_weights_epoch {} is not an epoch of the first round (0..{})",
+                            sc.save_weights_epoch, sc.epochs - 1));
+  for (const auto& node : model_->nodes())
+    if (auto layer = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(model_, node.name)))
+      weight_layers_.push_back({node.name, layer});
   if (options_.loss != "cross_entropy" && options_.loss != "mse")
     throw Error(fmt::format("unknown loss '{}', expected cross_entropy or mse", options_.loss));
   model_->to(resolve_device(options_.device));
@@ -134,6 +178,57 @@ torch::Tensor Trainer::loss_of(const torch::Tensor& output, const torch::Tensor&
   if (target.scalar_type() == torch::kInt64)  // classification trained with MSE: one-hot targets
     return torch::mse_loss(output, torch::one_hot(target, output.size(1)).to(output.scalar_type()));
   return torch::mse_loss(output, target.view(output.sizes()));
+}
+
+void Trainer::rewind() {
+  torch::NoGradGuard no_grad;
+  for (auto& [name, layer] : weight_layers_) {
+    auto it = snapshot_.find(name);
+    if (it != snapshot_.end()) layer->weight.copy_(it->second);  // weights only, as PQuantML
+  }
+}
+
+void Trainer::post_round_rule(int64_t round) {
+  bool last = round == schedule_.rounds - 1;
+  auto post_round = [&] {
+    for (auto& wl : weight_layers_)
+      if (wl.layer->pruning()) wl.layer->pruning()->post_round();
+  };
+  switch (schedule_.rewind) {
+    case Rewind::EveryRound: rewind(); break;
+    case Rewind::PostTrainingStage: last ? rewind() : post_round(); break;
+    case Rewind::Never: if (!last) post_round(); break;
+  }
+}
+
+void Trainer::run_boundary(int64_t b) {
+  const Schedule& s = schedule_;
+  const int64_t training_end = s.pretraining_epochs + s.rounds * s.epochs;
+  if (b == s.pretraining_epochs) {
+    for (auto& wl : weight_layers_)
+      if (wl.layer->pruning()) wl.layer->pruning()->post_pretrain();
+  }
+  for (int64_t r = 0; r < s.rounds; ++r)
+    if (b == s.pretraining_epochs + (r + 1) * s.epochs) post_round_rule(r);
+  if (b == training_end) {
+    for (auto& wl : weight_layers_)
+      if (wl.layer->pruning()) wl.layer->pruning()->pre_finetune();
+  }
+  if (s.save_weights_epoch >= 0 && s.save_weights_epoch < s.epochs && b == s.pretraining_epochs + s.save_weights_epoch) {
+    torch::NoGradGuard no_grad;
+    for (auto& wl : weight_layers_) snapshot_[wl.name] = wl.layer->weight.detach().clone();
+  }
+}
+
+torch::Tensor Trainer::pruning_loss() {
+  torch::Tensor total;
+  for (auto& wl : weight_layers_) {
+    auto method = wl.layer->pruning();
+    if (!method || !wl.layer->enable_pruning || method->stage() != prune::Stage::Training) continue;
+    auto term = method->loss();
+    if (term.defined()) total = total.defined() ? total + term : term;
+  }
+  return total;
 }
 
 EvalResult Trainer::evaluate(const data::Dataset& ds_in) {
@@ -159,12 +254,13 @@ EvalResult Trainer::evaluate(const data::Dataset& ds_in) {
 }
 
 std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data::Dataset& eval_in,
-                                       bool resume) {
+                                       bool resume, int64_t stop_after) {
   auto device = resolve_device(options_.device);
   // The whole dataset lives on the training device: one copy here, none per batch.
   const data::Dataset train = train_in.x.device() == device ? train_in : train_in.to(device);
   const data::Dataset eval = eval_in.size() == 0 || eval_in.x.device() == device ? eval_in : eval_in.to(device);
   const bool classification = train.task == data::Task::Classification;
+  const int64_t total = schedule_.total_epochs();
 
   fs::path dir(run_dir_), checkpoint = dir / "checkpoint.pt", metrics_path = dir / "metrics.jsonl";
   int64_t start = 0;
@@ -173,22 +269,30 @@ std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data
     if (run_dir_.empty() || !fs::exists(checkpoint))
       throw Error(fmt::format("--resume: no checkpoint at {}", checkpoint.string()));
     start = load_checkpoint(checkpoint.string());
-    if (start > options_.epochs)
-      throw Error(fmt::format("--resume: the checkpoint has {} epochs done but the job asks for {}",
-                              start, options_.epochs));
+    if (start > total)
+      throw Error(fmt::format("--resume: the checkpoint has {} epochs done but the job asks for {}", start, total));
     truncate_metrics(metrics_path, start);
-  } else if (!run_dir_.empty()) {
-    std::ofstream(metrics_path, std::ios::trunc);
+    // The checkpoint holds what the hooks up to `start` did; the stage itself is not state.
+    for (auto& wl : weight_layers_)
+      if (wl.layer->pruning()) wl.layer->pruning()->set_stage(stage_after_boundary(schedule_, start));
+  } else {
+    if (!run_dir_.empty()) std::ofstream(metrics_path, std::ios::trunc);
+    run_boundary(0);
   }
+  const int64_t end = stop_after > 0 ? std::min(total, stop_after) : total;
 
   std::vector<EpochMetrics> history;
-  for (int64_t epoch = start; epoch < options_.epochs; ++epoch) {
+  for (int64_t epoch = start; epoch < end; ++epoch) {
+    const EpochSlot slot = slot_of(schedule_, epoch);
     model_->train();
+    for (auto& wl : weight_layers_)
+      if (wl.layer->pruning()) wl.layer->pruning()->pre_epoch(slot.epoch, slot.stage_epochs);
     data::Batches batches(train, options_.batch_size, /*shuffle=*/true, options_.seed, epoch);
-    ProgressDisplay progress(options_.progress, fmt::format("epoch {}/{}", epoch + 1, options_.epochs),
-                             batches.count(), options_.batch_size);
+    ProgressDisplay progress(options_.progress, fmt::format("epoch {}/{}", epoch + 1, total), batches.count(),
+                             options_.batch_size);
     // Sums stay on the device; they are read once per epoch, so the step never waits for the host.
     auto loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
+    auto extra_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
     auto correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device));
     auto t0 = std::chrono::steady_clock::now();
     for (int64_t b = 0; b < batches.count(); ++b) {
@@ -196,37 +300,53 @@ std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data
       optimizer_->zero_grad();
       auto out = model_->forward(x);
       auto loss = loss_of(out, y);
-      loss.backward();
+      auto extra = pruning_loss();
+      auto objective = extra.defined() ? loss + extra : loss;
+      objective.backward();
       optimizer_->step();
       loss_sum += loss.detach().to(torch::kFloat64) * x.size(0);
+      if (extra.defined()) extra_sum += extra.detach().to(torch::kFloat64);
       if (classification) correct += (out.detach().argmax(1) == y).sum();
       progress.step(b + 1);
     }
     EpochMetrics m;
     m.epoch = epoch + 1;
+    m.slot = slot;
     m.train_loss = loss_sum.item<double>() / train.size();
+    m.extra_loss = extra_sum.item<double>() / std::max<int64_t>(batches.count(), 1);
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     progress.finish();
     m.train_accuracy = static_cast<double>(correct.item<int64_t>()) / train.size();
     m.samples_per_second = train.size() / std::max(m.seconds, 1e-9);
     m.lr = lr_of(*optimizer_);
     if (eval.size() > 0) m.eval = evaluate(eval);
+    for (auto& wl : weight_layers_) {
+      auto method = wl.layer->pruning();
+      if (!method) continue;
+      method->post_epoch(slot.epoch, slot.stage_epochs);
+      if (wl.layer->enable_pruning) method->update_mask(wl.layer->weight.detach());
+    }
     auto cost = graph_cost(model_);
     m.layer_costs = cost.layers;
     m.cost = cost.total;
-    if (!std::isfinite(m.train_loss))
-      throw Error(fmt::format("epoch {}: training loss is {} (diverged); lower the learning rate",
-                              m.epoch, m.train_loss));
+    m.sparsity = cost.total.weights ? 1.0 - static_cast<double>(cost.total.nonzero) / cost.total.weights : 0.0;
+    if (!std::isfinite(m.train_loss) || !std::isfinite(m.extra_loss))
+      throw Error(fmt::format("epoch {}: training loss is {} (diverged); lower the learning rate", m.epoch,
+                              m.train_loss + m.extra_loss));
     if (options_.progress != Progress::None) {
       std::string acc = classification ? fmt::format(" acc {:.2f}%", 100 * m.train_accuracy) : "";
       std::string eval_text = eval.size() == 0 ? "" : classification
           ? fmt::format("  eval loss {:.4f} acc {:.2f}%", m.eval.loss, 100 * m.eval.accuracy)
           : fmt::format("  eval loss {:.4f}", m.eval.loss);
       std::string cost_text = m.layer_costs.empty() ? "" : fmt::format("  EBOPs {:.4g}", m.cost.ebops);
-      fmt::print("epoch {}/{}  train loss {:.4f}{}{}{}  {:.1f} s  {:.0f} samples/s\n", m.epoch, options_.epochs,
+      if (!weight_layers_.empty() && weight_layers_[0].layer->pruning())
+        cost_text += fmt::format("  sparsity {:.1f}%", 100 * m.sparsity);
+      std::string stage = total == schedule_.epochs ? "" : fmt::format(" [{}]", slot_text(schedule_, slot));
+      fmt::print("epoch {}/{}{}  train loss {:.4f}{}{}{}  {:.1f} s  {:.0f} samples/s\n", m.epoch, total, stage,
                  m.train_loss, acc, eval_text, cost_text, m.seconds, m.samples_per_second);
       std::fflush(stdout);
     }
+    run_boundary(epoch + 1);
     if (!run_dir_.empty()) {
       std::ofstream(metrics_path, std::ios::app) << to_json(m, classification).dump() << '\n';
       save_checkpoint(checkpoint.string(), epoch + 1);
@@ -246,6 +366,11 @@ void Trainer::save_checkpoint(const std::string& path, int64_t epochs_done) {
   root.write("optimizer", optim);
   root.write("epochs_done", torch::tensor(epochs_done));
   root.write("cpu_rng_state", at::detail::getDefaultCPUGenerator().get_state());
+  if (!snapshot_.empty()) {
+    torch::serialize::OutputArchive snapshot;
+    for (const auto& [name, w] : snapshot_) snapshot.write(name, w, /*is_buffer=*/true);
+    root.write("rewind_snapshot", snapshot);
+  }
   // Write then rename, so an interrupted save never leaves a broken checkpoint behind.
   std::string tmp = path + ".tmp";
   root.save_to(tmp);
@@ -265,6 +390,13 @@ int64_t Trainer::load_checkpoint(const std::string& path) {
     root.read("cpu_rng_state", rng);
     auto gen = at::detail::getDefaultCPUGenerator();
     gen.set_state(rng);
+    snapshot_.clear();
+    torch::serialize::InputArchive snapshot;
+    if (root.try_read("rewind_snapshot", snapshot))
+      for (auto& wl : weight_layers_) {
+        torch::Tensor w;
+        if (snapshot.try_read(wl.name, w, /*is_buffer=*/true)) snapshot_[wl.name] = w.to(wl.layer->weight.device());
+      }
     return epochs.item<int64_t>();
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();

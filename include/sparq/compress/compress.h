@@ -17,10 +17,16 @@ struct CompressReport {
   std::vector<std::string> left_float;
 };
 
-/// Replaces Linear, Conv1d/2d, AvgPool1d/2d, BatchNorm1d/2d and activation nodes by PQ layers.
-/// Weight layers are replaced even with quantization off (pruning lives in them). Throws
-/// ConfigError for a layer override naming no node (with the nearest node name).
+/// Replaces Linear, Conv1d/2d, AvgPool1d/2d, BatchNorm1d/2d and activation nodes by PQ layers,
+/// and gives every weight layer the plan's pruning method (enabled or not per layer) and order of
+/// pruning and quantization. Weight layers are replaced even with quantization off (pruning lives
+/// in them). Throws ConfigError for names the graph lacks, formats that are not valid, and
+/// methods not implemented.
 CompressReport compress(models::Graph& graph, const Plan& plan);
+
+/// Throws ConfigError if the plan names layers the graph lacks (layer_specific, or weight layers
+/// in disable_pruning_for_layers), with the nearest name.
+void check_plan_names(const models::Graph& graph, const Plan& plan);
 
 /// Costs of every PQ layer of a graph and their sum.
 struct GraphCost {

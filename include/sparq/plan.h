@@ -72,6 +72,7 @@ struct PruningPlan {
   bool enable_pruning = true;               ///< default of every weight layer
   std::vector<std::string> disabled_layers; ///< node names whose pruning is off
   std::string where;                        ///< config position, for errors
+  std::vector<std::string> disabled_where;  ///< config position of each disabled layer name
 
   /// Whether weight layer `name` prunes (its method object exists either way: hooks still run).
   bool enabled_for(const std::string& name) const;

@@ -119,13 +119,15 @@ void check_plan_names(const models::Graph& graph, const Plan& plan) {
                                       o.where.empty() ? "" : o.where + ": ", name, graph->name(),
                                       config::nearest(name, names)));
   if (plan.pruning)
-    for (const auto& name : plan.pruning->disabled_layers)
-      if (std::find(weight_layers.begin(), weight_layers.end(), name) == weight_layers.end())
-        throw ConfigError(fmt::format(
-            "{}{}: disable_pruning_for_layers names '{}', which is not a weight layer (Linear, Conv1d, Conv2d) of "
-            "model '{}'; did you mean '{}'?",
-            plan.pruning->where.empty() ? "" : plan.pruning->where, plan.pruning->where.empty() ? "" : ": ", name,
-            graph->name(), config::nearest(name, weight_layers)));
+    for (size_t i = 0; i < plan.pruning->disabled_layers.size(); ++i) {
+      const std::string& name = plan.pruning->disabled_layers[i];
+      if (std::find(weight_layers.begin(), weight_layers.end(), name) != weight_layers.end()) continue;
+      std::string at = i < plan.pruning->disabled_where.size() ? plan.pruning->disabled_where[i] : plan.pruning->where;
+      throw ConfigError(fmt::format("{}{}disable_pruning_for_layers names '{}', which is not a weight layer (Linear, "
+                                    "Conv1d, Conv2d) of model '{}'; did you mean '{}'?",
+                                    at, at.empty() ? "" : ": ", name, graph->name(),
+                                    config::nearest(name, weight_layers)));
+    }
 }
 
 CompressReport compress(models::Graph& graph, const Plan& plan) {

@@ -150,8 +150,10 @@ PruningPlan parse_pruning(const std::string& file, const YAML::Node& node) {
   if (r.has("disable_pruning_for_layers")) {
     YAML::Node list = r.node("disable_pruning_for_layers");
     if (!list.IsSequence()) r.fail("disable_pruning_for_layers", "expected a list of layer names");
-    for (const auto& item : list)
+    for (const auto& item : list) {
       plan.disabled_layers.push_back(as_string(file, item, "pruning_parameters.disable_pruning_for_layers"));
+      plan.disabled_where.push_back(where(file, item));
+    }
   }
   plan.spec.method = method;
   for (const auto& p : info.params) {
@@ -161,8 +163,8 @@ PruningPlan parse_pruning(const std::string& file, const YAML::Node& node) {
         case prune::ParamKind::Bool: v = r.get_bool(p.name, false); break;
         case prune::ParamKind::Int:
         case prune::ParamKind::OptionalInt:
-          v = r.get_int(p.name, 0, static_cast<int64_t>(std::max(p.min, -9e18)),
-                        static_cast<int64_t>(std::min(p.max, 9e18)));
+          v = r.get_int(p.name, 0, p.min <= -1e308 ? INT64_MIN : static_cast<int64_t>(p.min),
+                        p.max >= 1e308 ? INT64_MAX : static_cast<int64_t>(p.max));
           break;
         case prune::ParamKind::Float: v = r.get_double(p.name, 0.0, p.min, p.max); break;
         case prune::ParamKind::Choice: v = r.get_choice(p.name, "", p.choices); break;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "sparq/error.h"
@@ -129,8 +130,13 @@ MapReader::MapReader(std::string file, const YAML::Node& node, std::string what,
                      std::vector<std::string> allowed)
     : file_(std::move(file)), node_(node), what_(std::move(what)), allowed_(std::move(allowed)) {
   if (!node_.IsMap()) type_error(file_, node_, what_, "a mapping");
+  std::map<std::string, YAML::Node> seen;
   for (auto it = node_.begin(); it != node_.end(); ++it) {
     std::string key = it->first.Scalar();
+    auto [first, fresh] = seen.emplace(key, it->first);
+    if (!fresh)
+      throw ConfigError(fmt::format("{}: {}: key '{}' appears twice (first at {})", config::where(file_, it->first),
+                                    what_, key, config::where(file_, first->second)));
     if (std::find(allowed_.begin(), allowed_.end(), key) != allowed_.end()) continue;
     throw ConfigError(fmt::format("{}: {}: unknown key '{}', did you mean '{}'? (valid keys: {})",
                                   config::where(file_, it->first), what_, key,

@@ -18,6 +18,11 @@ namespace {
 
 std::string shape_text(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
+/// Zero fraction of the deployed weights (pruned, or quantized to zero).
+std::string sparsity_text(const layers::LayerCost& c) {
+  return c.weights ? fmt::format("{:.1f}%", 100.0 * (1.0 - static_cast<double>(c.nonzero) / c.weights)) : "";
+}
+
 void print_summary(const models::Graph& model, const std::vector<train::EpochMetrics>& history,
                    const train::EvalResult& test, bool classification, const std::string& run_dir) {
   auto cost = graph_cost(model);
@@ -41,7 +46,8 @@ void print_summary(const models::Graph& model, const std::vector<train::EpochMet
   }
   bool compressed = !cost.layers.empty();
   fmt::print("\n{:<{}}  {:<{}}  {:<{}}  {:>10}", "layer", name_w, "op", op_w, "output", shape_w, "parameters");
-  if (compressed) fmt::print("  {:<{}}  {:>9}  {:>11}  {:>12}", "format", type_w, "nonzero", "weight bits", "EBOPs");
+  if (compressed)
+    fmt::print("  {:<{}}  {:>9}  {:>8}  {:>11}  {:>12}", "format", type_w, "nonzero", "sparsity", "weight bits", "EBOPs");
   fmt::print("\n");
   int64_t total = 0;
   for (const auto& n : model->nodes()) {
@@ -50,15 +56,16 @@ void print_summary(const models::Graph& model, const std::vector<train::EpochMet
     fmt::print("{:<{}}  {:<{}}  {:<{}}  {:>10}", n.name, name_w, n.op, op_w, shape_text(n.out_shape), shape_w, count);
     if (compressed && costs.count(n.name)) {
       const auto& c = costs[n.name];
-      fmt::print("  {:<{}}  {:>9}  {:>11.0f}  {:>12.0f}", weight_type(n.name), type_w,
-                 c.weights ? fmt::format("{}", c.nonzero) : "", c.weight_bits, c.ebops);
+      fmt::print("  {:<{}}  {:>9}  {:>8}  {:>11.0f}  {:>12.0f}", weight_type(n.name), type_w,
+                 c.weights ? fmt::format("{}", c.nonzero) : "", c.weights ? sparsity_text(c) : "", c.weight_bits,
+                 c.ebops);
     }
     fmt::print("\n");
   }
   fmt::print("{:<{}}  {:>10}", "total", name_w + op_w + shape_w + 4, total);
   if (compressed)
-    fmt::print("  {:<{}}  {:>9}  {:>11.0f}  {:>12.0f}", "", type_w, cost.total.nonzero, cost.total.weight_bits,
-               cost.total.ebops);
+    fmt::print("  {:<{}}  {:>9}  {:>8}  {:>11.0f}  {:>12.0f}", "", type_w, cost.total.nonzero,
+               sparsity_text(cost.total), cost.total.weight_bits, cost.total.ebops);
   fmt::print("\n\n");
   double seconds = 0, samples = 0;
   for (const auto& m : history) seconds += m.seconds, samples += m.samples_per_second * m.seconds;

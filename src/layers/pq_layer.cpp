@@ -96,8 +96,9 @@ PQDenseImpl::PQDenseImpl(const torch::nn::Linear& linear, QuantTargets targets) 
 torch::Tensor PQDenseImpl::forward(const torch::Tensor& x_in) {
   record_input(x_in);
   auto x = quantize(input_q, x_in);
-  if (pruning_) pruning_->collect_input(x);
-  auto y = quantize(output_q, torch::linear(x, effective_weight(), effective_bias()));
+  auto w = effective_weight();
+  if (pruning_) pruning_->collect_input(x, w.detach());
+  auto y = quantize(output_q, torch::linear(x, w, effective_bias()));
   if (pruning_) pruning_->collect_output(y);
   return y;
 }
@@ -131,8 +132,8 @@ PQConvImpl::PQConvImpl(int dims, int64_t in_channels, int64_t out_channels, std:
 torch::Tensor PQConvImpl::forward(const torch::Tensor& x_in) {
   record_input(x_in);
   auto x = quantize(input_q, x_in);
-  if (pruning_) pruning_->collect_input(x);
   auto w = effective_weight(), b = effective_bias();
+  if (pruning_) pruning_->collect_input(x, w.detach());
   auto y = dims_ == 1 ? torch::conv1d(x, w, b, stride_, padding_, dilation_, groups_)
                       : torch::conv2d(x, w, b, stride_, padding_, dilation_, groups_);
   y = quantize(output_q, y);

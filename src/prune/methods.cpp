@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "prune/methods_impl.h"
 #include "sparq/error.h"
 
 namespace sparq::prune {
@@ -45,7 +46,7 @@ const char* to_string(Stage stage) {
 
 const std::vector<MethodInfo>& pruning_methods() {
   static const std::vector<MethodInfo> methods = {
-      method("cs", {integer("final_temp", 200, 1), number("threshold_init", 0.0)}, false),
+      method("cs", {integer("final_temp", 200, 1), number("threshold_init", 0.0)}, true),
       method("dst",
              {number("alpha", 5e-6, 0.0), number("max_pruning_pct", 0.99, 0.0, 1.0), number("threshold_init", 0.0),
               choice("threshold_type", "channelwise", kThresholdTypes)},
@@ -53,12 +54,12 @@ const std::vector<MethodInfo>& pruning_methods() {
       method("pdp",
              {number("epsilon", 0.015, 0.0), number("sparsity", 0.8, 0.0, 1.0), number("temperature", 1e-5, 1e-30),
               flag("structured_pruning", false)},
-             false),
+             true),
       method("wanda",
              {optional_int("M", 1), optional_int("N", 0), number("sparsity", 0.9, 0.0, 1.0),
               integer("t_delta", 100, 1), integer("t_start_collecting_batch", 100, 0),
               flag("calculate_pruning_budget", true)},
-             false),
+             true),
       method("autosparse",
              {number("alpha", 0.5, 0.0), integer("alpha_reset_epoch", 90, 0), integer("autotune_epochs", 10, 0),
               flag("backward_sparsity", false), number("threshold_init", -5.0),
@@ -66,7 +67,7 @@ const std::vector<MethodInfo>& pruning_methods() {
              false),
       method("activation_pruning",
              {number("threshold", 0.3, 0.0, 1.0), integer("t_delta", 50, 1), integer("t_start_collecting_batch", 50, 0)},
-             false),
+             true),
       method("mdmm",
              {choice("constraint_type", "Equality", {"Equality", "LessThanOrEqual", "GreaterThanOrEqual"}),
               number("target_value", 0.0), choice("metric_type", "UnstructuredSparsity",
@@ -85,6 +86,13 @@ const MethodInfo* find_method(const std::string& name) {
   for (const auto& m : pruning_methods())
     if (m.name == name) return &m;
   return nullptr;
+}
+
+std::vector<std::string> implemented_names() {
+  std::vector<std::string> names;
+  for (const auto& m : pruning_methods())
+    if (m.implemented) names.push_back(m.name);
+  return names;
 }
 
 std::vector<std::string> method_names() {
@@ -107,9 +115,13 @@ std::shared_ptr<PruningMethod> make_method(const PruningSpec& spec, const std::v
                                            LayerKind kind) {
   const MethodInfo* m = find_method(spec.method);
   if (!m) throw ConfigError(fmt::format("unknown pruning method '{}'", spec.method));
-  throw ConfigError(fmt::format("pruning method '{}' is not implemented in this version of sparq; `sparq inspect` "
-                                "shows the plan, training with it comes with a later release",
-                                spec.method));
+  if (spec.method == "cs") return make_cs(spec, weight_shape);
+  if (spec.method == "pdp") return make_pdp(spec, weight_shape, kind);
+  if (spec.method == "wanda") return make_wanda(spec, weight_shape, kind);
+  if (spec.method == "activation_pruning") return make_activation_pruning(spec, weight_shape, kind);
+  throw ConfigError(fmt::format("pruning method '{}' is not implemented in this version of sparq (implemented: {}); "
+                                "`sparq inspect` shows its plan",
+                                spec.method, fmt::join(implemented_names(), ", ")));
 }
 
 }  // namespace sparq::prune

@@ -12,6 +12,7 @@
 
 #include "sparq/compress/compress.h"
 #include "sparq/error.h"
+#include "sparq/prune/budget.h"
 #include "train/progress.h"
 
 namespace sparq::train {
@@ -207,6 +208,7 @@ void Trainer::run_boundary(int64_t b) {
   if (b == s.pretraining_epochs) {
     for (auto& wl : weight_layers_)
       if (wl.layer->pruning()) wl.layer->pruning()->post_pretrain();
+    apply_global_budget();
   }
   for (int64_t r = 0; r < s.rounds; ++r)
     if (b == s.pretraining_epochs + (r + 1) * s.epochs) post_round_rule(r);
@@ -214,9 +216,32 @@ void Trainer::run_boundary(int64_t b) {
     for (auto& wl : weight_layers_)
       if (wl.layer->pruning()) wl.layer->pruning()->pre_finetune();
   }
+  if (b == s.total_epochs()) prune_weights();
   if (s.save_weights_epoch >= 0 && s.save_weights_epoch < s.epochs && b == s.pretraining_epochs + s.save_weights_epoch) {
     torch::NoGradGuard no_grad;
     for (auto& wl : weight_layers_) snapshot_[wl.name] = wl.layer->weight.detach().clone();
+  }
+}
+
+void Trainer::apply_global_budget() {
+  // PDP and Wanda: one magnitude ranking over every weight layer, pruning-disabled ones included.
+  std::optional<double> target;
+  for (auto& wl : weight_layers_)
+    if (wl.layer->pruning() && (target = wl.layer->pruning()->budget_target())) break;
+  if (!target) return;
+  std::vector<torch::Tensor> weights;
+  for (auto& wl : weight_layers_) weights.push_back(wl.layer->weight);
+  auto budgets = prune::layer_budgets(weights, *target);
+  for (size_t l = 0; l < weight_layers_.size(); ++l)
+    if (auto method = weight_layers_[l].layer->pruning()) method->set_budget(budgets[l]);
+}
+
+void Trainer::prune_weights() {
+  // The end of the schedule: pruned weights become exact zeros in the parameters themselves.
+  torch::NoGradGuard no_grad;
+  for (auto& wl : weight_layers_) {
+    auto method = wl.layer->pruning();
+    if (method && wl.layer->enable_pruning) wl.layer->weight.mul_(method->hard_mask(wl.layer->weight));
   }
 }
 
@@ -297,7 +322,7 @@ std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data
     auto t0 = std::chrono::steady_clock::now();
     for (int64_t b = 0; b < batches.count(); ++b) {
       auto [x, y] = batches.get(b);
-      optimizer_->zero_grad();
+      model_->zero_grad(/*set_to_none=*/true);  // as PyTorch 2: parameters outside the graph stay untouched
       auto out = model_->forward(x);
       auto loss = loss_of(out, y);
       auto extra = pruning_loss();

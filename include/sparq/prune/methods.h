@@ -33,6 +33,8 @@ const std::vector<MethodInfo>& pruning_methods();
 /// The method called `name`, or nullptr.
 const MethodInfo* find_method(const std::string& name);
 std::vector<std::string> method_names();
+/// The methods `sparq run` can train with.
+std::vector<std::string> implemented_names();
 /// A spec of `method` with every parameter at its default.
 PruningSpec default_spec(const std::string& method);
 

@@ -37,8 +37,9 @@ class PruningMethod : public torch::nn::Module {
   /// After post_epoch, for pruning-enabled layers, with the raw (unpruned) weight.
   virtual void update_mask(const torch::Tensor& raw_weight) {}
   // Data taps for methods that look at layer inputs (Wanda) or outputs (activation pruning); called
-  // in every forward of the layer, also when its pruning is disabled.
-  virtual void collect_input(const torch::Tensor& x) {}
+  // in every forward of the layer, also when its pruning is disabled. `effective_weight` is the
+  // (detached) weight this forward computes with.
+  virtual void collect_input(const torch::Tensor& x, const torch::Tensor& effective_weight) {}
   virtual void collect_output(const torch::Tensor& y) {}
 
   /// Global budget (PDP, Wanda): the target sparsity over all layers, when the method wants one.

@@ -108,6 +108,10 @@ class Trainer {
   void run_boundary(int64_t b);
   void post_round_rule(int64_t round);
   void rewind();
+  /// PDP/Wanda: each layer's share of the global sparsity target (at the start of training).
+  void apply_global_budget();
+  /// Multiplies every pruning layer's weight by its hard mask (at the end of the schedule).
+  void prune_weights();
   /// Sum of the pruning methods' loss terms of this step (undefined when there are none).
   torch::Tensor pruning_loss();
 

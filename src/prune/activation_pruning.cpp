@@ -1,0 +1,67 @@
+// Activation pruning (spec §2.6): structured pruning of output neurons/filters whose outputs are
+// positive in at most `threshold` of the cases, measured over windows of t_delta training batches.
+#include <torch/torch.h>
+
+#include "prune/methods_impl.h"
+
+namespace sparq::prune {
+
+namespace {
+
+class ActivationPruning : public PruningMethod {
+ public:
+  ActivationPruning(const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind)
+      : kind_(kind), threshold_(spec.number("threshold")), t_delta_(spec.integer("t_delta")),
+        t_start_(spec.integer("t_start_collecting_batch")) {
+    mask = register_buffer("mask", torch::ones(row_shape(shape)));
+    mask_placeholder = register_buffer("mask_placeholder", torch::ones(row_shape(shape)));
+    activations = register_buffer("activations", torch::zeros({shape[0]}));
+    batches_collected = register_buffer("batches_collected", torch::zeros({}, torch::kInt32));
+    t = register_buffer("t", torch::zeros({}, torch::kInt32));
+  }
+
+  torch::Tensor apply(const torch::Tensor& w) override {
+    return stage_ == Stage::Pretraining ? w : mask * w;  // the bias stays, as in PQuantML
+  }
+  torch::Tensor hard_mask(const torch::Tensor& w) override { return mask.expand_as(w); }
+
+  void collect_output(const torch::Tensor& y) override {
+    if (!is_training() || stage_ != Stage::Training || t.item<int32_t>() < t_start_) return;
+    torch::NoGradGuard no_grad;
+    int64_t channel_axis = kind_ == LayerKind::Linear ? y.dim() - 1 : 1;
+    std::vector<int64_t> axes;
+    for (int64_t d = 0; d < y.dim(); ++d)
+      if (d != channel_axis) axes.push_back(d);
+    activations += (y > 0).to(activations.scalar_type()).mean(axes);
+    batches_collected += 1;
+    int32_t batches = batches_collected.item<int32_t>();
+    if (batches < t_delta_) return;
+    auto positive = activations / batches;
+    mask_placeholder.copy_((positive > threshold_).to(mask.scalar_type()).view(mask.sizes()));
+    activations.zero_();
+    batches_collected.zero_();
+    t.zero_();  // the next window waits t_start_collecting_batch epochs again
+  }
+
+  void post_epoch(int64_t, int64_t) override {
+    torch::NoGradGuard no_grad;
+    if (stage_ != Stage::Pretraining) t += 1;
+    mask.copy_(mask_placeholder);
+  }
+
+  torch::Tensor mask, mask_placeholder, activations, batches_collected, t;
+
+ private:
+  LayerKind kind_;
+  double threshold_;
+  int64_t t_delta_, t_start_;
+};
+
+}  // namespace
+
+std::shared_ptr<PruningMethod> make_activation_pruning(const PruningSpec& spec, const std::vector<int64_t>& shape,
+                                                       LayerKind kind) {
+  return std::make_shared<ActivationPruning>(spec, shape, kind);
+}
+
+}  // namespace sparq::prune

@@ -1,0 +1,21 @@
+// The method objects behind make_method(); one file each (cs.cpp, pdp.cpp, wanda.cpp,
+// activation_pruning.cpp). Tests reach them through make_method and the PruningMethod interface.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "sparq/prune/methods.h"
+
+namespace sparq::prune {
+
+std::shared_ptr<PruningMethod> make_cs(const PruningSpec& spec, const std::vector<int64_t>& shape);
+std::shared_ptr<PruningMethod> make_pdp(const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind);
+std::shared_ptr<PruningMethod> make_wanda(const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind);
+std::shared_ptr<PruningMethod> make_activation_pruning(const PruningSpec& spec, const std::vector<int64_t>& shape,
+                                                       LayerKind kind);
+
+/// {C_out, 1, ...}: the shape of a per-output-row (structured) mask for a weight of `shape`.
+std::vector<int64_t> row_shape(const std::vector<int64_t>& shape);
+
+}  // namespace sparq::prune

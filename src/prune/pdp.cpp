@@ -1,0 +1,99 @@
+// PDP, parameter-free differentiable pruning (Cho et al., NeurIPS 2023; spec §2.3): a nearly
+// binary soft mask sigma((w^2 - t^2)/tau) around the magnitude threshold t of the current target
+// sparsity r, which ramps up linearly each round to the layer's share of the global budget.
+#include <torch/torch.h>
+
+#include <algorithm>
+
+#include "prune/methods_impl.h"
+
+namespace sparq::prune {
+
+namespace {
+
+class PDP : public PruningMethod {
+ public:
+  PDP(const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind)
+      : target_(spec.number("sparsity")), epsilon_(spec.number("epsilon")), tau_(spec.number("temperature")),
+        structured_(spec.flag("structured_pruning")) {
+    (void)kind;  // rows of a linear weight and filters of a conv weight are both dim 0
+    mask = register_buffer("mask", torch::ones(structured_ ? row_shape(shape) : shape));
+    r = register_buffer("r", torch::full({}, target_, torch::kFloat32));
+    init_r = register_buffer("init_r", torch::full({}, target_, torch::kFloat32));
+  }
+
+  torch::Tensor apply(const torch::Tensor& w) override {
+    if (stage_ != Stage::Training) return mask * w;
+    return soft_mask(w, current_r()) * w;
+  }
+
+  torch::Tensor hard_mask(const torch::Tensor& w) override {
+    return (mask >= 0.5).to(w.scalar_type()).expand_as(w);
+  }
+
+  void pre_epoch(int64_t e, int64_t) override {
+    torch::NoGradGuard no_grad;
+    float ramp = static_cast<float>(std::min(1.0, epsilon_ * (e + 1)));
+    r.fill_(ramp * init_r.item<float>());
+    host_r_ = static_cast<double>(r.item<float>());
+  }
+
+  void update_mask(const torch::Tensor& raw) override {
+    if (stage_ != Stage::Training) return;
+    torch::NoGradGuard no_grad;
+    mask.copy_(soft_mask(raw, current_r()));
+  }
+
+  void pre_finetune() override {
+    PruningMethod::pre_finetune();
+    torch::NoGradGuard no_grad;
+    mask.copy_((mask >= 0.5).to(mask.scalar_type()));
+  }
+
+  std::optional<double> budget_target() const override { return target_; }
+  void set_budget(double layer_sparsity) override {
+    torch::NoGradGuard no_grad;
+    init_r.fill_(static_cast<float>(layer_sparsity));
+    host_r_ = -1;
+  }
+
+  torch::Tensor mask, r, init_r;
+
+ private:
+  double current_r() {
+    if (host_r_ < 0) host_r_ = static_cast<double>(r.item<float>());  // after a checkpoint load
+    return host_r_;
+  }
+
+  /// M(W; r): magnitudes (or row norms) against the midpoint between the smallest kept and the
+  /// largest pruned one. Differentiable through the two values that define the threshold.
+  torch::Tensor soft_mask(const torch::Tensor& w, double rate) {
+    auto values = structured_ ? w.flatten(1).norm(2, 1).view(mask.sizes()) : w.abs();
+    int64_t n = values.numel();
+    // PQuantML still prunes the smallest weight at r = 0 and fails below two elements: prune nothing.
+    if (n < 2 || rate <= 0) return torch::ones_like(values);
+    auto sorted = std::get<0>(values.flatten().sort(/*dim=*/0, /*descending=*/true));
+    int64_t i = static_cast<int64_t>((1.0 - rate) * n) - 1;
+    int64_t l = std::clamp<int64_t>(i, 0, n - 2);
+    auto t = (sorted[l] + sorted[l + 1]) / 2;
+    return torch::sigmoid((values.pow(2) - t.pow(2)) / tau_);
+  }
+
+  double target_, epsilon_, tau_;
+  bool structured_;
+  double host_r_ = -1;
+};
+
+}  // namespace
+
+std::vector<int64_t> row_shape(const std::vector<int64_t>& shape) {
+  std::vector<int64_t> rows(shape.size(), 1);
+  rows[0] = shape[0];
+  return rows;
+}
+
+std::shared_ptr<PruningMethod> make_pdp(const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
+  return std::make_shared<PDP>(spec, shape, kind);
+}
+
+}  // namespace sparq::prune

@@ -6,7 +6,18 @@
 #include <filesystem>
 #include <string>
 
+#include "sparq/data/dataset.h"
+
 namespace sparq::test {
+
+/// Two Gaussian blobs in 8 dimensions, 3 classes (class 2 is the union of both, shifted): a small
+/// separable problem for trainer tests.
+inline data::Dataset blobs(int64_t n, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  auto y = at::randint(3, {n}, gen, torch::kInt64);
+  auto x = at::normal(0.0, 1.0, {n, 8}, gen) + y.unsqueeze(1).to(torch::kFloat32) * 2.0;
+  return data::make_dataset(x, y, data::Task::Classification, 3, "blobs");
+}
 
 /// A fresh folder under the system temp dir, removed when the object goes away.
 class TempDir {

@@ -226,17 +226,8 @@ TEST(ActivationPruning, WorkedExampleWindow) {
   EXPECT_EQ(buffer(*ap, "mask").sizes(), (std::vector<int64_t>{3, 1}));
 }
 
-namespace {
-data::Dataset blobs(int64_t n, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  auto y = at::randint(3, {n}, gen, torch::kInt64);
-  auto x = at::normal(0.0, 1.0, {n, 8}, gen) + y.unsqueeze(1).to(torch::kFloat32) * 2.0;
-  return data::make_dataset(x, y, data::Task::Classification, 3, "blobs");
-}
-}  // namespace
-
 TEST(PruningEndToEnd, PrunedWeightsStayZeroAndResumeKeepsMasks) {
-  auto train = blobs(256, 1), eval = blobs(64, 2);
+  auto train = test::blobs(256, 1), eval = test::blobs(64, 2);
   for (const char* method : {"pdp", "wanda", "cs", "activation_pruning"}) {
     SCOPED_TRACE(method);
     Plan plan;

@@ -16,12 +16,7 @@ using namespace sparq;
 
 namespace {
 
-data::Dataset blobs(int64_t n, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  auto y = at::randint(3, {n}, gen, torch::kInt64);
-  auto x = at::normal(0.0, 1.0, {n, 8}, gen) + y.unsqueeze(1).to(torch::kFloat32) * 2.0;
-  return data::make_dataset(x, y, data::Task::Classification, 3, "blobs");
-}
+using test::blobs;
 
 /// A method that writes every hook call to a shared log, keeps a counter buffer (state the
 /// checkpoint must hold), masks weights below a threshold it tightens after every epoch, and adds a

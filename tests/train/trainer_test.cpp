@@ -13,13 +13,7 @@ using namespace sparq;
 
 namespace {
 
-/// Two Gaussian blobs in 8 dimensions, 3 classes (class 2 is the union of both, shifted).
-data::Dataset blobs(int64_t n, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  auto y = at::randint(3, {n}, gen, torch::kInt64);
-  auto x = at::normal(0.0, 1.0, {n, 8}, gen) + y.unsqueeze(1).to(torch::kFloat32) * 2.0;
-  return data::make_dataset(x, y, data::Task::Classification, 3, "blobs");
-}
+using test::blobs;
 
 // An MLP with dropout, so that resume must also restore the generator state.
 models::GraphSpec mlp_with_dropout() {

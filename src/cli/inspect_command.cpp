@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "sparq/compress/compress.h"
+#include "sparq/config/job.h"
 #include "sparq/config/pquant.h"
 #include "sparq/config/yaml.h"
 #include "sparq/error.h"
@@ -117,13 +118,17 @@ void print_plan_sections(const Plan& plan) {
 }  // namespace
 
 int inspect_command(const InspectArgs& args) {
-  Plan plan = config::load_pquant(args.config);
+  // A job file: its `compression` config; otherwise a PQuantML config file.
+  auto doc = config::YamlDoc::load_file(args.config);
+  bool job = doc.root.IsMap() && doc.root["compression"];
+  Plan plan = job ? config::load_job(args.config).plan : config::load_pquant(args.config);
   if (args.yaml) {
     fmt::print("{}", config::write_pquant(plan));
     return 0;
   }
   torch::manual_seed(0);
-  models::Graph graph(inspect_model_spec(args));
+  auto spec = inspect_model_spec(args);
+  models::Graph graph(spec);
   check_plan_names(graph, plan);
   // The layer table shows formats; methods not runnable yet must still be inspectable.
   Plan quant_only = plan;
@@ -131,8 +136,9 @@ int inspect_command(const InspectArgs& args) {
   if (quant_only.quantization) quant_only.quantization->hgq = false;
   auto report = compress(graph, quant_only);
 
-  fmt::print("config: {} (PQuantML)\nmodel: {}, input [{}]\n\n", args.config, graph->name(),
-             fmt::join(graph->nodes().empty() ? std::vector<int64_t>{} : inspect_model_spec(args).input_shape, ", "));
+  fmt::print("config: {} ({})\nmodel: {}, input [{}]\n\n", args.config,
+             job ? "the job's compression" : "PQuantML", graph->name(),
+             fmt::join(spec.input_shape, ", "));
   std::vector<std::array<std::string, 7>> rows = {{"layer", "op", "input", "weight", "bias", "output", "pruning"}};
   for (const auto& node : graph->nodes()) {
     auto pq = pq_layer(graph, node.name);

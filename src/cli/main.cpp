@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
 
   sparq::cli::InspectArgs inspect;
   auto* inspect_cmd = app.add_subcommand("inspect", "Show what a compression config resolves to on a model");
-  inspect_cmd->add_option("config", inspect.config, "Compression config (PQuantML YAML)")->required();
+  inspect_cmd->add_option("config", inspect.config, "Compression config (PQuantML YAML) or a job file with compression:")
+      ->required();
   inspect_cmd->add_option("--model", inspect.model, "Zoo model name or model YAML")->required();
   inspect_cmd->add_option("--input-shape", inspect.input_shape, "Sample shape, e.g. 1,28,28 (default per zoo model)")
       ->delimiter(',');

@@ -71,6 +71,12 @@ TEST(ConfigCli, BadConfigsExitWith2AndOneLine) {
     EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
   }
   EXPECT_EQ(run_sparq("inspect " + dir.file("none.yaml") + " --model lenet").exit_code, 2);
+  // A job file: the plan of its compression section.
+  auto job = run_sparq("inspect " + std::string(SPARQ_SOURCE_DIR) + "/examples/mlp_wanda.yaml --model mlp");
+  EXPECT_EQ(job.exit_code, 0) << job.output;
+  EXPECT_NE(job.output.find("fc1    Linear       ap_ufixed<8,0>  ap_fixed<8,2>  ap_fixed<8,2>  -       wanda"),
+            std::string::npos)
+      << job.output;
   EXPECT_EQ(run_sparq("inspect " + dir.file("c.yaml") + " --model lenett").exit_code, 2);
 }
 

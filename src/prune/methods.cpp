@@ -50,7 +50,7 @@ const std::vector<MethodInfo>& pruning_methods() {
       method("dst",
              {number("alpha", 5e-6, 0.0), number("max_pruning_pct", 0.99, 0.0, 1.0), number("threshold_init", 0.0),
               choice("threshold_type", "channelwise", kThresholdTypes)},
-             false),
+             true),
       method("pdp",
              {number("epsilon", 0.015, 0.0), number("sparsity", 0.8, 0.0, 1.0), number("temperature", 1e-5, 1e-30),
               flag("structured_pruning", false)},
@@ -64,7 +64,7 @@ const std::vector<MethodInfo>& pruning_methods() {
              {number("alpha", 0.5, 0.0), integer("alpha_reset_epoch", 90, 0), integer("autotune_epochs", 10, 0),
               flag("backward_sparsity", false), number("threshold_init", -5.0),
               choice("threshold_type", "channelwise", kThresholdTypes)},
-             false),
+             true),
       method("activation_pruning",
              {number("threshold", 0.3, 0.0, 1.0), integer("t_delta", 50, 1), integer("t_start_collecting_batch", 50, 0)},
              true),
@@ -119,6 +119,8 @@ std::shared_ptr<PruningMethod> make_method(const PruningSpec& spec, const std::v
   if (spec.method == "pdp") return make_pdp(spec, weight_shape, kind);
   if (spec.method == "wanda") return make_wanda(spec, weight_shape, kind);
   if (spec.method == "activation_pruning") return make_activation_pruning(spec, weight_shape, kind);
+  if (spec.method == "dst") return make_dst(spec, weight_shape);
+  if (spec.method == "autosparse") return make_autosparse(spec, weight_shape);
   throw ConfigError(fmt::format("pruning method '{}' is not implemented in this version of sparq (implemented: {}); "
                                 "`sparq inspect` shows its plan",
                                 spec.method, fmt::join(implemented_names(), ", ")));

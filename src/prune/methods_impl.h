@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "sparq/prune/methods.h"
@@ -14,6 +15,13 @@ std::shared_ptr<PruningMethod> make_pdp(const PruningSpec& spec, const std::vect
 std::shared_ptr<PruningMethod> make_wanda(const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind);
 std::shared_ptr<PruningMethod> make_activation_pruning(const PruningSpec& spec, const std::vector<int64_t>& shape,
                                                        LayerKind kind);
+
+std::shared_ptr<PruningMethod> make_dst(const PruningSpec& spec, const std::vector<int64_t>& shape);
+std::shared_ptr<PruningMethod> make_autosparse(const PruningSpec& spec, const std::vector<int64_t>& shape);
+
+/// Shape of DST/AutoSparse thresholds against the weight viewed as [C_out, fan_in]:
+/// layerwise [1, 1], channelwise [C_out, 1], weightwise [C_out, fan_in].
+std::vector<int64_t> threshold_shape(const std::string& type, const std::vector<int64_t>& shape);
 
 /// {C_out, 1, ...}: the shape of a per-output-row (structured) mask for a weight of `shape`.
 std::vector<int64_t> row_shape(const std::vector<int64_t>& shape);

@@ -1,5 +1,6 @@
-// Pruning methods I (spec pquantml-pruning §2.1 CS, §2.3 PDP, §2.4 Wanda, §2.6 activation
-// pruning, §2.3.7 budget): the spec's worked examples, schedules, and end-to-end guarantees.
+// Pruning methods (spec pquantml-pruning §2.1 CS, §2.2 DST, §2.3 PDP, §2.4 Wanda, §2.5
+// AutoSparse, §2.6 activation pruning, §2.3.7 budget): the spec's worked examples, schedules, and
+// end-to-end guarantees.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -226,9 +227,60 @@ TEST(ActivationPruning, WorkedExampleWindow) {
   EXPECT_EQ(buffer(*ap, "mask").sizes(), (std::vector<int64_t>{3, 1}));
 }
 
+TEST(DST, WorkedExampleSurrogateGradientAndLoss) {
+  auto dst = prune::make_method(spec("dst", {{"threshold_init", 0.1}}), {1, 4}, LayerKind::Linear);
+  dst->post_pretrain();
+  auto w = torch::tensor({{0.3f, -0.05f, 0.9f, -1.2f}}).requires_grad_();
+  auto out = dst->apply(w);
+  expect_near(values(out), {0.3f, 0.0f, 0.9f, -1.2f}, 0);
+  out.sum().backward();
+  expect_near(values(w.grad()), {1.36f, 0.09f, 1.36f, 1.0f}, 1e-5f);
+  auto threshold = dst->named_parameters()["threshold"];
+  EXPECT_EQ(threshold.sizes(), (std::vector<int64_t>{1, 1}));  // channelwise: one per output row
+  EXPECT_NEAR(threshold.grad().item<float>(), -0.63f, 1e-5f);
+  EXPECT_NEAR(dst->loss().item<float>(), 5e-6f * std::exp(-0.1f), 1e-10f);
+  expect_near(values(dst->hard_mask(w)), {1, 0, 1, 1}, 0);
+  // A threshold above every weight would prune >= max_pruning_pct: it is reset to 0.
+  {
+    torch::NoGradGuard no_grad;
+    threshold.fill_(5.0);
+  }
+  expect_near(values(dst->apply(w.detach())), {0.3f, -0.05f, 0.9f, -1.2f}, 0);
+  EXPECT_EQ(threshold.item<float>(), 0.0f);
+  auto weightwise = prune::make_method(spec("dst", {{"threshold_type", std::string("weightwise")}}), {3, 2, 2, 2},
+                                       LayerKind::Conv);
+  EXPECT_EQ(weightwise->named_parameters()["threshold"].sizes(), (std::vector<int64_t>{3, 8}));
+}
+
+TEST(AutoSparse, WorkedExampleAndAlphaSchedule) {
+  auto as = prune::make_method(spec("autosparse", {{"threshold_init", -2.0}, {"alpha", 0.5}}), {1, 4},
+                               LayerKind::Linear);
+  auto w = torch::tensor({{0.5f, -0.1f, 0.05f, -0.3f}}).requires_grad_();
+  EXPECT_TRUE(as->apply(w).equal(w));  // pretraining: identity
+  as->post_pretrain();
+  auto out = as->apply(w);
+  expect_near(values(out), {0.3808f, 0.0f, 0.0f, -0.1808f}, 1e-4f);
+  expect_near(values(as->hard_mask(w)), {1, 0, 0, 1}, 0);
+  out.sum().backward();
+  expect_near(values(w.grad()), {1.0f, 0.5f, 0.5f, 1.0f}, 1e-6f);  // pruned weights leak alpha
+  // alpha = alpha0 max((1 + cos(pi e/E))/2, 1 - sigmoid(-6 + 12 e/E)); 0 from alpha_reset_epoch on.
+  as->post_epoch(3, 10);
+  EXPECT_NEAR(buffer(*as, "alpha").item<float>(), 0.4584f, 1e-4f);
+  auto long_run = prune::make_method(spec("autosparse", {}), {1, 4}, LayerKind::Linear);
+  for (auto [e, multiplier] : {std::pair{10, 0.992f}, {25, 0.953f}, {50, 0.5f}, {75, 0.146f}, {89, 0.030f}}) {
+    long_run->post_epoch(e, 100);
+    EXPECT_NEAR(buffer(*long_run, "alpha").item<float>(), 0.5f * multiplier, 1e-3f) << e;
+  }
+  long_run->post_epoch(90, 100);
+  EXPECT_EQ(buffer(*long_run, "alpha").item<float>(), 0.0f);
+  // Fine-tuning: the last mask, no shrinkage.
+  as->pre_finetune();
+  expect_near(values(as->apply(w.detach())), {0.5f, 0.0f, 0.0f, -0.3f}, 0);
+}
+
 TEST(PruningEndToEnd, PrunedWeightsStayZeroAndResumeKeepsMasks) {
   auto train = test::blobs(256, 1), eval = test::blobs(64, 2);
-  for (const char* method : {"pdp", "wanda", "cs", "activation_pruning"}) {
+  for (const char* method : {"pdp", "wanda", "cs", "activation_pruning", "dst", "autosparse"}) {
     SCOPED_TRACE(method);
     Plan plan;
     plan.quantization = QuantPlan{};
@@ -239,6 +291,8 @@ TEST(PruningEndToEnd, PrunedWeightsStayZeroAndResumeKeepsMasks) {
     if (std::string(method) == "wanda") p["t_delta"] = int64_t{3}, p["t_start_collecting_batch"] = int64_t{1}, p["sparsity"] = 0.6;
     if (std::string(method) == "cs") p["final_temp"] = int64_t{50}, p["threshold_decay"] = 1e-2, p["threshold_init"] = 0.0;
     if (std::string(method) == "activation_pruning") p["t_delta"] = int64_t{4}, p["t_start_collecting_batch"] = int64_t{0};
+    if (std::string(method) == "dst") p["alpha"] = 1e-2, p["threshold_init"] = 0.05;
+    if (std::string(method) == "autosparse") p["threshold_init"] = -3.0;
     plan.pruning_first = true;
     Schedule schedule;
     schedule.pretraining_epochs = 1, schedule.epochs = 3, schedule.rounds = 1, schedule.fine_tuning_epochs = 2;

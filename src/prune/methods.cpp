@@ -76,7 +76,7 @@ const std::vector<MethodInfo>& pruning_methods() {
               number("scale", 10.0, 0.0), number("damping", 1.0, 0.0), flag("use_grad", false),
               choice("l0_mode", "coarse", {"coarse", "smooth"}), choice("scale_mode", "mean", {"mean", "sum"}),
               number("constraint_lr", 1e-3, 0.0)},
-             false),
+             true),
       method("fitcompress", {number("min_frac_bits", 2.0, 0.0)}, false),
   };
   return methods;
@@ -121,6 +121,7 @@ std::shared_ptr<PruningMethod> make_method(const PruningSpec& spec, const std::v
   if (spec.method == "activation_pruning") return make_activation_pruning(spec, weight_shape, kind);
   if (spec.method == "dst") return make_dst(spec, weight_shape);
   if (spec.method == "autosparse") return make_autosparse(spec, weight_shape);
+  if (spec.method == "mdmm") return make_mdmm(spec, weight_shape);
   throw ConfigError(fmt::format("pruning method '{}' is not implemented in this version of sparq (implemented: {}); "
                                 "`sparq inspect` shows its plan",
                                 spec.method, fmt::join(implemented_names(), ", ")));

@@ -17,6 +17,7 @@ std::shared_ptr<PruningMethod> make_activation_pruning(const PruningSpec& spec, 
                                                        LayerKind kind);
 
 std::shared_ptr<PruningMethod> make_dst(const PruningSpec& spec, const std::vector<int64_t>& shape);
+std::shared_ptr<PruningMethod> make_mdmm(const PruningSpec& spec, const std::vector<int64_t>& shape);
 std::shared_ptr<PruningMethod> make_autosparse(const PruningSpec& spec, const std::vector<int64_t>& shape);
 
 /// Shape of DST/AutoSparse thresholds against the weight viewed as [C_out, fan_in]:

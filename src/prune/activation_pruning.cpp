@@ -28,11 +28,7 @@ class ActivationPruning : public PruningMethod {
   void collect_output(const torch::Tensor& y) override {
     if (!is_training() || stage_ != Stage::Training || t.item<int32_t>() < t_start_) return;
     torch::NoGradGuard no_grad;
-    int64_t channel_axis = kind_ == LayerKind::Linear ? y.dim() - 1 : 1;
-    std::vector<int64_t> axes;
-    for (int64_t d = 0; d < y.dim(); ++d)
-      if (d != channel_axis) axes.push_back(d);
-    activations += (y > 0).to(activations.scalar_type()).mean(axes);
+    activations += (y > 0).to(activations.scalar_type()).mean(axes_but_features(y.dim(), kind_));
     batches_collected += 1;
     int32_t batches = batches_collected.item<int32_t>();
     if (batches < t_delta_) return;

@@ -111,6 +111,20 @@ PruningSpec default_spec(const std::string& name) {
   return spec;
 }
 
+std::vector<int64_t> row_shape(const std::vector<int64_t>& shape) {
+  std::vector<int64_t> rows(shape.size(), 1);
+  rows[0] = shape[0];
+  return rows;
+}
+
+std::vector<int64_t> axes_but_features(int64_t dims, LayerKind kind) {
+  int64_t feature_axis = kind == LayerKind::Linear ? dims - 1 : 1;
+  std::vector<int64_t> axes;
+  for (int64_t d = 0; d < dims; ++d)
+    if (d != feature_axis) axes.push_back(d);
+  return axes;
+}
+
 std::shared_ptr<PruningMethod> make_method(const PruningSpec& spec, const std::vector<int64_t>& weight_shape,
                                            LayerKind kind) {
   const MethodInfo* m = find_method(spec.method);

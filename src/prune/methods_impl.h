@@ -24,6 +24,10 @@ std::shared_ptr<PruningMethod> make_autosparse(const PruningSpec& spec, const st
 /// layerwise [1, 1], channelwise [C_out, 1], weightwise [C_out, fan_in].
 std::vector<int64_t> threshold_shape(const std::string& type, const std::vector<int64_t>& shape);
 
+/// Every axis of a `dims`-dimensional layer input or output except its feature/channel axis: the
+/// last one for linear layers, axis 1 for convolutions (what the data taps reduce over).
+std::vector<int64_t> axes_but_features(int64_t dims, LayerKind kind);
+
 /// {C_out, 1, ...}: the shape of a per-output-row (structured) mask for a weight of `shape`.
 std::vector<int64_t> row_shape(const std::vector<int64_t>& shape);
 

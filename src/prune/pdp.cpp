@@ -86,12 +86,6 @@ class PDP : public PruningMethod {
 
 }  // namespace
 
-std::vector<int64_t> row_shape(const std::vector<int64_t>& shape) {
-  std::vector<int64_t> rows(shape.size(), 1);
-  rows[0] = shape[0];
-  return rows;
-}
-
 std::shared_ptr<PruningMethod> make_pdp(const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
   return std::make_shared<PDP>(spec, shape, kind);
 }

@@ -37,12 +37,7 @@ class Wanda : public PruningMethod {
     if (!is_training() || stage_ != Stage::Training) return;
     if (done.item<bool>() || t.item<int32_t>() < t_start_) return;
     torch::NoGradGuard no_grad;
-    // Sum of squares per input feature: over every axis but the last (linear) or but 1 (conv).
-    std::vector<int64_t> axes;
-    int64_t feature_axis = kind_ == LayerKind::Linear ? x.dim() - 1 : 1;
-    for (int64_t d = 0; d < x.dim(); ++d)
-      if (d != feature_axis) axes.push_back(d);
-    auto q = x.pow(2).sum(axes).to(inputs_sq_sum.scalar_type());
+    auto q = x.pow(2).sum(axes_but_features(x.dim(), kind_)).to(inputs_sq_sum.scalar_type());
     if (q.numel() != inputs_sq_sum.numel())
       throw ModelError(fmt::format("wanda: the layer sees {} input features but its weight has {} (grouped "
                                    "convolutions are not supported by wanda)",

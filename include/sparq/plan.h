@@ -30,6 +30,24 @@ struct LayerOverride {
   bool operator==(const LayerOverride& o) const { return targets == o.targets; }
 };
 
+/// One point of a piecewise beta schedule; `interp` shapes the segment to the next point.
+struct BetaPoint {
+  enum class Interp { Constant, Linear, Log };
+  int64_t epoch = 0;  ///< 0-based global epoch
+  double beta = 0;
+  Interp interp = Interp::Constant;
+  bool operator==(const BetaPoint& o) const { return epoch == o.epoch && beta == o.beta && interp == o.interp; }
+};
+const char* to_string(BetaPoint::Interp i);
+
+/// HGQ's beta per epoch (HGQ2's PieceWiseSchedule): the first value before the first point, the
+/// last after the last; between points constant, linear, or geometric (log).
+struct BetaSchedule {
+  std::vector<BetaPoint> points;  ///< increasing epochs
+  double at(int64_t epoch) const;
+  bool operator==(const BetaSchedule& o) const { return points == o.points; }
+};
+
 /// How layers are quantized: global defaults for data lanes and parameters, per-layer overrides.
 struct QuantPlan {
   bool enabled = true;               ///< false: PQ layers run in float (pruning still applies)
@@ -41,12 +59,15 @@ struct QuantPlan {
   bool hgq = false;                  ///< trainable bit widths (High Granularity Quantization)
   double hgq_gamma = 3e-4, hgq_beta = 1e-5;  ///< bit-width L1 and EBOPs loss coefficients
   bool hgq_heterogeneous = true;
+  std::vector<BetaPoint> hgq_beta_schedule;  ///< sparq extension; empty: hgq_beta every epoch
   std::map<std::string, LayerOverride> layers;  ///< by node name
   std::string where;                 ///< config position of the section, for errors
 
   /// The quantizers of node `name` whose op is `op` (PyTorch name: Linear, Conv2d, ReLU, ...),
   /// defaults and op rules first, then the node's overrides.
   layers::QuantTargets targets(const std::string& name, const std::string& op) const;
+  /// hgq_beta_schedule, or hgq_beta constant.
+  BetaSchedule beta_schedule() const;
   bool operator==(const QuantPlan& o) const;
 };
 

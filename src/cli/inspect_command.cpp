@@ -5,6 +5,8 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "sparq/compress/compress.h"
@@ -12,6 +14,7 @@
 #include "sparq/config/pquant.h"
 #include "sparq/config/yaml.h"
 #include "sparq/error.h"
+#include "sparq/export/precision.h"
 #include "sparq/prune/methods.h"
 
 namespace sparq::cli {
@@ -50,7 +53,8 @@ std::string format_of(const layers::PQLayer& layer, const std::string& target) {
     if (name != target) continue;
     if (!q->enabled) return "float";
     auto f = q->format();
-    std::string text = fmt::format("{}<{},{}>", f.k ? "ap_fixed" : "ap_ufixed", f.width(), f.k + f.i);
+    std::string text = fmt::format("{}{}<{},{}>", q->is_hgq() ? "hgq " : "", f.k ? "ap_fixed" : "ap_ufixed", f.width(),
+                                   f.k + f.i);
     if (q->spec().granularity != quant::Granularity::PerTensor)
       text += fmt::format(" {}", quant::to_string(q->spec().granularity));
     return text;
@@ -118,6 +122,20 @@ void print_plan_sections(const Plan& plan) {
 }  // namespace
 
 int inspect_command(const InspectArgs& args) {
+  // A run folder: the formats the run ended with.
+  if (std::filesystem::is_directory(args.config)) {
+    auto path = std::filesystem::path(args.config) / "precision.json";
+    std::ifstream in(path);
+    if (!in)
+      throw ConfigError(fmt::format("{}: no precision.json in this folder (a run folder of a quantized job has one)",
+                                    args.config));
+    auto precision = nlohmann::json::parse(in, nullptr, false);
+    if (precision.is_discarded() || !precision.contains("layers"))
+      throw ConfigError(fmt::format("{}: not a precision file written by sparq run", path.string()));
+    fmt::print("run: {} (model {})\n\n{}", args.config, precision.value("model", "?"), exporting::precision_table(precision));
+    return 0;
+  }
+  if (args.model.empty()) throw ConfigError("inspect: --model is required with a config file (or give a run folder)");
   // A job file: its `compression` config; otherwise a PQuantML config file.
   auto doc = config::YamlDoc::load_file(args.config);
   bool job = doc.root.IsMap() && doc.root["compression"];
@@ -133,7 +151,6 @@ int inspect_command(const InspectArgs& args) {
   // The layer table shows formats; methods not runnable yet must still be inspectable.
   Plan quant_only = plan;
   quant_only.pruning.reset();
-  if (quant_only.quantization) quant_only.quantization->hgq = false;
   auto report = compress(graph, quant_only);
 
   fmt::print("config: {} ({})\nmodel: {}, input [{}]\n\n", args.config,

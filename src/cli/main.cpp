@@ -24,10 +24,12 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
 
   sparq::cli::InspectArgs inspect;
-  auto* inspect_cmd = app.add_subcommand("inspect", "Show what a compression config resolves to on a model");
-  inspect_cmd->add_option("config", inspect.config, "Compression config (PQuantML YAML) or a job file with compression:")
+  auto* inspect_cmd = app.add_subcommand(
+      "inspect", "Show what a compression config resolves to on a model, or the formats a run ended with");
+  inspect_cmd->add_option("config", inspect.config,
+                          "Compression config (PQuantML YAML), a job file with compression:, or a run folder")
       ->required();
-  inspect_cmd->add_option("--model", inspect.model, "Zoo model name or model YAML")->required();
+  inspect_cmd->add_option("--model", inspect.model, "Zoo model name or model YAML (with a config)");
   inspect_cmd->add_option("--input-shape", inspect.input_shape, "Sample shape, e.g. 1,28,28 (default per zoo model)")
       ->delimiter(',');
   inspect_cmd->add_option("--classes", inspect.classes, "Outputs of a zoo model (default 10; jet_tagger 5)");

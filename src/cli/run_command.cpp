@@ -5,11 +5,13 @@
 
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "sparq/compress/compress.h"
 #include "sparq/config/job.h"
 #include "sparq/error.h"
+#include "sparq/export/precision.h"
 #include "sparq/runtime.h"
 
 namespace sparq::cli {
@@ -129,6 +131,12 @@ int run_command(const RunArgs& args) {
   if (splits.test.size() > 0) test = trainer.evaluate(splits.test);
   torch::save(model, (std::filesystem::path(job.output) / "model.pt").string());
   print_summary(model, history, test, train.task == data::Task::Classification, job.output);
+  if (job.plan.quantization && job.plan.quantization->enabled) {
+    auto path = (std::filesystem::path(job.output) / "precision.json").string();
+    exporting::write_precision(model, path);
+    if (job.plan.quantization->hgq)
+      fmt::print("\nlearned bit widths (also in {}):\n{}", path, exporting::precision_table(exporting::precision_json(model)));
+  }
   return 0;
 }
 

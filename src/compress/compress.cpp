@@ -35,8 +35,10 @@ double number_attr(const models::Node& node, const std::string& key, double fall
 }
 
 /// The PQ replacement of one node, or an empty AnyModule if the op has none.
-torch::nn::AnyModule replacement(const models::Node& node, const QuantPlan& qp) {
+torch::nn::AnyModule replacement(const models::Node& node, const QuantPlan& qp, std::vector<int64_t> input_shape) {
   auto t = qp.targets(node.name, node.op);
+  t.input_shape = std::move(input_shape);
+  t.output_shape = node.out_shape;
   auto& module = *node.module.ptr();
   const std::string& op = node.op;
   torch::NoGradGuard no_grad;
@@ -76,7 +78,7 @@ torch::nn::AnyModule replacement(const models::Node& node, const QuantPlan& qp) 
                        : op == "Hardtanh" ? "hard_tanh" : op == "LeakyReLU" ? "leaky_relu" : op == "Sigmoid" ? "sigmoid"
                        : op == "GELU" ? "gelu" : op == "Softmax" ? "softmax" : "";
   if (function.empty()) return {};
-  layers::PQActivation act(function, t, qp.use_relu_multiplier);
+  layers::PQActivation act(function, t, qp.use_relu_multiplier && !qp.hgq);  // HGQ learns the scale in its bits
   act->negative_slope = number_attr(node, "negative_slope", 0.01);
   act->min_val = number_attr(node, "min_val", -1.0);
   act->max_val = number_attr(node, "max_val", 1.0);
@@ -135,10 +137,6 @@ CompressReport compress(models::Graph& graph, const Plan& plan) {
   check_plan_names(graph, plan);
   QuantPlan qp = plan.quantization.value_or(QuantPlan{});
   if (!plan.quantization) qp.enabled = false;
-  if (qp.enabled && qp.hgq)
-    throw ConfigError(fmt::format("{}{}quantization_parameters.use_high_granularity_quantization: HGQ (trainable "
-                                  "bit widths) is not available yet; set it to false",
-                                  qp.where, qp.where.empty() ? "" : ": "));
   std::vector<std::string> names;
   for (const auto& n : graph->nodes()) names.push_back(n.name);
   auto device = graph->parameters().empty() ? torch::Device(torch::kCPU) : graph->parameters()[0].device();
@@ -148,7 +146,10 @@ CompressReport compress(models::Graph& graph, const Plan& plan) {
     if (node.module.is_empty() || pq_layer(graph, name)) continue;
     torch::nn::AnyModule pq;
     try {
-      pq = replacement(node, qp);
+      // The sample shape reaching the node (its first input's), for HGQ data lanes.
+      auto input_shape = node.inputs.empty() || node.inputs[0] < 0 ? graph->input_shape()
+                                                                   : graph->nodes()[node.inputs[0]].out_shape;
+      pq = replacement(node, qp, input_shape);
     } catch (const ConfigError&) {
       throw;
     } catch (const Error& e) {  // a format the plan resolves to for this layer is not valid

@@ -198,6 +198,8 @@ Job parse(const YamlDoc& doc, const std::string& base) {
     if (job.plan.fitcompress.enabled)
       r.fail("compression", "fitcompress_parameters.enable_fitcompress: FITCompress is not implemented in this "
                             "version of sparq; set it to false");
+    if (job.plan.quantization && job.plan.quantization->hgq)
+      job.training.hgq_beta = job.plan.quantization->beta_schedule();
   }
   return job;
 }

@@ -44,6 +44,41 @@ void reject_empty(const MapReader& r, const std::string& key) {
     r.fail(key, "is empty; give its keys as a mapping or remove the line");
 }
 
+/// hgq_beta_schedule (a sparq extension): [[epoch, beta, constant|linear|log], ...].
+std::vector<BetaPoint> parse_beta_schedule(const std::string& file, const YAML::Node& node) {
+  const std::string what = "quantization_parameters.hgq_beta_schedule";
+  if (!node.IsSequence() || node.size() == 0)
+    throw ConfigError(fmt::format("{}: {}: expected a list of [epoch, beta, constant|linear|log] points", where(file, node),
+                                  what));
+  std::vector<BetaPoint> points;
+  for (size_t j = 0; j < node.size(); ++j) {
+    const YAML::Node& item = node[j];
+    std::string at = fmt::format("{}[{}]", what, j);
+    if (!item.IsSequence() || item.size() < 2 || item.size() > 3)
+      throw ConfigError(fmt::format("{}: {}: expected [epoch, beta] or [epoch, beta, constant|linear|log]",
+                                    where(file, item), at));
+    BetaPoint p;
+    p.epoch = as_int(file, item[0], at + ".epoch");
+    p.beta = as_double(file, item[1], at + ".beta");
+    if (p.epoch < 0 || (!points.empty() && p.epoch <= points.back().epoch))
+      throw ConfigError(fmt::format("{}: {}: epoch {} must be >= 0 and after the previous point's", where(file, item[0]),
+                                    at, p.epoch));
+    if (p.beta < 0) throw ConfigError(fmt::format("{}: {}: beta {} must be >= 0", where(file, item[1]), at, p.beta));
+    if (item.size() == 3) {
+      std::string interp = as_string(file, item[2], at + ".interp");
+      if (interp == "linear") p.interp = BetaPoint::Interp::Linear;
+      else if (interp == "log") p.interp = BetaPoint::Interp::Log;
+      else if (interp != "constant")
+        throw ConfigError(fmt::format("{}: {}: unknown interpolation '{}', expected constant, linear or log",
+                                      where(file, item[2]), at, interp));
+    }
+    if (!points.empty() && points.back().interp == BetaPoint::Interp::Log && (points.back().beta <= 0 || p.beta <= 0))
+      throw ConfigError(fmt::format("{}: {}: a log segment needs beta > 0 at both ends", where(file, item), at));
+    points.push_back(p);
+  }
+  return points;
+}
+
 LayerOverride parse_layer(const std::string& file, const YAML::Node& node, const std::string& layer) {
   LayerOverride o;
   o.where = where(file, node);
@@ -79,7 +114,8 @@ QuantPlan parse_quantization(const std::string& file, const YAML::Node& node) {
                "quantize_input", "quantize_output", "granularity", "dynamic_data_quantization",
                "enable_quantization", "hgq_gamma", "hgq_beta", "hgq_heterogeneous", "layer_specific",
                "use_high_granularity_quantization", "use_hgq", "use_real_tanh", "overflow_mode_parameters",
-               "overflow_mode_data", "overflow", "round_mode", "use_relu_multiplier", "use_symmetric_quantization"});
+               "overflow_mode_data", "overflow", "round_mode", "use_relu_multiplier", "use_symmetric_quantization",
+               "hgq_beta_schedule"});
   QuantPlan q;
   q.where = where(file, node);
   q.weight.k = bits(r, "default_weight_keep_negatives", 1, 0, 1);
@@ -101,6 +137,7 @@ QuantPlan parse_quantization(const std::string& file, const YAML::Node& node) {
   if (r.has("use_hgq") && r.has("use_high_granularity_quantization"))
     r.fail("use_hgq", "give either use_hgq or use_high_granularity_quantization (the same switch), not both");
   q.hgq = r.get_bool("use_hgq", r.get_bool("use_high_granularity_quantization", false));
+  if (r.has("hgq_beta_schedule")) q.hgq_beta_schedule = parse_beta_schedule(file, r.node("hgq_beta_schedule"));
   q.use_real_tanh = r.get_bool("use_real_tanh", false);
   // Seed 000 spells one `overflow` for everything; seed 001 splits it by data and parameters.
   std::string both = r.get_choice("overflow", "SAT", kOverflows);

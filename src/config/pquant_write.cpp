@@ -42,6 +42,12 @@ void emit_quantization(YAML::Emitter& out, const QuantPlan& q) {
   out << YAML::Key << "hgq_gamma" << YAML::Value << num(q.hgq_gamma);
   out << YAML::Key << "hgq_beta" << YAML::Value << num(q.hgq_beta);
   out << YAML::Key << "hgq_heterogeneous" << YAML::Value << q.hgq_heterogeneous;
+  if (!q.hgq_beta_schedule.empty()) {
+    out << YAML::Key << "hgq_beta_schedule" << YAML::Value << YAML::BeginSeq;
+    for (const auto& p : q.hgq_beta_schedule)
+      out << YAML::Flow << YAML::BeginSeq << p.epoch << num(p.beta) << to_string(p.interp) << YAML::EndSeq;
+    out << YAML::EndSeq;
+  }
   out << YAML::Key << "use_real_tanh" << YAML::Value << q.use_real_tanh;
   out << YAML::Key << "use_relu_multiplier" << YAML::Value << q.use_relu_multiplier;
   out << YAML::Key << "overflow_mode_parameters" << YAML::Value << quant::to_string(q.weight.overflow);

@@ -22,12 +22,12 @@ void PQLayer::set_quantization(bool enabled) {
 
 void PQLayer::make_quantizers(const QuantTargets& t, const std::vector<int64_t>& weight_shape,
                               const std::vector<int64_t>& bias_shape) {
-  if (t.input) input_q = register_module("input_quantizer", quant::Quantizer(*t.input, std::vector<int64_t>{}, true));
+  if (t.input) input_q = register_module("input_quantizer", quant::Quantizer(*t.input, t.input_shape, true));
   if (t.weight && !weight_shape.empty())
     weight_q = register_module("weight_quantizer", quant::Quantizer(*t.weight, weight_shape, false));
   if (t.bias && !bias_shape.empty())
     bias_q = register_module("bias_quantizer", quant::Quantizer(*t.bias, bias_shape, false));
-  if (t.output) output_q = register_module("output_quantizer", quant::Quantizer(*t.output, std::vector<int64_t>{}, true));
+  if (t.output) output_q = register_module("output_quantizer", quant::Quantizer(*t.output, t.output_shape, true));
   set_quantization(t.enable_quantization);
 }
 
@@ -41,9 +41,40 @@ void PQLayer::record_input(const torch::Tensor& x) {
   if (input_shape_.empty()) input_shape_.assign(x.sizes().begin() + 1, x.sizes().end());
 }
 
-double PQLayer::lane_bits(const quant::Quantizer& q) const {
-  if (!q || !q->enabled) return 32.0;  // a float lane
-  return q->total_bits().mean().item<double>();
+torch::Tensor PQLayer::lane_bits(const quant::Quantizer& q) const {
+  std::vector<int64_t> shape{1};
+  shape.insert(shape.end(), input_shape_.begin(), input_shape_.end());
+  return param_bits(q, shape);
+}
+
+torch::Tensor PQLayer::param_bits(const quant::Quantizer& q, at::IntArrayRef shape) const {
+  if (q && q->enabled) return q->total_bits().expand(shape);
+  auto state = parameters();
+  auto device = q ? q->k.device() : state.empty() ? torch::Device(torch::kCPU) : state[0].device();
+  return torch::full(shape, 32.0f, torch::TensorOptions().device(device));  // a float lane
+}
+
+bool PQLayer::has_hgq() const {
+  for (const auto& [name, q] : quantizers())
+    if (q->is_hgq() && q->enabled) return true;
+  return false;
+}
+
+torch::Tensor PQLayer::hgq_loss(double beta) {
+  if (!has_hgq()) return {};
+  torch::Tensor loss = beta * ebops(/*deployed=*/false);
+  for (const auto& [name, q] : quantizers()) {
+    auto term = q->enabled ? q->bits_loss() : torch::Tensor();
+    if (term.defined()) loss = loss + term;
+  }
+  return loss;
+}
+
+LayerCost PQLayer::cost() {
+  torch::NoGradGuard no_grad;
+  LayerCost c;
+  c.ebops = ebops(/*deployed=*/true).item<double>();
+  return c;
 }
 
 void PQWeightLayer::init_parameters(const torch::Tensor& w, const torch::Tensor& b) {
@@ -64,23 +95,32 @@ torch::Tensor PQWeightLayer::effective_weight() {
 
 torch::Tensor PQWeightLayer::effective_bias() { return bias.defined() ? quantize(bias_q, bias) : bias; }
 
-LayerCost PQWeightLayer::cost() {
+torch::Tensor PQWeightLayer::alive_weights() {
   torch::NoGradGuard no_grad;
   bool was_training = is_training();
   eval();  // the deployed weight: frozen formats, hard masks
   auto w = effective_weight();
   train(was_training);
+  return (w != 0).to(torch::kFloat32);
+}
+
+LayerCost PQWeightLayer::cost() {
+  torch::NoGradGuard no_grad;
+  auto alive = alive_weights();
   LayerCost c;
-  c.weights = w.numel();
-  auto alive = (w != 0).to(torch::kFloat32);
+  c.weights = alive.numel();
   c.nonzero = alive.sum().item<int64_t>();
-  torch::Tensor bits = weight_q && weight_q->enabled ? weight_q->total_bits().expand(w.sizes()).to(torch::kFloat32)
-                                                     : torch::full(w.sizes(), 32.0f);
-  auto bits_w = bits * alive;  // pruned and zero-quantized weights cost nothing
-  c.weight_bits = bits_w.sum().item<double>();
-  double mean_b = !bias.defined() ? 0.0 : bias_q && bias_q->enabled ? bias_q->total_bits().mean().item<double>() : 32.0;
-  c.ebops = input_shape_.empty() ? 0.0 : ebops_of(bits_w, lane_bits(input_q), mean_b);
+  c.weight_bits = (param_bits(weight_q, weight.sizes()) * alive).sum().item<double>();
+  c.ebops = ebops(/*deployed=*/true).item<double>();
   return c;
+}
+
+torch::Tensor PQWeightLayer::ebops(bool deployed) {
+  if (input_shape_.empty()) return torch::zeros({}, weight.options());
+  auto bits_w = param_bits(weight_q, weight.sizes());
+  if (deployed) bits_w = bits_w * alive_weights();  // pruned and zero-quantized weights cost nothing
+  auto mean_b = bias.defined() ? param_bits(bias_q, bias.sizes()).mean() : torch::zeros({}, weight.options());
+  return ebops_of(bits_w, lane_bits(input_q), mean_b);
 }
 
 // ---- PQDense ----
@@ -103,11 +143,13 @@ torch::Tensor PQDenseImpl::forward(const torch::Tensor& x_in) {
   return y;
 }
 
-double PQDenseImpl::ebops_of(const torch::Tensor& bits_w, double bits_in, double mean_b) {
-  // Σ_{pos,o,i} B_in·B_w + mean(B_b)·positions·out (spec §3.6); positions = all but the last axis.
-  double positions = 1;
-  for (size_t d = 0; d + 1 < input_shape_.size(); ++d) positions *= input_shape_[d];
-  return positions * (bits_in * bits_w.sum().item<double>() + mean_b * weight.size(0));
+torch::Tensor PQDenseImpl::ebops_of(const torch::Tensor& bits_w, const torch::Tensor& bits_in,
+                                    const torch::Tensor& mean_b) {
+  // Σ_{pos,o,i} B_in[pos,i]·B_w[o,i] + mean(B_b)·positions·out (spec §3.6); positions = all but the
+  // last axis of the sample.
+  auto in_sum = bits_in.reshape({-1, weight.size(1)}).sum(0);  // Σ over positions, per input feature
+  double positions = static_cast<double>(bits_in.numel() / weight.size(1));
+  return (bits_w * in_sum).sum() + mean_b * (positions * weight.size(0));
 }
 
 // ---- PQConv ----
@@ -141,11 +183,15 @@ torch::Tensor PQConvImpl::forward(const torch::Tensor& x_in) {
   return y;
 }
 
-double PQConvImpl::ebops_of(const torch::Tensor& bits_w, double bits_in, double mean_b) {
-  // Σ_{o,c} B_in[c]·Σ_kernel B_w[o,c] + mean(B_b)·prod(input shape) (spec §3.6).
-  double positions = 1;
-  for (auto d : input_shape_) positions *= d;
-  return bits_in * bits_w.sum().item<double>() + (bias.defined() ? mean_b * positions : 0.0);
+torch::Tensor PQConvImpl::ebops_of(const torch::Tensor& bits_w, const torch::Tensor& bits_in,
+                                   const torch::Tensor& mean_b) {
+  // Σ_{o,c} max_spatial(B_in)[c]·Σ_kernel B_w[o,c] + mean(B_b)·prod(input shape) (spec §3.6), per
+  // group: output channel o of group g reads input channels g·C/g ... (g+1)·C/g - 1.
+  const int64_t channels = bits_in.size(1), out = weight.size(0);
+  auto in_max = std::get<0>(bits_in.reshape({channels, -1}).max(1)).reshape({groups_, 1, channels / groups_});
+  auto w_sum = bits_w.reshape({out, channels / groups_, -1}).sum(2).reshape({groups_, out / groups_, -1});
+  auto ebops = (w_sum * in_max).sum();
+  return bias.defined() ? ebops + mean_b * static_cast<double>(bits_in.numel()) : ebops;
 }
 
 }  // namespace sparq::layers

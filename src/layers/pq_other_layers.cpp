@@ -10,14 +10,6 @@
 
 namespace sparq::layers {
 
-namespace {
-double product(const std::vector<int64_t>& s) {
-  double p = 1;
-  for (auto d : s) p *= d;
-  return p;
-}
-}  // namespace
-
 // ---- PQAvgPool ----
 
 PQAvgPoolImpl::PQAvgPoolImpl(int dims, std::vector<int64_t> kernel, std::vector<int64_t> stride,
@@ -35,10 +27,10 @@ torch::Tensor PQAvgPoolImpl::forward(const torch::Tensor& x_in) {
   return quantize(output_q, y);
 }
 
-LayerCost PQAvgPoolImpl::cost() {
-  LayerCost c;
-  c.ebops = input_shape_.empty() ? 0.0 : lane_bits(input_q) * product(input_shape_);
-  return c;
+torch::Tensor PQAvgPoolImpl::ebops(bool) {
+  // Σ B_in over the input shape (spec §3.6).
+  if (input_shape_.empty()) return torch::zeros({});
+  return lane_bits(input_q).sum();
 }
 
 // ---- PQBatchNorm ----
@@ -79,18 +71,22 @@ torch::Tensor PQBatchNormImpl::forward(const torch::Tensor& x_in) {
 }
 
 LayerCost PQBatchNormImpl::cost() {
-  // Σ B_in·B_w[c] over the input shape + mean(B_b)·prod(input shape) (spec §3.6).
-  LayerCost c;
+  torch::NoGradGuard no_grad;
+  LayerCost c = PQLayer::cost();
   c.weights = weight.numel();
   c.nonzero = (weight != 0).sum().item<int64_t>();
-  double bw = weight_q && weight_q->enabled ? weight_q->total_bits().mean().item<double>() : 32.0;
-  double bb = bias_q && bias_q->enabled ? bias_q->total_bits().mean().item<double>() : 32.0;
-  c.weight_bits = bw * c.nonzero;
-  if (!input_shape_.empty()) {
-    double positions = product(input_shape_);
-    c.ebops = lane_bits(input_q) * bw * positions + bb * positions;
-  }
+  c.weight_bits = param_bits(weight_q, weight.sizes()).mul(weight != 0).sum().item<double>();
   return c;
+}
+
+torch::Tensor PQBatchNormImpl::ebops(bool) {
+  // Σ B_in·B_w[c] over the input shape + mean(B_b)·prod(input shape) (spec §3.6).
+  if (input_shape_.empty()) return torch::zeros({}, weight.options());
+  auto bits_in = lane_bits(input_q);
+  std::vector<int64_t> channel_shape(bits_in.dim(), 1);
+  channel_shape[1] = weight.size(0);
+  auto bits_w = param_bits(weight_q, weight.sizes()).reshape(channel_shape);
+  return (bits_in * bits_w).sum() + param_bits(bias_q, bias.sizes()).mean() * static_cast<double>(bits_in.numel());
 }
 
 // ---- PQActivation ----
@@ -130,12 +126,13 @@ torch::Tensor PQActivationImpl::forward(const torch::Tensor& x_in) {
   return quantize(output_q, y);
 }
 
-LayerCost PQActivationImpl::cost() {
-  // A lookup table per input value: 1e-4·Σ 2^B_in·B_out (spec §3.6).
-  LayerCost c;
-  if (!input_shape_.empty() && input_q && input_q->enabled)
-    c.ebops = 1e-4 * std::exp2(lane_bits(input_q)) * lane_bits(output_q) * product(input_shape_);
-  return c;
+torch::Tensor PQActivationImpl::ebops(bool) {
+  // A lookup table per input value: 1e-4·Σ 2^B_in·B_out (spec §3.6). Without an output quantizer
+  // the value leaves at its input width (PQuantML counts its idle output quantizer's bits).
+  if (input_shape_.empty() || !input_q || !input_q->enabled) return torch::zeros({});
+  auto bits_in = lane_bits(input_q);
+  auto bits_out = output_q && output_q->enabled ? lane_bits(output_q) : bits_in;
+  return 1e-4 * (torch::exp2(bits_in) * bits_out).sum();
 }
 
 }  // namespace sparq::layers

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "sparq/error.h"
 
@@ -36,6 +37,12 @@ layers::QuantTargets QuantPlan::targets(const std::string& name, const std::stri
       if (o.quantize && target == "output") qout = *o.quantize;
     }
   }
+  if (hgq) {
+    // Every target learns its widths, data lanes with the config's granularity too. Batch-norm
+    // scale and shift get gamma as well (PQuantML passes them none: a quirk).
+    for (auto* spec : {&in, &out, &w, &b}) spec->hgq = true, spec->hgq_gamma = hgq_gamma;
+    in.granularity = out.granularity = weight.granularity;
+  }
   if (qin) t.input = in;
   if (qout && !batchnorm) t.output = out;
   if (weights || batchnorm) t.weight = w, t.bias = b;
@@ -50,7 +57,38 @@ bool QuantPlan::operator==(const QuantPlan& o) const {
   return enabled == o.enabled && weight == o.weight && data == o.data && quantize_input == o.quantize_input &&
          quantize_output == o.quantize_output && use_real_tanh == o.use_real_tanh &&
          use_relu_multiplier == o.use_relu_multiplier && hgq == o.hgq && hgq_gamma == o.hgq_gamma &&
-         hgq_beta == o.hgq_beta && hgq_heterogeneous == o.hgq_heterogeneous && layers == o.layers;
+         hgq_beta == o.hgq_beta && hgq_heterogeneous == o.hgq_heterogeneous && hgq_beta_schedule == o.hgq_beta_schedule &&
+         layers == o.layers;
+}
+
+BetaSchedule QuantPlan::beta_schedule() const {
+  if (!hgq_beta_schedule.empty()) return {hgq_beta_schedule};
+  return {{BetaPoint{0, hgq_beta, BetaPoint::Interp::Constant}}};
+}
+
+double BetaSchedule::at(int64_t epoch) const {
+  if (points.empty()) return 0.0;
+  if (epoch <= points.front().epoch) return points.front().beta;
+  for (size_t j = 0; j + 1 < points.size(); ++j) {
+    const auto &a = points[j], &b = points[j + 1];
+    if (epoch >= b.epoch) continue;
+    double t = static_cast<double>(epoch - a.epoch) / static_cast<double>(b.epoch - a.epoch);
+    switch (a.interp) {
+      case BetaPoint::Interp::Constant: return a.beta;
+      case BetaPoint::Interp::Linear: return a.beta + (b.beta - a.beta) * t;
+      case BetaPoint::Interp::Log: return a.beta * std::pow(b.beta / a.beta, t);
+    }
+  }
+  return points.back().beta;
+}
+
+const char* to_string(BetaPoint::Interp i) {
+  switch (i) {
+    case BetaPoint::Interp::Constant: return "constant";
+    case BetaPoint::Interp::Linear: return "linear";
+    case BetaPoint::Interp::Log: return "log";
+  }
+  return "?";
 }
 
 namespace {

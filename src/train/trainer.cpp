@@ -93,6 +93,7 @@ nlohmann::json to_json(const EpochMetrics& m, bool classification) {
   nlohmann::json j = {{"epoch", m.epoch},           {"stage", prune::to_string(m.slot.stage)},
                       {"round", m.slot.round + 1},  {"stage_epoch", m.slot.epoch + 1},
                       {"train_loss", m.train_loss}, {"extra_loss", m.extra_loss},
+                      {"hgq_loss", m.hgq_loss},     {"beta", m.beta},
                       {"eval_loss", m.eval.loss},   {"seconds", m.seconds},
                       {"samples_per_second", m.samples_per_second}, {"lr", m.lr}};
   j["train_accuracy"] = classification ? nlohmann::json(m.train_accuracy) : nlohmann::json(nullptr);
@@ -159,9 +160,11 @@ Trainer::Trainer(models::Graph model, TrainOptions options, std::string run_dir,
   if (sc.save_weights_epoch >= sc.epochs && sc.epochs > 0)
     throw Error(fmt::format("schedule: save_weights_epoch {} is not an epoch of the first round (0..{})",
                             sc.save_weights_epoch, sc.epochs - 1));
-  for (const auto& node : model_->nodes())
-    if (auto layer = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(model_, node.name)))
-      weight_layers_.push_back({node.name, layer});
+  for (const auto& node : model_->nodes()) {
+    auto pq = pq_layer(model_, node.name);
+    if (auto layer = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq)) weight_layers_.push_back({node.name, layer});
+    if (pq && pq->has_hgq()) hgq_layers_.push_back(pq);
+  }
   if (options_.loss != "cross_entropy" && options_.loss != "mse")
     throw Error(fmt::format("unknown loss '{}', expected cross_entropy or mse", options_.loss));
   model_->to(resolve_device(options_.device));
@@ -216,7 +219,11 @@ void Trainer::run_boundary(int64_t b) {
     for (auto& wl : weight_layers_)
       if (wl.layer->pruning()) wl.layer->pruning()->pre_finetune();
   }
-  if (b == s.total_epochs()) prune_weights();
+  if (b == s.total_epochs()) {
+    prune_weights();
+    for (auto& layer : hgq_layers_)  // the learned widths become the final integer formats
+      for (auto& [target, q] : layer->quantizers()) q->freeze();
+  }
   if (s.save_weights_epoch >= 0 && s.save_weights_epoch < s.epochs && b == s.pretraining_epochs + s.save_weights_epoch) {
     torch::NoGradGuard no_grad;
     for (auto& wl : weight_layers_) snapshot_[wl.name] = wl.layer->weight.detach().clone();
@@ -251,6 +258,15 @@ torch::Tensor Trainer::pruning_loss() {
     auto method = wl.layer->pruning();
     if (!method || !wl.layer->enable_pruning || method->stage() != prune::Stage::Training) continue;
     auto term = method->loss();
+    if (term.defined()) total = total.defined() ? total + term : term;
+  }
+  return total;
+}
+
+torch::Tensor Trainer::hgq_loss(double beta) {
+  torch::Tensor total;
+  for (auto& layer : hgq_layers_) {
+    auto term = layer->hgq_loss(beta);
     if (term.defined()) total = total.defined() ? total + term : term;
   }
   return total;
@@ -318,6 +334,10 @@ std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data
     // Sums stay on the device; they are read once per epoch, so the step never waits for the host.
     auto loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
     auto extra_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
+    auto hgq_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
+    // HGQ's terms start with the main training stage, as PQuantML's post-pretrain switch.
+    const bool hgq_on = !hgq_layers_.empty() && slot.stage != prune::Stage::Pretraining;
+    const double beta = hgq_on ? options_.hgq_beta.at(epoch) : 0.0;
     auto correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device));
     auto t0 = std::chrono::steady_clock::now();
     for (int64_t b = 0; b < batches.count(); ++b) {
@@ -326,11 +346,14 @@ std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data
       auto out = model_->forward(x);
       auto loss = loss_of(out, y);
       auto extra = pruning_loss();
+      auto hgq = hgq_on ? hgq_loss(beta) : torch::Tensor();
       auto objective = extra.defined() ? loss + extra : loss;
+      if (hgq.defined()) objective = objective + hgq;
       objective.backward();
       optimizer_->step();
       loss_sum += loss.detach().to(torch::kFloat64) * x.size(0);
       if (extra.defined()) extra_sum += extra.detach().to(torch::kFloat64);
+      if (hgq.defined()) hgq_sum += hgq.detach().to(torch::kFloat64);
       if (classification) correct += (out.detach().argmax(1) == y).sum();
       progress.step(b + 1);
     }
@@ -339,6 +362,8 @@ std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data
     m.slot = slot;
     m.train_loss = loss_sum.item<double>() / train.size();
     m.extra_loss = extra_sum.item<double>() / std::max<int64_t>(batches.count(), 1);
+    m.hgq_loss = hgq_sum.item<double>() / std::max<int64_t>(batches.count(), 1);
+    m.beta = beta;
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     progress.finish();
     m.train_accuracy = static_cast<double>(correct.item<int64_t>()) / train.size();
@@ -355,9 +380,9 @@ std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data
     m.layer_costs = cost.layers;
     m.cost = cost.total;
     m.sparsity = cost.total.weights ? 1.0 - static_cast<double>(cost.total.nonzero) / cost.total.weights : 0.0;
-    if (!std::isfinite(m.train_loss) || !std::isfinite(m.extra_loss))
+    if (!std::isfinite(m.train_loss) || !std::isfinite(m.extra_loss) || !std::isfinite(m.hgq_loss))
       throw Error(fmt::format("epoch {}: training loss is {} (diverged); lower the learning rate", m.epoch,
-                              m.train_loss + m.extra_loss));
+                              m.train_loss + m.extra_loss + m.hgq_loss));
     if (options_.progress != Progress::None) {
       std::string acc = classification ? fmt::format(" acc {:.2f}%", 100 * m.train_accuracy) : "";
       std::string eval_text = eval.size() == 0 ? "" : classification

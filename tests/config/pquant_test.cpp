@@ -21,6 +21,7 @@ Plan parse(const std::string& text) {
 std::string error_of(const std::string& text) {
   return test::error_of<ConfigError>([&] { parse(text); });
 }
+models::Graph lenet() { return models::Graph(models::zoo_spec("lenet", {1, 28, 28}, 10, {})); }
 }  // namespace
 
 TEST(PQuantConfig, Seed001QuantizationParameters) {
@@ -341,7 +342,6 @@ TEST(PQuantConfig, BadConfigCorpus) {
 }
 
 TEST(PQuantConfig, LayerNamesAreCheckedAgainstTheModel) {
-  auto lenet = [] { return models::Graph(models::zoo_spec("lenet", {1, 28, 28}, 10, {})); };
   auto model_error = [&](const std::string& text) {
     return test::error_of<ConfigError>([&] {
       auto g = lenet();
@@ -360,9 +360,47 @@ TEST(PQuantConfig, LayerNamesAreCheckedAgainstTheModel) {
     compress(g, parse("quantization_parameters:\n  default_weight_keep_negatives: 0\n  default_weight_fractional_bits: 0\n"));
   });
   EXPECT_EQ(message.rfind("c.yaml:2:3: layer conv1 (Conv2d): fixed-point format (k=0, i=0, f=0): width", 0), 0u) << message;
-  // HGQ parses; training with it is refused until it exists.
+  // HGQ with dynamic data quantization (which re-splits fixed widths) is refused with the layer named.
   auto g2 = lenet();
-  EXPECT_NE(test::error_of<ConfigError>([&] { compress(g2, parse("quantization_parameters:\n  use_hgq: true\n")); })
-                .find("HGQ (trainable bit widths) is not available yet"),
-            std::string::npos);
+  message = test::error_of<ConfigError>([&] {
+    compress(g2, parse("quantization_parameters:\n  use_hgq: true\n  dynamic_data_quantization: true\n"));
+  });
+  EXPECT_NE(message.find("layer conv1 (Conv2d): an HGQ quantizer learns its widths"), std::string::npos) << message;
+}
+
+TEST(PQuantConfig, HgqBuildsTrainableWidthsOfKnownShape) {
+  auto g = lenet();
+  compress(g, parse("quantization_parameters:\n  use_hgq: true\n  granularity: per_weight\n  hgq_gamma: 0.001\n"));
+  // conv1's input lane: one width per input pixel; conv1's weight: one per weight; all trainable
+  // before any forward pass.
+  auto conv1 = pq_layer(g, "conv1");
+  auto qs = conv1->quantizers();
+  EXPECT_EQ(qs[0].first, "input");
+  EXPECT_EQ(qs[0].second->f.sizes().vec(), (std::vector<int64_t>{1, 1, 28, 28}));
+  EXPECT_EQ(qs[1].second->f.sizes().vec(), (std::vector<int64_t>{8, 1, 3, 3}));
+  EXPECT_TRUE(qs[1].second->f.requires_grad());
+  EXPECT_EQ(qs[1].second->spec().hgq_gamma, 0.001);
+  // Batch-norm scale and shift get gamma too (PQuantML gives them none).
+  EXPECT_EQ(pq_layer(g, "bn1")->quantizers()[1].second->spec().hgq_gamma, 0.001);
+}
+
+TEST(PQuantConfig, HgqBetaSchedule) {
+  auto plan = parse("quantization_parameters:\n  use_hgq: true\n  hgq_beta_schedule: [[0, 1.0e-6, log], [10, 1.0e-4], [12, 2.0e-4, linear]]\n");
+  auto beta = plan.quantization->beta_schedule();
+  EXPECT_NEAR(beta.at(5), 1e-5, 1e-12);  // geometric middle of 1e-6 and 1e-4
+  EXPECT_DOUBLE_EQ(beta.at(11), 1e-4);   // [10, 1e-4] is constant up to the next point
+  EXPECT_EQ(parse(config::write_pquant(plan)), plan);  // round trip
+  EXPECT_DOUBLE_EQ(parse("quantization_parameters:\n  hgq_beta: 3.0e-6\n").quantization->beta_schedule().at(7), 3e-6);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"[[0, 1.0e-6], [0, 1.0e-5]]", "c.yaml:2:37: quantization_parameters.hgq_beta_schedule[1]: epoch 0 must be >= 0 and after"},
+      {"[[0, 1.0e-6, cubic]]", "c.yaml:2:35: quantization_parameters.hgq_beta_schedule[0]: unknown interpolation 'cubic'"},
+      {"[[0, 0.0, log], [5, 1.0e-5]]", "c.yaml:2:38: quantization_parameters.hgq_beta_schedule[1]: a log segment needs beta > 0"},
+      {"[[0, -1.0]]", "c.yaml:2:27: quantization_parameters.hgq_beta_schedule[0]: beta -1 must be >= 0"},
+      {"[]", "c.yaml:2:22: quantization_parameters.hgq_beta_schedule: expected a list of [epoch, beta"},
+      {"[[0]]", "c.yaml:2:23: quantization_parameters.hgq_beta_schedule[0]: expected [epoch, beta]"},
+  };
+  for (const auto& [value, expected] : bad) {
+    auto message = test::error_of<ConfigError>([&] { parse("quantization_parameters:\n  hgq_beta_schedule: " + value + "\n"); });
+    EXPECT_EQ(message.rfind(expected, 0), 0u) << value << " -> " << message;
+  }
 }

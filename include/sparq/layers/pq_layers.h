@@ -24,6 +24,9 @@ using quant::QuantSpec;
 struct QuantTargets {
   std::optional<QuantSpec> input, weight, bias, output;
   bool enable_quantization = true;  ///< global switch: false makes every quantizer the identity
+  /// Sample shapes (no batch axis) of the layer's input and output: HGQ data lanes with
+  /// per-channel or per-weight widths are built with them.
+  std::vector<int64_t> input_shape, output_shape;
 };
 
 /// Cost figures of one layer for reports and the EBOPs penalty.
@@ -37,7 +40,16 @@ struct LayerCost {
 /// What all PQ layers share: their quantizers, the input shape seen at the first forward, costs.
 class PQLayer : public torch::nn::Module {
  public:
-  virtual LayerCost cost() = 0;
+  /// Effective bit operations (spec pquantml §3.6) as a 0-d tensor, differentiable in HGQ bit
+  /// widths; 0 before the first forward. `deployed`: pruned weights and weights that quantize to
+  /// zero cost nothing (the reported figure); otherwise every weight counts (the loss term).
+  virtual torch::Tensor ebops(bool deployed) = 0;
+  /// Weights, non-zero weights, weight bits and EBOPs of the deployed layer.
+  virtual LayerCost cost();
+  /// beta * EBOPs + gamma * (sum of bit widths) of the HGQ quantizers; undefined for a layer
+  /// without HGQ quantizers.
+  torch::Tensor hgq_loss(double beta);
+  bool has_hgq() const;
   /// The quantizers that exist, by target name ("input", "weight", "bias", "output").
   std::vector<std::pair<std::string, quant::Quantizer>> quantizers() const;
   /// Turns every quantizer of the layer on or off.
@@ -49,8 +61,10 @@ class PQLayer : public torch::nn::Module {
                        const std::vector<int64_t>& bias_shape);
   torch::Tensor quantize(const quant::Quantizer& q, const torch::Tensor& x);
   void record_input(const torch::Tensor& x);
-  /// Bits of a data quantizer (32 for a float lane).
-  double lane_bits(const quant::Quantizer& q) const;
+  /// Bit widths of a data lane at [1, *input shape] (32 for a float lane).
+  torch::Tensor lane_bits(const quant::Quantizer& q) const;
+  /// Bit widths of a parameter of `shape` (32 when it is not quantized).
+  torch::Tensor param_bits(const quant::Quantizer& q, at::IntArrayRef shape) const;
 
   quant::Quantizer input_q{nullptr}, weight_q{nullptr}, bias_q{nullptr}, output_q{nullptr};
   std::vector<int64_t> input_shape_;
@@ -70,10 +84,15 @@ class PQWeightLayer : public PQLayer {
   void set_pruning(std::shared_ptr<prune::PruningMethod> method);
   std::shared_ptr<prune::PruningMethod> pruning() const { return pruning_; }
   LayerCost cost() override;
+  torch::Tensor ebops(bool deployed) override;
 
  protected:
   void init_parameters(const torch::Tensor& w, const torch::Tensor& b);
-  virtual double ebops_of(const torch::Tensor& bits_w, double bits_in, double mean_bits_b) = 0;
+  /// EBOPs from the weight bits, the input lane bits [1, *input shape] and the mean bias bits.
+  virtual torch::Tensor ebops_of(const torch::Tensor& bits_w, const torch::Tensor& bits_in,
+                                 const torch::Tensor& mean_bits_b) = 0;
+  /// 1 where the deployed (evaluation-mode) weight is non-zero.
+  torch::Tensor alive_weights();
   std::shared_ptr<prune::PruningMethod> pruning_;
 };
 
@@ -85,7 +104,8 @@ class PQDenseImpl : public PQWeightLayer {
   torch::Tensor forward(const torch::Tensor& x);
 
  private:
-  double ebops_of(const torch::Tensor& bits_w, double bits_in, double mean_bits_b) override;
+  torch::Tensor ebops_of(const torch::Tensor& bits_w, const torch::Tensor& bits_in,
+                         const torch::Tensor& mean_bits_b) override;
 };
 TORCH_MODULE(PQDense);
 
@@ -99,7 +119,8 @@ class PQConvImpl : public PQWeightLayer {
   torch::Tensor forward(const torch::Tensor& x);
 
  private:
-  double ebops_of(const torch::Tensor& bits_w, double bits_in, double mean_bits_b) override;
+  torch::Tensor ebops_of(const torch::Tensor& bits_w, const torch::Tensor& bits_in,
+                         const torch::Tensor& mean_bits_b) override;
   int dims_;
   std::vector<int64_t> stride_, padding_, dilation_;
   int64_t groups_ = 1;
@@ -112,7 +133,7 @@ class PQAvgPoolImpl : public PQLayer {
   PQAvgPoolImpl(int dims, std::vector<int64_t> kernel, std::vector<int64_t> stride,
                 std::vector<int64_t> padding, QuantTargets targets);
   torch::Tensor forward(const torch::Tensor& x);
-  LayerCost cost() override;
+  torch::Tensor ebops(bool deployed) override;
 
  private:
   int dims_;
@@ -129,6 +150,7 @@ class PQBatchNormImpl : public PQLayer {
   PQBatchNormImpl(const torch::nn::Module& batchnorm, double eps, double momentum, QuantTargets targets);
   torch::Tensor forward(const torch::Tensor& x);
   LayerCost cost() override;
+  torch::Tensor ebops(bool deployed) override;
 
   torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   double eps, momentum;
@@ -141,7 +163,7 @@ class PQActivationImpl : public PQLayer {
  public:
   PQActivationImpl(std::string function, QuantTargets targets, bool use_relu_multiplier = false);
   torch::Tensor forward(const torch::Tensor& x);
-  LayerCost cost() override;
+  torch::Tensor ebops(bool deployed) override;
 
   const std::string& function() const { return function_; }
   double negative_slope = 0.1015625;   ///< leaky_relu (PQuantML's 13/128)

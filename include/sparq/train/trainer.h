@@ -38,6 +38,9 @@ struct TrainOptions {
   std::string loss = "cross_entropy";  ///< cross_entropy | mse
   std::string device = "cpu";      ///< "cpu", "cuda", "cuda:N"
   Progress progress = Progress::Auto;
+  /// HGQ: beta per epoch of the EBOPs loss term (added with the gamma terms from the end of
+  /// pretraining on, for models with HGQ quantizers).
+  BetaSchedule hgq_beta;
 };
 
 struct EvalResult {
@@ -59,6 +62,8 @@ struct EpochMetrics {
   int64_t epoch = 0;               ///< 1-based global epoch
   EpochSlot slot;
   double extra_loss = 0;           ///< mean per batch of the pruning methods' loss terms
+  double hgq_loss = 0;             ///< mean per batch of beta·EBOPs + gamma·bits (HGQ)
+  double beta = 0;                 ///< HGQ beta of this epoch (0 while the terms are off)
   double train_loss = 0, train_accuracy = 0;
   EvalResult eval;
   double seconds = 0;              ///< training pass only
@@ -114,6 +119,8 @@ class Trainer {
   void prune_weights();
   /// Sum of the pruning methods' loss terms of this step (undefined when there are none).
   torch::Tensor pruning_loss();
+  /// Sum of the HGQ layers' beta·EBOPs + gamma·bits (undefined when there are none).
+  torch::Tensor hgq_loss(double beta);
 
   void load_weights(torch::serialize::InputArchive& weights, const std::string& path);
   torch::Tensor loss_of(const torch::Tensor& output, const torch::Tensor& target) const;
@@ -124,6 +131,7 @@ class Trainer {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   Schedule schedule_;
   std::vector<WeightLayer> weight_layers_;
+  std::vector<std::shared_ptr<layers::PQLayer>> hgq_layers_;  ///< PQ layers with HGQ quantizers
   std::map<std::string, torch::Tensor> snapshot_;  ///< weights kept for rewinding, by layer
 };
 

@@ -1,0 +1,97 @@
+#include "sparq/export/precision.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "sparq/compress/compress.h"
+#include "sparq/error.h"
+
+namespace sparq::exporting {
+
+namespace {
+
+std::vector<int64_t> flat_ints(const torch::Tensor& t) {
+  auto c = t.to(torch::kCPU, torch::kInt64).contiguous().flatten();
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+
+nlohmann::json target_json(const quant::QuantizerImpl& q) {
+  auto [kt, it, ft] = q.integer_bits();
+  auto k = flat_ints(kt), i = flat_ints(it), f = flat_ints(ft);
+  const auto& spec = q.spec();
+  std::map<std::string, int64_t> types;
+  int64_t zero_width = 0;
+  double bits = 0;
+  for (size_t e = 0; e < k.size(); ++e) {
+    int64_t width = k[e] + i[e] + f[e];
+    if (width <= 0) {
+      ++zero_width;
+      continue;
+    }
+    bits += static_cast<double>(width);
+    quant::FixedFormat format{static_cast<int>(k[e]), static_cast<int>(i[e]), static_cast<int>(f[e]), spec.round,
+                              spec.overflow};
+    ++types[format.type_name()];
+  }
+  return {{"kind", spec.hgq ? "hgq" : "fixed"},
+          {"granularity", quant::to_string(spec.granularity)},
+          {"round", quant::to_string(spec.round)},
+          {"overflow", quant::to_string(spec.overflow)},
+          {"shape", kt.sizes().vec()},
+          {"k", k},
+          {"i", i},
+          {"f", f},
+          {"types", types},
+          {"zero_width", zero_width},
+          {"mean_bits", k.empty() ? 0.0 : bits / static_cast<double>(k.size())}};
+}
+
+}  // namespace
+
+nlohmann::json precision_json(const models::Graph& graph) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& node : graph->nodes()) {
+    auto pq = pq_layer(graph, node.name);
+    if (!pq) continue;
+    nlohmann::json targets = nlohmann::json::object();
+    for (const auto& [target, q] : pq->quantizers())
+      if (q->enabled) targets[target] = target_json(*q);
+    if (!targets.empty()) layers.push_back({{"name", node.name}, {"op", node.op}, {"targets", targets}});
+  }
+  return {{"model", graph->name()}, {"layers", layers}};
+}
+
+void write_precision(const models::Graph& graph, const std::string& path) {
+  std::ofstream out(path);
+  if (!out) throw Error(fmt::format("cannot write {}", path));
+  out << precision_json(graph).dump() << '\n';
+}
+
+std::string precision_table(const nlohmann::json& precision) {
+  std::string text = fmt::format("{:<12} {:<8} {:<12} {:>8} {:>10} {:>9}  {}\n", "layer", "target", "granularity",
+                                 "elements", "mean bits", "zero-width", "types (most used first)");
+  for (const auto& layer : precision.at("layers")) {
+    for (const auto& [target, t] : layer.at("targets").items()) {
+      std::vector<std::pair<int64_t, std::string>> types;
+      for (const auto& [type, count] : t.at("types").items()) types.emplace_back(count.get<int64_t>(), type);
+      std::sort(types.rbegin(), types.rend());
+      std::string list;
+      for (size_t n = 0; n < types.size() && n < 3; ++n)
+        list += fmt::format("{}{} x{}", n ? ", " : "", types[n].second, types[n].first);
+      if (types.size() > 3) list += fmt::format(", ... ({} types)", types.size());
+      int64_t elements = static_cast<int64_t>(t.at("k").size());
+      text += fmt::format("{:<12} {:<8} {:<12} {:>8} {:>10.2f} {:>9}  {}\n", layer.at("name").get<std::string>(), target,
+                          t.at("kind").get<std::string>() == "hgq" ? "hgq " + t.at("granularity").get<std::string>()
+                                                                   : t.at("granularity").get<std::string>(),
+                          elements, t.at("mean_bits").get<double>(), t.at("zero_width").get<int64_t>(), list);
+    }
+  }
+  return text;
+}
+
+}  // namespace sparq::exporting

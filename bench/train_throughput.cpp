@@ -1,5 +1,6 @@
 // Training throughput (samples/s): one optimizer step per iteration (forward, loss, backward,
-// Adam), float and with 8-bit fixed-point weights and activations, in the same run.
+// Adam), float, with 8-bit fixed-point weights and activations, and with HGQ (per-weight trainable
+// widths, the beta·EBOPs + gamma·bits terms in the loss), in the same run.
 //   build/bench/sparq_bench --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 #include <torch/cuda.h>
@@ -27,6 +28,8 @@ torch::Device bench_device() {
   return d ? torch::Device(d) : torch::Device(torch::kCPU);
 }
 
+enum class Mode { Float, Fixed8, Hgq };
+
 void run_steps(benchmark::State& state, models::Graph model, const data::Dataset& ds_host, int64_t batch) {
   const auto device = bench_device();
   const data::Dataset ds = ds_host.to(device);
@@ -34,6 +37,9 @@ void run_steps(benchmark::State& state, models::Graph model, const data::Dataset
   train::TrainOptions options;
   auto opt = train::make_optimizer(model->parameters(), options);
   model->train();
+  std::vector<std::shared_ptr<layers::PQLayer>> hgq_layers;
+  for (const auto& node : model->nodes())
+    if (auto pq = pq_layer(model, node.name); pq && pq->has_hgq()) hgq_layers.push_back(pq);
   int64_t epoch = 0, b = 0;
   auto batches = std::make_unique<data::Batches>(ds, batch, true, 0, epoch);
   for (auto _ : state) {
@@ -41,6 +47,7 @@ void run_steps(benchmark::State& state, models::Graph model, const data::Dataset
     auto [x, y] = batches->get(b++);
     opt->zero_grad();
     auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+    for (auto& layer : hgq_layers) loss = loss + layer->hgq_loss(1e-5);
     loss.backward();
     opt->step();
     if (device.is_cuda()) torch::cuda::synchronize();
@@ -59,10 +66,16 @@ Plan eight_bit_plan() {
   return plan;
 }
 
-models::Graph build(const std::string& zoo, std::vector<int64_t> shape, int64_t classes, bool quantized) {
+models::Graph build(const std::string& zoo, std::vector<int64_t> shape, int64_t classes, Mode mode) {
   torch::manual_seed(0);
   models::Graph g(models::zoo_spec(zoo, shape, classes));
-  if (quantized) compress(g, eight_bit_plan());
+  if (mode == Mode::Float) return g;
+  Plan plan = eight_bit_plan();
+  if (mode == Mode::Hgq) {
+    plan.quantization->hgq = true;
+    plan.quantization->weight.granularity = quant::Granularity::PerWeight;
+  }
+  compress(g, plan);
   return g;
 }
 
@@ -75,17 +88,18 @@ data::Dataset random_jets(int64_t batch) {
   return data::load_data(c).train;
 }
 
-template <bool Quantized>
+template <Mode M>
 void BM_jet_tagger(benchmark::State& state) {
   int64_t batch = state.range(0);
   static std::map<int64_t, data::Dataset> cache;
   if (!cache.count(batch)) cache[batch] = random_jets(batch);
-  run_steps(state, build("jet_tagger", {16}, 5, Quantized), cache[batch], batch);
+  run_steps(state, build("jet_tagger", {16}, 5, M), cache[batch], batch);
 }
-BENCHMARK_TEMPLATE(BM_jet_tagger, false)->Name("BM_float_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_TEMPLATE(BM_jet_tagger, true)->Name("BM_fixed8_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_jet_tagger, Mode::Float)->Name("BM_float_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_jet_tagger, Mode::Fixed8)->Name("BM_fixed8_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_jet_tagger, Mode::Hgq)->Name("BM_hgq_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-template <bool Quantized>
+template <Mode M>
 void BM_lenet_fashion_mnist(benchmark::State& state) {
   const char* env_dir = std::getenv("SPARQ_FMNIST_DIR");
   const std::string dir = env_dir ? env_dir : "/usr/share/datasets/fashion-mnist";
@@ -98,10 +112,10 @@ void BM_lenet_fashion_mnist(benchmark::State& state) {
   c.dir = dir;
   c.normalize = data::Normalization::Unit;
   static data::Dataset ds = data::load_data(c).train;
-  run_steps(state, build("lenet", {1, 28, 28}, 10, Quantized), ds, state.range(0));
+  run_steps(state, build("lenet", {1, 28, 28}, 10, M), ds, state.range(0));
 }
-BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, false)->Name("BM_float_lenet_fashion_mnist")->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, true)->Name("BM_fixed8_lenet_fashion_mnist")->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::Float)->Name("BM_float_lenet_fashion_mnist")->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::Fixed8)->Name("BM_fixed8_lenet_fashion_mnist")->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "test_util.h"
 
@@ -147,4 +148,68 @@ compression:
   EXPECT_NE(r.output.find("bad.yaml:7:12: fc9: layer_specific names no layer of model 'jet_tagger', did you mean 'fc1'?"),
             std::string::npos)
       << r.output;
+}
+
+TEST(Cli, HgqRunLearnsWidthsFreezesThemAndResumes) {
+  TempDir dir("cli_hgq");
+  write_file(dir.file("job.yaml"), R"(name: hgq
+model: jet_tagger
+data: {dataset: random, shape: [16], samples: 2048, num_classes: 5, normalize: standardize}
+training: {batch_size: 64, threads: 1, progress: none, lr: 0.03}
+compression:
+  training_parameters: {pretraining_epochs: 1, epochs: 2, fine_tuning_epochs: 0}
+  quantization_parameters:
+    use_high_granularity_quantization: true
+    granularity: per_weight
+    hgq_beta_schedule: [[1, 1.0e-5, linear], [2, 3.0e-5]]
+    hgq_gamma: 1.0e-4
+    default_data_keep_negatives: 1
+    default_data_integer_bits: 2
+    default_data_fractional_bits: 5
+)");
+  auto r = run_sparq("run " + dir.file("job.yaml") + " --output " + dir.file("run"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("learned bit widths"), std::string::npos) << r.output;
+  std::ifstream metrics(dir.file("run/metrics.jsonl"));
+  std::vector<nlohmann::json> epochs;
+  for (std::string line; std::getline(metrics, line);) epochs.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(epochs.size(), 3u);
+  // The HGQ terms are off in pretraining, then beta follows the schedule per global epoch.
+  EXPECT_EQ(epochs[0]["hgq_loss"].get<double>(), 0.0);
+  EXPECT_EQ(epochs[0]["beta"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(epochs[1]["beta"].get<double>(), 1e-5);
+  EXPECT_DOUBLE_EQ(epochs[2]["beta"].get<double>(), 3e-5);
+  EXPECT_GT(epochs[1]["hgq_loss"].get<double>(), 0.0);
+  EXPECT_LT(epochs[2]["ebops"].get<double>(), epochs[0]["ebops"].get<double>());  // the widths shrink
+
+  // Frozen integer widths: one (k, i, f) per weight of fc1 (16 x 64) and per input feature.
+  std::ifstream in(dir.file("run/precision.json"));
+  auto precision = nlohmann::json::parse(in);
+  auto fc1 = precision["layers"][0];
+  EXPECT_EQ(fc1["name"], "fc1");
+  EXPECT_EQ(fc1["targets"]["weight"]["kind"], "hgq");
+  EXPECT_EQ(fc1["targets"]["weight"]["f"].size(), 64u * 16u);
+  EXPECT_EQ(fc1["targets"]["input"]["shape"], nlohmann::json({1, 16}));
+  int64_t counted = fc1["targets"]["weight"]["zero_width"].get<int64_t>();
+  for (const auto& [type, n] : fc1["targets"]["weight"]["types"].items()) counted += n.get<int64_t>();
+  EXPECT_EQ(counted, 64 * 16);
+  r = run_sparq("inspect " + dir.file("run"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("fc1          weight   hgq per_weight     1024"), std::string::npos) << r.output;
+
+  // Stopped after the first HGQ epoch and resumed: the learned widths are the same.
+  r = run_sparq("run " + dir.file("job.yaml") + " --output " + dir.file("split") + " --stop-after 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_sparq("run " + dir.file("job.yaml") + " --output " + dir.file("split") + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in2(dir.file("split/precision.json"));
+  EXPECT_EQ(nlohmann::json::parse(in2), precision);
+
+  // A folder without precision.json, and a config without --model: exit 2, one line.
+  r = run_sparq("inspect " + dir.path().string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("no precision.json in this folder"), std::string::npos) << r.output;
+  r = run_sparq("inspect " + dir.file("job.yaml"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--model is required"), std::string::npos) << r.output;
 }

@@ -34,9 +34,10 @@ void print_summary(const models::Graph& model, const std::vector<train::EpochMet
     if (!pq) return "";
     for (const auto& [target, q] : pq->quantizers())
       if (target == (costs[name].weights > 0 ? "weight" : "input"))
-        return q->enabled ? (q->spec().granularity == quant::Granularity::PerTensor ? q->format().type_name()
-                                                                                     : quant::to_string(q->spec().granularity))
-                          : "float";
+        return !q->enabled ? "float"
+               : q->spec().granularity == quant::Granularity::PerTensor
+                   ? (q->is_hgq() ? "hgq " : "") + q->format().type_name()
+                   : (q->is_hgq() ? "hgq " : "") + std::string(quant::to_string(q->spec().granularity));
     return "float";
   };
   size_t name_w = 5, op_w = 2, shape_w = 6, type_w = 6;

@@ -217,6 +217,106 @@ struct FusedQuantize : public torch::autograd::Function<FusedQuantize> {
   }
 };
 
+/// Widths broadcast against x without copying them: a tensor and the period after which its
+/// elements repeat along x's flat index (1: one width; its numel: its shape is x's trailing
+/// shape, as data lanes [1, *sample] and per-weight widths are); otherwise an expanded copy.
+std::pair<torch::Tensor, int64_t> periodic(const torch::Tensor& bits, const torch::Tensor& x, const char* name) {
+  auto b = bits.detach().to(x.device(), x.scalar_type());
+  if (b.numel() == 1) return {b.reshape({1}), 1};
+  auto dims = b.sizes();
+  size_t first = 0;  // leading axes of extent 1 broadcast over x's leading axes
+  while (first < dims.size() && dims[first] == 1) ++first;
+  size_t rest = dims.size() - first;
+  if (rest <= static_cast<size_t>(x.dim()) &&
+      std::equal(dims.begin() + first, dims.end(), x.sizes().end() - static_cast<int64_t>(rest)))
+    return {b.contiguous(), b.numel()};
+  return {expand_like(bits, x, name), x.numel()};
+}
+
+/// One pass over x for trained bit widths (HGQ, CPU): q and, when `slope` is given, the
+/// derivatives of q with respect to x, f and i per element, what autograd gives through the
+/// composed ops (spec pquantml §3.4): dq/dx = 1 inside the range, dq/df = ln2·(c − q) plus
+/// ln2·2^-f on the saturated upper bound (−ln2·2^-f on SAT_SYM's lower), dq/di = ln2·2^i on the
+/// upper bound and −k·ln2·2^i (SAT_SYM: −ln2·2^i) on the lower; WRAP: dq/df = ln2·(x − q), no dq/di.
+/// i is used as max(i, −f), its gradient passes straight through. The constants of every width are
+/// computed once per call; the element loop is the vectorised kernels::hgq_range.
+void hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const torch::Tensor& i_in,
+                const torch::Tensor& f_in, RoundMode round, OverflowMode overflow, bool training, torch::Tensor& q,
+                torch::Tensor* slope, torch::Tensor* grad_f, torch::Tensor* grad_i) {
+  auto same = torch::broadcast_tensors({k_in.detach(), i_in.detach(), f_in.detach()});
+  auto [k, period] = periodic(same[0], x, "k");
+  auto i = periodic(same[1], x, "i").first, f = periodic(same[2], x, "f").first;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hgq_quantize", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t *kp = k.data_ptr<scalar_t>(), *ip = i.data_ptr<scalar_t>(), *fp = f.data_ptr<scalar_t>();
+    scalar_t* qp = q.data_ptr<scalar_t>();
+    if (overflow == OverflowMode::WRAP && !training) {  // evaluation wrap-around: the per-element rule
+      at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) {
+        for (int64_t e = begin; e < end; ++e) {
+          const int64_t j = e % period;
+          const scalar_t ff = fp[j], ii = std::max(ip[j], -ff);
+          qp[e] = std::ldexp(quantize_one<scalar_t>(xp[e], kp[j], ii, ff, round, overflow, false, nullptr),
+                             -static_cast<int>(ff)) + scalar_t(0);
+        }
+      });
+      if (slope) {  // the value is wrapped, the derivatives are WRAP's: 1, ln2·(x − q), 0
+        slope->fill_(1);
+        grad_f->copy_((x - q) * std::log(2.0));
+        grad_i->zero_();
+      }
+      return;
+    }
+    // Per width: 2^f, 2^-f, the code bounds, the value bounds and the bound derivatives.
+    const scalar_t ln2 = static_cast<scalar_t>(0.69314718055994530942);
+    std::vector<scalar_t> c(10 * period);
+    scalar_t *scale = c.data(), *step = scale + period, *nmax = step + period, *nlo = nmax + period,
+             *hi = nlo + period, *lo = hi + period, *gfa = lo + period, *gfb = gfa + period, *gia = gfb + period,
+             *gib = gia + period;
+    for (int64_t j = 0; j < period; ++j) {
+      const scalar_t kk = kp[j], ff = fp[j], ii = std::max(ip[j], -ff);
+      const int fi = static_cast<int>(ff);
+      scale[j] = std::ldexp(scalar_t(1), fi), step[j] = std::ldexp(scalar_t(1), -fi);
+      const scalar_t top = std::ldexp(scalar_t(1), static_cast<int>(ii));
+      const bool symmetric = overflow == OverflowMode::SAT_SYM && kk > 0 && ii + ff > 0;
+      nmax[j] = std::ldexp(scalar_t(1), static_cast<int>(ii + ff)) - 1;
+      nlo[j] = symmetric ? -nmax[j] : -kk * (nmax[j] + 1);
+      hi[j] = top - step[j], lo[j] = symmetric ? -hi[j] : -kk * top;
+      gfa[j] = ln2 * step[j], gfb[j] = symmetric ? -ln2 * step[j] : scalar_t(0);
+      gia[j] = ln2 * top, gib[j] = symmetric ? -ln2 * top : -kk * ln2 * top;
+    }
+    const kernels::WidthConstants<scalar_t> w{scale, step, nmax, nlo, hi, lo, gfa, gfb, gia, gib, period};
+    scalar_t* sp = slope ? slope->data_ptr<scalar_t>() : nullptr;
+    scalar_t* gfp = grad_f ? grad_f->data_ptr<scalar_t>() : nullptr;
+    scalar_t* gip = grad_i ? grad_i->data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
+      kernels::hgq_range<scalar_t>(xp, qp, sp, gfp, gip, begin, end, w, round, overflow != OverflowMode::WRAP);
+    });
+  });
+}
+
+/// Autograd wrapper of hgq_kernel: gradients to x and to the (broadcast) widths i and f.
+struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor k,
+                               torch::Tensor i, torch::Tensor f, int64_t round, int64_t overflow, bool training) {
+    auto xc = x.contiguous();
+    auto q = torch::empty_like(xc), slope = torch::empty_like(xc), gf = torch::empty_like(xc), gi = torch::empty_like(xc);
+    hgq_kernel(xc, k, i, f, static_cast<RoundMode>(round), static_cast<OverflowMode>(overflow), training, q, &slope,
+               &gf, &gi);
+    ctx->save_for_backward({slope, gf, gi});
+    ctx->saved_data["i_shape"] = i.sizes().vec();
+    ctx->saved_data["f_shape"] = f.sizes().vec();
+    return q;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    auto saved = ctx->get_saved_variables();
+    const auto& g = grad[0];
+    auto di = (g * saved[2]).sum_to_size(ctx->saved_data["i_shape"].toIntVector());
+    auto df = (g * saved[1]).sum_to_size(ctx->saved_data["f_shape"].toIntVector());
+    return {g * saved[0], torch::Tensor(), di, df, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 #ifdef SPARQ_WITH_CUDA
 /// The CUDA fast path's format: bits given as host scalars (no device read), per tensor, f >= 0,
 /// SAT, SAT_SYM or WRAP.
@@ -344,6 +444,14 @@ torch::Tensor fixed_quantize(const torch::Tensor& x, const torch::Tensor& k, con
     }
   }
 #endif
+  if (bits_learn && x.device().is_cpu() && overflow != OverflowMode::WRAP_SM) {
+    if (torch::GradMode::is_enabled())
+      return HgqQuantize::apply(x, k, i, f, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training);
+    auto xc = x.contiguous();
+    auto q = torch::empty_like(xc);
+    hgq_kernel(xc, k, i, f, round, overflow, training, q, nullptr, nullptr, nullptr);
+    return q;
+  }
   if (bits_learn || !x.device().is_cpu()) return fixed_quantize_composed(x, k, i, f, round, overflow, training);
   auto ke = expand_like(k, x, "k"), ie = expand_like(i, x, "i"), fe = expand_like(f, x, "f");
   if (x.requires_grad() && torch::GradMode::is_enabled())

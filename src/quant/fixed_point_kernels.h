@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cmath>
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 
 #include "sparq/quant/fixed_point.h"
 
@@ -16,7 +18,18 @@ struct TensorFormat {
   bool signed_type;
 };
 
+/// Per-width constants of trained (HGQ) bit widths, `period` entries each; element e of x uses
+/// entry e % period. Code units for the bounds (nmax, nlo), values for the rest.
+template <typename T>
+struct WidthConstants {
+  const T *scale, *step, *nmax, *nlo, *hi, *lo, *gf_above, *gf_below, *gi_above, *gi_below;
+  int64_t period;
+};
+
 namespace generic {
+template <typename T>
+void hgq_range(const T* x, T* q, T* slope, T* gf, T* gi, int64_t begin, int64_t end, const WidthConstants<T>& w,
+               RoundMode r, bool saturate);
 template <typename T>
 void quantize_range(const T* x, T* q, T* slope, int64_t begin, int64_t end, const TensorFormat<T>& p, RoundMode r,
                     OverflowMode o, bool training);
@@ -24,6 +37,9 @@ template <typename T>
 void saturation_grad_range(const T* x, const T* g, T* out, int64_t begin, int64_t end, const TensorFormat<T>& p);
 }
 namespace avx2 {
+template <typename T>
+void hgq_range(const T* x, T* q, T* slope, T* gf, T* gi, int64_t begin, int64_t end, const WidthConstants<T>& w,
+               RoundMode r, bool saturate);
 template <typename T>
 void quantize_range(const T* x, T* q, T* slope, int64_t begin, int64_t end, const TensorFormat<T>& p, RoundMode r,
                     OverflowMode o, bool training);
@@ -39,6 +55,15 @@ inline void quantize_range(const T* x, T* q, T* slope, int64_t begin, int64_t en
                            RoundMode r, OverflowMode o, bool training) {
   if (use_avx2()) avx2::quantize_range<T>(x, q, slope, begin, end, p, r, o, training);
   else generic::quantize_range<T>(x, q, slope, begin, end, p, r, o, training);
+}
+
+/// HGQ training pass over elements [begin, end): q and, when `slope` is not null, dq/dx, dq/df and
+/// dq/di. `saturate`: SAT/SAT_SYM (bounds in the constants); otherwise WRAP while training.
+template <typename T>
+inline void hgq_range(const T* x, T* q, T* slope, T* gf, T* gi, int64_t begin, int64_t end,
+                      const WidthConstants<T>& w, RoundMode r, bool saturate) {
+  if (use_avx2()) avx2::hgq_range<T>(x, q, slope, gf, gi, begin, end, w, r, saturate);
+  else generic::hgq_range<T>(x, q, slope, gf, gi, begin, end, w, r, saturate);
 }
 
 inline bool use_avx2() {

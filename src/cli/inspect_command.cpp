@@ -139,7 +139,7 @@ int inspect_command(const InspectArgs& args) {
   // A job file: its `compression` config; otherwise a PQuantML config file.
   auto doc = config::YamlDoc::load_file(args.config);
   bool job = doc.root.IsMap() && doc.root["compression"];
-  Plan plan = job ? config::load_job(args.config).plan : config::load_pquant(args.config);
+  Plan plan = job ? config::load_job_plan(args.config) : config::load_pquant(args.config);
   if (args.yaml) {
     fmt::print("{}", config::write_pquant(plan));
     return 0;

@@ -167,6 +167,15 @@ train::TrainOptions parse_training(const std::string& file, const YAML::Node& no
   return t;
 }
 
+/// The job's `compression:` section: a PQuantML config file (relative to the job) or inline.
+Plan compression_plan(const YamlDoc& doc, const MapReader& r, const std::string& base) {
+  YAML::Node c = r.node("compression");
+  if (!c.IsScalar()) return parse_pquant(doc.file, c);
+  std::string path = resolve(base, c.Scalar());
+  if (!fs::exists(path)) r.fail("compression", fmt::format("file '{}' does not exist", path));
+  return load_pquant(path);
+}
+
 Job parse(const YamlDoc& doc, const std::string& base) {
   MapReader r(doc.file, doc.root, "job", {"name", "model", "data", "training", "output", "compression"});
   Job job;
@@ -182,14 +191,7 @@ Job parse(const YamlDoc& doc, const std::string& base) {
   if (!r.node("data")["seed"]) job.data.seed = job.training.seed;  // one seed unless split apart
   job.output = r.get_string("output", "runs/" + job.name);
   if (r.has("compression")) {
-    YAML::Node c = r.node("compression");
-    if (c.IsScalar()) {
-      std::string path = resolve(base, c.Scalar());
-      if (!fs::exists(path)) r.fail("compression", fmt::format("file '{}' does not exist", path));
-      job.plan = load_pquant(path);
-    } else {
-      job.plan = parse_pquant(doc.file, c);
-    }
+    job.plan = compression_plan(doc, r, base);
     if (job.plan.schedule && r.has("training") && r.node("training")["epochs"])
       throw ConfigError(fmt::format("{}: training.epochs: the compression config's training_parameters give the "
                                     "schedule (pretraining_epochs, epochs per round, rounds, fine_tuning_epochs); "
@@ -205,6 +207,13 @@ Job parse(const YamlDoc& doc, const std::string& base) {
 }
 
 }  // namespace
+
+Plan load_job_plan(const std::string& path) {
+  auto doc = YamlDoc::load_file(path);
+  MapReader r(doc.file, doc.root, "job", {"name", "model", "data", "training", "output", "compression"});
+  if (!r.has("compression")) r.fail("compression", "is missing: the job compresses nothing");
+  return compression_plan(doc, r, fs::path(path).parent_path().string());
+}
 
 Job load_job(const std::string& path) {
   return parse(YamlDoc::load_file(path), fs::path(path).parent_path().string());

@@ -31,6 +31,8 @@ struct Job {
 
 /// Reads and validates a job file. Relative paths in it are relative to the file's folder.
 Job load_job(const std::string& path);
+/// Only the `compression:` plan of a job file (no data or model is loaded or checked).
+Plan load_job_plan(const std::string& path);
 Job parse_job(const std::string& text, const std::string& name, const std::string& base_dir = ".");
 /// The built-in default job: Fashion-MNIST, lenet with 8-bit weights and activations, 3 epochs.
 Job default_job();

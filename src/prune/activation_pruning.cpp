@@ -26,23 +26,34 @@ class ActivationPruning : public PruningMethod {
   torch::Tensor hard_mask(const torch::Tensor& w) override { return mask.expand_as(w); }
 
   void collect_output(const torch::Tensor& y) override {
-    if (!is_training() || stage_ != Stage::Training || t.item<int32_t>() < t_start_) return;
+    if (!is_training() || stage_ != Stage::Training) return;
+    sync_host();
+    if (host_t_ < t_start_) return;
     torch::NoGradGuard no_grad;
     activations += (y > 0).to(activations.scalar_type()).mean(axes_but_features(y.dim(), kind_));
     batches_collected += 1;
-    int32_t batches = batches_collected.item<int32_t>();
+    int32_t batches = ++host_batches_;
     if (batches < t_delta_) return;
     auto positive = activations / batches;
     mask_placeholder.copy_((positive > threshold_).to(mask.scalar_type()).view(mask.sizes()));
     activations.zero_();
     batches_collected.zero_();
     t.zero_();  // the next window waits t_start_collecting_batch epochs again
+    host_batches_ = 0, host_t_ = 0;
   }
 
   void post_epoch(int64_t, int64_t) override {
     torch::NoGradGuard no_grad;
-    if (stage_ != Stage::Pretraining) t += 1;
+    sync_host();
+    if (stage_ != Stage::Pretraining) t += 1, ++host_t_;
     mask.copy_(mask_placeholder);
+  }
+
+  /// The counters on the host, read from the buffers once (after a checkpoint load), so that the
+  /// training step never waits for the device.
+  void sync_host() {
+    if (host_t_ >= 0) return;
+    host_t_ = t.item<int32_t>(), host_batches_ = batches_collected.item<int32_t>();
   }
 
   torch::Tensor mask, mask_placeholder, activations, batches_collected, t;
@@ -51,6 +62,7 @@ class ActivationPruning : public PruningMethod {
   LayerKind kind_;
   double threshold_;
   int64_t t_delta_, t_start_;
+  int32_t host_t_ = -1, host_batches_ = 0;  ///< -1: not read from the buffers yet
 };
 
 }  // namespace

@@ -54,7 +54,8 @@ class AutoSparse : public PruningMethod {
       torch::NoGradGuard no_grad;
       mask.copy_((z > 0).to(mask.scalar_type()).reshape(w.sizes()));
     }
-    return (torch::sign(rows) * LeakyShrink::apply(z, alpha.item<double>(), backward_sparsity_)).reshape(w.sizes());
+    if (host_alpha_ < 0) host_alpha_ = alpha.item<double>();  // once, or after a checkpoint load
+    return (torch::sign(rows) * LeakyShrink::apply(z, host_alpha_, backward_sparsity_)).reshape(w.sizes());
   }
 
   torch::Tensor hard_mask(const torch::Tensor&) override { return mask; }
@@ -63,7 +64,8 @@ class AutoSparse : public PruningMethod {
     double x = static_cast<double>(e) / std::max<int64_t>(epochs, 1);
     double cosine = (1 + std::cos(M_PI * x)) / 2, logistic = 1 - 1 / (1 + std::exp(6 - 12 * x));
     torch::NoGradGuard no_grad;
-    alpha.fill_(e >= reset_epoch_ ? 0.0 : alpha0_ * std::max(cosine, logistic));
+    host_alpha_ = e >= reset_epoch_ ? 0.0 : alpha0_ * std::max(cosine, logistic);
+    alpha.fill_(host_alpha_);
   }
 
   torch::Tensor threshold, mask, alpha;
@@ -72,6 +74,7 @@ class AutoSparse : public PruningMethod {
   double alpha0_;
   int64_t reset_epoch_;
   bool backward_sparsity_;
+  double host_alpha_ = -1;  ///< alpha on the host (the step never reads the device); -1: unread
 };
 
 }  // namespace

@@ -37,11 +37,14 @@ class DynamicSparseTraining : public PruningMethod {
     if (stage_ != Stage::Training) return w * mask;
     auto rows = w.reshape({w.size(0), -1});
     auto m = SurrogateStep::apply(rows.abs() - threshold);
-    if (1.0 - m.sum().item<double>() / m.numel() >= max_pruned_) {  // nearly all pruned: start over
+    {
+      // Nearly all pruned: start over from threshold 0. Decided on the device (no host read in the
+      // step); the mask is then recomputed, which without a reset gives the same mask.
       torch::NoGradGuard no_grad;
-      threshold.zero_();
-      m = SurrogateStep::apply(rows.abs() - threshold);
+      auto reset = 1.0 - m.sum().to(torch::kFloat64) / static_cast<double>(m.numel()) >= max_pruned_;
+      threshold.masked_fill_(reset, 0.0);
     }
+    m = SurrogateStep::apply(rows.abs() - threshold);
     m = m.reshape(w.sizes());
     {
       torch::NoGradGuard no_grad;

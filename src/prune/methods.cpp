@@ -12,18 +12,18 @@ namespace sparq::prune {
 
 namespace {
 
-ParamInfo flag(std::string name, bool fallback) { return {std::move(name), ParamKind::Bool, fallback}; }
+ParamInfo flag(std::string name, bool fallback) { return {std::move(name), ParamKind::Bool, fallback, -1e308, 1e308, {}}; }
 ParamInfo integer(std::string name, int64_t fallback, double min, double max = 1e308) {
-  return {std::move(name), ParamKind::Int, fallback, min, max};
+  return {std::move(name), ParamKind::Int, fallback, min, max, {}};
 }
 ParamInfo number(std::string name, double fallback, double min = -1e308, double max = 1e308) {
-  return {std::move(name), ParamKind::Float, fallback, min, max};
+  return {std::move(name), ParamKind::Float, fallback, min, max, {}};
 }
 ParamInfo choice(std::string name, std::string fallback, std::vector<std::string> choices) {
   return {std::move(name), ParamKind::Choice, std::move(fallback), -1e308, 1e308, std::move(choices)};
 }
 ParamInfo optional_int(std::string name, double min) {
-  return {std::move(name), ParamKind::OptionalInt, std::monostate{}, min};
+  return {std::move(name), ParamKind::OptionalInt, std::monostate{}, min, 1e308, {}};
 }
 
 MethodInfo method(std::string name, std::vector<ParamInfo> params, bool implemented) {

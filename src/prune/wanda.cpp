@@ -35,7 +35,8 @@ class Wanda : public PruningMethod {
 
   void collect_input(const torch::Tensor& x, const torch::Tensor& w_eff) override {
     if (!is_training() || stage_ != Stage::Training) return;
-    if (done.item<bool>() || t.item<int32_t>() < t_start_) return;
+    sync_host();
+    if (host_done_ || host_t_ < t_start_) return;
     torch::NoGradGuard no_grad;
     auto q = x.pow(2).sum(axes_but_features(x.dim(), kind_)).to(inputs_sq_sum.scalar_type());
     if (q.numel() != inputs_sq_sum.numel())
@@ -44,17 +45,26 @@ class Wanda : public PruningMethod {
                                    q.numel(), inputs_sq_sum.numel()));
     inputs_sq_sum += q;
     batches_collected += 1;
-    if (batches_collected.item<int32_t>() < t_delta_) return;
+    if (++host_batches_ < t_delta_) return;
     // This forward's graph still holds the old mask: the new one goes in at the next forward.
     pending_ = compute_mask(w_eff, inputs_sq_sum.sqrt());
     done.fill_(true);
     inputs_sq_sum.zero_();
     batches_collected.zero_();
+    host_done_ = true, host_batches_ = 0;
   }
 
   void post_epoch(int64_t, int64_t) override {
     install_pending();
-    if (stage_ != Stage::Pretraining) t += 1;
+    sync_host();
+    if (stage_ != Stage::Pretraining) t += 1, ++host_t_;
+  }
+
+  /// The counters on the host, read from the buffers once (after a checkpoint load), so that the
+  /// training step never waits for the device.
+  void sync_host() {
+    if (host_t_ >= 0) return;
+    host_t_ = t.item<int32_t>(), host_batches_ = batches_collected.item<int32_t>(), host_done_ = done.item<bool>();
   }
 
   std::optional<double> budget_target() const override {
@@ -103,6 +113,8 @@ class Wanda : public PruningMethod {
   bool use_budget_;
   double target_;
   int64_t n_ = 0, m_ = 0;
+  int32_t host_t_ = -1, host_batches_ = 0;  ///< -1: not read from the buffers yet
+  bool host_done_ = false;
 };
 
 }  // namespace

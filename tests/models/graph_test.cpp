@@ -40,7 +40,9 @@ TEST(Graph, EveryZooModelRuns) {
     EXPECT_EQ(out.sizes().vec(), (std::vector<int64_t>{3, c.classes})) << c.name;
     int64_t total = 0;
     for (const auto& p : g->parameters()) total += p.numel();
-    if (c.params > 0) EXPECT_EQ(total, c.params) << c.name;
+    if (c.params > 0) {
+      EXPECT_EQ(total, c.params) << c.name;
+    }
   }
 }
 

@@ -170,52 +170,6 @@ void fused_kernel(const torch::Tensor& x, const torch::Tensor& k, const torch::T
   });
 }
 
-/// Autograd wrapper of the fused kernel for bit widths that are not trained.
-struct FusedQuantize : public torch::autograd::Function<FusedQuantize> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor k,
-                               torch::Tensor i, torch::Tensor f, int64_t round, int64_t overflow, bool training) {
-    auto xc = x.contiguous();
-    auto q = torch::empty_like(xc);
-    auto mode = static_cast<OverflowMode>(overflow);
-    bool vectorised = k.numel() == 1 && i.numel() == 1 && f.numel() == 1 &&
-                      format_constants(k.item<double>(), i.item<double>(), f.item<double>(), mode).has_value();
-    if (vectorised) {
-      // The slope is 1 (WRAP) or a range test on x (SAT): recomputed in backward, nothing stored.
-      fused_kernel(xc, k, i, f, static_cast<RoundMode>(round), mode, training, q, nullptr);
-      ctx->save_for_backward({xc, k, i, f});
-    } else {
-      auto slope = torch::empty_like(xc);
-      fused_kernel(xc, k, i, f, static_cast<RoundMode>(round), mode, training, q, &slope);
-      ctx->save_for_backward({slope});
-    }
-    ctx->saved_data["overflow"] = overflow;
-    return q;
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad) {
-    auto saved = ctx->get_saved_variables();
-    auto mode = static_cast<OverflowMode>(ctx->saved_data["overflow"].toInt());
-    torch::Tensor dx;
-    if (saved.size() == 1) {
-      dx = grad[0] * saved[0];
-    } else if (mode == OverflowMode::WRAP) {
-      dx = grad[0];
-    } else {
-      const auto& x = saved[0];
-      auto g = grad[0].contiguous();
-      dx = torch::empty_like(x);
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fixed_quantize_backward", [&] {
-        auto p = *tensor_format<scalar_t>(saved[1], saved[2], saved[3], mode);
-        const scalar_t *xp = x.data_ptr<scalar_t>(), *gp = g.data_ptr<scalar_t>();
-        scalar_t* dp = dx.data_ptr<scalar_t>();
-        at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
-          kernels::saturation_grad_range<scalar_t>(xp, gp, dp, begin, end, p);
-        });
-      });
-    }
-    return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
-  }
-};
 
 /// Widths broadcast against x without copying them: a tensor and the period after which its
 /// elements repeat along x's flat index (1: one width; its numel: its shape is x's trailing
@@ -329,32 +283,71 @@ std::optional<cuda::Format> cuda_format(const torch::Tensor& k, const torch::Ten
   return cuda::Format{p->scale, p->step, p->lo, p->nmax, p->modulus, p->inv_modulus, p->signed_type};
 }
 
-struct CudaQuantize : public torch::autograd::Function<CudaQuantize> {
+#endif
+
+/// Autograd wrapper of the fused kernels (CPU loop or CUDA kernel) for bit widths that are not
+/// trained. On the GPU the bits come as host scalars (see cuda_format).
+struct FusedQuantize : public torch::autograd::Function<FusedQuantize> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor k,
                                torch::Tensor i, torch::Tensor f, int64_t round, int64_t overflow, bool training) {
-    auto p = *cuda_format(k, i, f, static_cast<OverflowMode>(overflow));
     auto xc = x.contiguous();
     auto q = torch::empty_like(xc);
-    cuda::quantize(xc, q, p, static_cast<int>(round), static_cast<int>(overflow), training);
-    ctx->save_for_backward({xc, k, i, f});
+    auto mode = static_cast<OverflowMode>(overflow);
     ctx->saved_data["overflow"] = overflow;
+#ifdef SPARQ_WITH_CUDA
+    if (xc.is_cuda()) {
+      cuda::quantize(xc, q, *cuda_format(k, i, f, mode), static_cast<int>(round), static_cast<int>(overflow), training);
+      ctx->save_for_backward({xc, k, i, f});
+      return q;
+    }
+#endif
+    bool vectorised = k.numel() == 1 && i.numel() == 1 && f.numel() == 1 &&
+                      format_constants(k.item<double>(), i.item<double>(), f.item<double>(), mode).has_value();
+    if (vectorised) {
+      // The slope is 1 (WRAP) or a range test on x (SAT): recomputed in backward, nothing stored.
+      fused_kernel(xc, k, i, f, static_cast<RoundMode>(round), mode, training, q, nullptr);
+      ctx->save_for_backward({xc, k, i, f});
+    } else {
+      auto slope = torch::empty_like(xc);
+      fused_kernel(xc, k, i, f, static_cast<RoundMode>(round), mode, training, q, &slope);
+      ctx->save_for_backward({slope});
+    }
     return q;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad) {
     auto saved = ctx->get_saved_variables();
     auto mode = static_cast<OverflowMode>(ctx->saved_data["overflow"].toInt());
-    torch::Tensor dx = grad[0];
-    if (mode != OverflowMode::WRAP) {
-      auto p = *cuda_format(saved[1], saved[2], saved[3], mode);
+    torch::Tensor dx;
+    if (saved.size() == 1) {
+      dx = grad[0] * saved[0];
+    } else if (mode == OverflowMode::WRAP) {
+      dx = grad[0];
+    } else {
+      const auto& x = saved[0];
       auto g = grad[0].contiguous();
-      dx = torch::empty_like(saved[0]);
-      cuda::saturation_grad(saved[0], g, dx, p);
+      dx = torch::empty_like(x);
+      saturation_grad(x, g, dx, saved[1], saved[2], saved[3], mode);
     }
     return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
-};
+
+  /// dx = g inside the saturating range, 0 outside, on the tensor's device.
+  static void saturation_grad(const torch::Tensor& x, const torch::Tensor& g, torch::Tensor& dx, const torch::Tensor& k,
+                              const torch::Tensor& i, const torch::Tensor& f, OverflowMode mode) {
+#ifdef SPARQ_WITH_CUDA
+    if (x.is_cuda()) return cuda::saturation_grad(x, g, dx, *cuda_format(k, i, f, mode));
 #endif
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fixed_quantize_backward", [&] {
+      auto p = *tensor_format<scalar_t>(k, i, f, mode);
+      const scalar_t *xp = x.data_ptr<scalar_t>(), *gp = g.data_ptr<scalar_t>();
+      scalar_t* dp = dx.data_ptr<scalar_t>();
+      at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
+        kernels::saturation_grad_range<scalar_t>(xp, gp, dp, begin, end, p);
+      });
+    });
+  }
+};
 
 /// Rounded codes of u (no gradient), the tensor form of round_code.
 torch::Tensor round_tensor(const torch::Tensor& u, RoundMode mode) {
@@ -436,7 +429,7 @@ torch::Tensor fixed_quantize(const torch::Tensor& x, const torch::Tensor& k, con
   if (x.is_cuda() && !bits_learn) {
     if (auto p = cuda_format(k, i, f, overflow)) {
       if (x.requires_grad() && torch::GradMode::is_enabled())
-        return CudaQuantize::apply(x, k, i, f, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training);
+        return FusedQuantize::apply(x, k, i, f, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training);
       auto xc = x.contiguous();
       auto q = torch::empty_like(xc);
       cuda::quantize(xc, q, *p, static_cast<int>(round), static_cast<int>(overflow), training);

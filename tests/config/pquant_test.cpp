@@ -382,6 +382,14 @@ TEST(PQuantConfig, HgqBuildsTrainableWidthsOfKnownShape) {
   EXPECT_EQ(qs[1].second->spec().hgq_gamma, 0.001);
   // Batch-norm scale and shift get gamma too (PQuantML gives them none).
   EXPECT_EQ(pq_layer(g, "bn1")->quantizers()[1].second->spec().hgq_gamma, 0.001);
+  // Every granularity runs the whole model, in training and evaluation.
+  for (const char* granularity : {"per_tensor", "per_channel", "per_weight"}) {
+    auto m = lenet();
+    compress(m, parse(std::string("quantization_parameters:\n  use_hgq: true\n  granularity: ") + granularity + "\n"));
+    EXPECT_EQ(m->forward(torch::rand({2, 1, 28, 28})).sizes().vec(), (std::vector<int64_t>{2, 10})) << granularity;
+    m->eval();
+    EXPECT_EQ(m->forward(torch::rand({2, 1, 28, 28})).sizes().vec(), (std::vector<int64_t>{2, 10})) << granularity;
+  }
 }
 
 TEST(PQuantConfig, HgqBetaSchedule) {

@@ -42,6 +42,11 @@ TEST(HGQQuantizer, BitShapesKnownAtConstruction) {
   EXPECT_EQ(d->f.sizes().vec(), (std::vector<int64_t>{1, 32, 6, 6}));
   EXPECT_EQ(Quantizer(hgq(0, 2, 3, Granularity::PerChannel), S{32, 6, 6}, true)->i.sizes().vec(),
             (std::vector<int64_t>{1, 32, 1, 1}));
+  // Per-channel widths broadcast over the other axes in the forward pass.
+  Quantizer pc(hgq(1, 2, 3, Granularity::PerChannel), S{4, 2, 3, 3});
+  EXPECT_EQ(pc->forward(torch::full({4, 2, 3, 3}, 0.3f)).sum().item<float>(), 72 * 0.25f);
+  Quantizer pcd(hgq(0, 2, 3, Granularity::PerChannel), S{2, 5, 5}, true);
+  EXPECT_EQ(pcd->forward(torch::full({3, 2, 5, 5}, 0.3f)).sizes().vec(), (std::vector<int64_t>{3, 2, 5, 5}));
   // WRAP: the integer bits follow the data, only f is trained.
   Quantizer wrap(hgq(1, 2, 3, Granularity::PerWeight, OverflowMode::WRAP), S{4});
   EXPECT_EQ(wrap->parameters().size(), 1u);

@@ -213,3 +213,28 @@ compression:
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--model is required"), std::string::npos) << r.output;
 }
+
+TEST(Cli, HgqWithPruningReachesTheSparsityTarget) {
+  // HGQ per-channel widths and PDP pruning in one model: the masks still reach the global target.
+  TempDir dir("cli_hgq_pdp");
+  write_file(dir.file("job.yaml"), R"(name: combo
+model: jet_tagger
+data: {dataset: random, shape: [16], samples: 2048, num_classes: 5, normalize: standardize}
+training: {batch_size: 64, threads: 1, progress: none, lr: 0.01}
+compression:
+  training_parameters: {pretraining_epochs: 1, epochs: 2, fine_tuning_epochs: 1, pruning_first: true}
+  quantization_parameters: {use_hgq: true, granularity: per_channel, hgq_beta: 1.0e-6}
+  pruning_parameters: {pruning_method: pdp, sparsity: 0.5, epsilon: 0.5}
+)");
+  auto r = run_sparq("run " + dir.file("job.yaml") + " --output " + dir.file("run"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream metrics(dir.file("run/metrics.jsonl"));
+  nlohmann::json last;
+  for (std::string line; std::getline(metrics, line);) last = nlohmann::json::parse(line);
+  EXPECT_GE(last["sparsity"].get<double>(), 0.5);
+  EXPECT_LT(last["sparsity"].get<double>(), 0.6);
+  std::ifstream in(dir.file("run/precision.json"));
+  auto fc1 = nlohmann::json::parse(in)["layers"][0];
+  EXPECT_EQ(fc1["targets"]["weight"]["shape"], nlohmann::json({64, 1}));  // one width per output channel
+  EXPECT_EQ(fc1["targets"]["input"]["shape"], nlohmann::json({1, 16}));
+}

@@ -51,52 +51,55 @@ void run_steps(benchmark::State& state, models::Graph model, const data::Dataset
     if (auto pq = pq_layer(model, node.name); pq && pq->has_hgq()) hgq_layers.push_back(pq);
   int64_t epoch = 0, b = 0;
   auto batches = std::make_unique<data::Batches>(ds, batch, true, 0, epoch);
-#ifdef SPARQ_BENCH_CUDA
-  if (device.is_cuda() && std::getenv("SPARQ_BENCH_CUDA_GRAPH")) {
-    auto [x0, y0] = batches->get(0);
-    auto sx = x0.clone(), sy = y0.clone();  // static inputs: each step copies its batch in
-    auto step = [&] {
-      opt->zero_grad(/*set_to_none=*/false);  // gradients keep their addresses for the graph
-      auto loss = torch::nn::functional::cross_entropy(model->forward(sx), sy);
-      for (auto& layer : hgq_layers) loss = loss + layer->hgq_loss(1e-5);
-      loss.backward();
-      opt->step();
-    };
-    at::cuda::CUDAGraph graph;
-    {
-      c10::cuda::CUDAStreamGuard guard(c10::cuda::getStreamFromPool());
-      for (int w = 0; w < 3; ++w) step();  // warm-up: optimizer state, cached host formats
-      torch::cuda::synchronize();
-      graph.capture_begin();
-      step();
-      graph.capture_end();
-    }
-    for (auto _ : state) {
+  // The next batch of the shuffled epochs; `full_only` skips an epoch's short last batch.
+  auto next_batch = [&](bool full_only) {
+    for (;;) {
       if (b == batches->count()) batches = std::make_unique<data::Batches>(ds, batch, true, 0, ++epoch), b = 0;
-      auto [x, y] = batches->get(b++);
-      if (x.size(0) != sx.size(0)) {  // the graph has one batch shape: skip an epoch's short last batch
-        batches = std::make_unique<data::Batches>(ds, batch, true, 0, ++epoch), b = 0;
-        std::tie(x, y) = batches->get(b++);
-      }
-      sx.copy_(x), sy.copy_(y);
-      graph.replay();
-      torch::cuda::synchronize();
+      auto xy = batches->get(b++);
+      if (!full_only || xy.first.size(0) == batch) return xy;
     }
-    state.SetItemsProcessed(state.iterations() * batch);
-    state.counters["samples_per_s"] = benchmark::Counter(static_cast<double>(state.iterations() * batch),
-                                                         benchmark::Counter::kIsRate);
-    return;
-  }
-#endif
-  for (auto _ : state) {
-    if (b == batches->count()) batches = std::make_unique<data::Batches>(ds, batch, true, 0, ++epoch), b = 0;
-    auto [x, y] = batches->get(b++);
-    opt->zero_grad();
+  };
+  // One step after the gradients were zeroed: forward, loss (with HGQ's terms), backward, Adam.
+  auto step = [&](const torch::Tensor& x, const torch::Tensor& y) {
     auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
     for (auto& layer : hgq_layers) loss = loss + layer->hgq_loss(1e-5);
     loss.backward();
     opt->step();
-    if (device.is_cuda()) torch::cuda::synchronize();
+  };
+  bool graph_mode = false;
+#ifdef SPARQ_BENCH_CUDA
+  graph_mode = device.is_cuda() && std::getenv("SPARQ_BENCH_CUDA_GRAPH");
+  if (graph_mode) {
+    auto [x0, y0] = next_batch(true);
+    auto sx = x0.clone(), sy = y0.clone();  // static inputs: each step copies its batch in
+    auto captured_step = [&] {
+      opt->zero_grad(/*set_to_none=*/false);  // gradients keep their addresses for the graph
+      step(sx, sy);
+    };
+    at::cuda::CUDAGraph graph;
+    {
+      c10::cuda::CUDAStreamGuard guard(c10::cuda::getStreamFromPool());
+      for (int w = 0; w < 3; ++w) captured_step();  // warm-up: optimizer state, cached host formats
+      torch::cuda::synchronize();
+      graph.capture_begin();
+      captured_step();
+      graph.capture_end();
+    }
+    for (auto _ : state) {
+      auto [x, y] = next_batch(true);  // the graph has one batch shape
+      sx.copy_(x), sy.copy_(y);
+      graph.replay();
+      torch::cuda::synchronize();
+    }
+  }
+#endif
+  if (!graph_mode) {
+    for (auto _ : state) {
+      auto [x, y] = next_batch(false);
+      opt->zero_grad();
+      step(x, y);
+      if (device.is_cuda()) torch::cuda::synchronize();
+    }
   }
   state.SetItemsProcessed(state.iterations() * batch);
   state.counters["samples_per_s"] = benchmark::Counter(static_cast<double>(state.iterations() * batch),

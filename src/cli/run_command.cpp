@@ -134,9 +134,10 @@ int run_command(const RunArgs& args) {
   print_summary(model, history, test, train.task == data::Task::Classification, job.output);
   if (job.plan.quantization && job.plan.quantization->enabled) {
     auto path = (std::filesystem::path(job.output) / "precision.json").string();
-    exporting::write_precision(model, path);
+    auto precision = exporting::precision_json(model);
+    exporting::write_precision(precision, path);
     if (job.plan.quantization->hgq)
-      fmt::print("\nlearned bit widths (also in {}):\n{}", path, exporting::precision_table(exporting::precision_json(model)));
+      fmt::print("\nlearned bit widths (also in {}):\n{}", path, exporting::precision_table(precision));
   }
   return 0;
 }

@@ -66,10 +66,10 @@ nlohmann::json precision_json(const models::Graph& graph) {
   return {{"model", graph->name()}, {"layers", layers}};
 }
 
-void write_precision(const models::Graph& graph, const std::string& path) {
+void write_precision(const nlohmann::json& precision, const std::string& path) {
   std::ofstream out(path);
   if (!out) throw Error(fmt::format("cannot write {}", path));
-  out << precision_json(graph).dump() << '\n';
+  out << precision.dump() << '\n';
 }
 
 std::string precision_table(const nlohmann::json& precision) {

@@ -47,12 +47,21 @@ torch::Tensor PQLayer::lane_bits(const quant::Quantizer& q) const {
   return param_bits(q, shape);
 }
 
+namespace {
+/// The device of a module's state (its quantizers' buffers, its parameters); CPU without state.
+torch::Device device_of(const torch::nn::Module& m) {
+  for (const auto& b : m.buffers()) return b.device();
+  for (const auto& p : m.parameters()) return p.device();
+  return torch::kCPU;
+}
+}  // namespace
+
 torch::Tensor PQLayer::param_bits(const quant::Quantizer& q, at::IntArrayRef shape) const {
   if (q && q->enabled) return q->total_bits().expand(shape);
-  auto state = parameters();
-  auto device = q ? q->k.device() : state.empty() ? torch::Device(torch::kCPU) : state[0].device();
-  return torch::full(shape, 32.0f, torch::TensorOptions().device(device));  // a float lane
+  return torch::full(shape, 32.0f, torch::TensorOptions().device(device_of(*this)));  // a float lane
 }
+
+torch::Tensor PQLayer::zero_cost() const { return torch::zeros({}, torch::TensorOptions().device(device_of(*this))); }
 
 bool PQLayer::has_hgq() const {
   for (const auto& [name, q] : quantizers())
@@ -116,10 +125,10 @@ LayerCost PQWeightLayer::cost() {
 }
 
 torch::Tensor PQWeightLayer::ebops(bool deployed) {
-  if (input_shape_.empty()) return torch::zeros({}, weight.options());
+  if (input_shape_.empty()) return zero_cost();
   auto bits_w = param_bits(weight_q, weight.sizes());
   if (deployed) bits_w = bits_w * alive_weights();  // pruned and zero-quantized weights cost nothing
-  auto mean_b = bias.defined() ? param_bits(bias_q, bias.sizes()).mean() : torch::zeros({}, weight.options());
+  auto mean_b = bias.defined() ? param_bits(bias_q, bias.sizes()).mean() : zero_cost();
   return ebops_of(bits_w, lane_bits(input_q), mean_b);
 }
 

@@ -29,7 +29,7 @@ torch::Tensor PQAvgPoolImpl::forward(const torch::Tensor& x_in) {
 
 torch::Tensor PQAvgPoolImpl::ebops(bool) {
   // Σ B_in over the input shape (spec §3.6).
-  if (input_shape_.empty()) return torch::zeros({});
+  if (input_shape_.empty()) return zero_cost();
   return lane_bits(input_q).sum();
 }
 
@@ -81,7 +81,7 @@ LayerCost PQBatchNormImpl::cost() {
 
 torch::Tensor PQBatchNormImpl::ebops(bool) {
   // Σ B_in·B_w[c] over the input shape + mean(B_b)·prod(input shape) (spec §3.6).
-  if (input_shape_.empty()) return torch::zeros({}, weight.options());
+  if (input_shape_.empty()) return zero_cost();
   auto bits_in = lane_bits(input_q);
   std::vector<int64_t> channel_shape(bits_in.dim(), 1);
   channel_shape[1] = weight.size(0);
@@ -129,7 +129,7 @@ torch::Tensor PQActivationImpl::forward(const torch::Tensor& x_in) {
 torch::Tensor PQActivationImpl::ebops(bool) {
   // A lookup table per input value: 1e-4·Σ 2^B_in·B_out (spec §3.6). Without an output quantizer
   // the value leaves at its input width (PQuantML counts its idle output quantizer's bits).
-  if (input_shape_.empty() || !input_q || !input_q->enabled) return torch::zeros({});
+  if (input_shape_.empty() || !input_q || !input_q->enabled) return zero_cost();
   auto bits_in = lane_bits(input_q);
   auto bits_out = output_q && output_q->enabled ? lane_bits(output_q) : bits_in;
   return 1e-4 * (torch::exp2(bits_in) * bits_out).sum();

@@ -100,11 +100,10 @@ torch::Tensor QuantizerImpl::forward(const torch::Tensor& x) {
 
 torch::Tensor QuantizerImpl::hgq_forward(const torch::Tensor& x) {
   const bool training = is_training(), wrap = spec_.overflow == OverflowMode::WRAP;
-  // Widths fit an input of the shape they were built for: each axis equal, or 1 (broadcast; data
-  // lanes share theirs over the batch).
+  // Widths fit an input of the shape they were built for: per axis equal, or 1 (per-channel
+  // widths and the batch axis of data lanes broadcast).
   bool fits = k.numel() == 1 || x.dim() == k.dim();
-  for (int64_t d = is_data_ ? 1 : 0; fits && k.numel() > 1 && d < x.dim(); ++d)
-    fits = k.size(d) == x.size(d) || (k.size(d) == 1 && spec_.granularity == Granularity::PerChannel);
+  for (int64_t d = 0; fits && k.numel() > 1 && d < x.dim(); ++d) fits = k.size(d) == x.size(d) || k.size(d) == 1;
   if (!fits)
     throw Error(fmt::format("HGQ quantizer with bit widths of shape [{}] got an input of shape [{}]",
                             fmt::join(k.sizes(), ", "), fmt::join(x.sizes(), ", ")));

@@ -17,8 +17,8 @@ namespace sparq::exporting {
 /// Zero-width elements (k + i + f <= 0) hold 0 and count under "zero_width", not in "types".
 nlohmann::json precision_json(const models::Graph& graph);
 
-/// Writes precision_json(graph) to `path`; throws sparq::Error if the file cannot be written.
-void write_precision(const models::Graph& graph, const std::string& path);
+/// Writes a precision_json() to `path`; throws sparq::Error if the file cannot be written.
+void write_precision(const nlohmann::json& precision, const std::string& path);
 
 /// The per-layer table of a precision.json (one line per layer and target).
 std::string precision_table(const nlohmann::json& precision);

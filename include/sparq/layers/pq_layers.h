@@ -65,6 +65,8 @@ class PQLayer : public torch::nn::Module {
   torch::Tensor lane_bits(const quant::Quantizer& q) const;
   /// Bit widths of a parameter of `shape` (32 when it is not quantized).
   torch::Tensor param_bits(const quant::Quantizer& q, at::IntArrayRef shape) const;
+  /// A 0-d zero on the layer's device (the EBOPs of a layer that has seen no input).
+  torch::Tensor zero_cost() const;
 
   quant::Quantizer input_q{nullptr}, weight_q{nullptr}, bias_q{nullptr}, output_q{nullptr};
   std::vector<int64_t> input_shape_;

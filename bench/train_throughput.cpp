@@ -1,6 +1,7 @@
-// Training throughput (samples/s): one optimizer step per iteration (forward, loss, backward,
-// Adam), float, with 8-bit fixed-point weights and activations, and with HGQ (per-weight trainable
-// widths, the beta·EBOPs + gamma·bits terms in the loss), in the same run.
+// Training throughput (samples/s): one Trainer::step per iteration (zeroing, forward, loss with
+// the model's loss terms, backward, Adam, the epoch sums), float, with 8-bit fixed-point weights
+// and activations, and with HGQ (per-weight trainable widths, the beta·EBOPs + gamma·bits terms),
+// in the same run.
 //   build/bench/sparq_bench --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 #include <torch/cuda.h>
@@ -18,10 +19,12 @@
 #endif
 
 #include "sparq/compress/compress.h"
+#include "sparq/config/pquant.h"
 #include "sparq/data/dataset.h"
 #include "sparq/models/graph.h"
 #include "sparq/runtime.h"
 #include "sparq/train/trainer.h"
+#include "sparq/yaml/reader.h"
 
 namespace {
 
@@ -39,18 +42,28 @@ torch::Device bench_device() {
 
 enum class Mode { Float, Fixed8, Hgq };
 
-void run_steps(benchmark::State& state, models::Graph model, const data::Dataset& ds_host, int64_t batch) {
+/// The 8-bit config of examples/lenet_fashion_mnist_8bit.yaml (weights ap_fixed<8,2>, data
+/// ap_fixed<8,4>); HGQ: per-weight trainable widths from there, beta 1e-5.
+Plan eight_bit_plan(Mode mode) {
+  std::string text =
+      "quantization_parameters: {default_weight_integer_bits: 1, default_weight_fractional_bits: 6, "
+      "default_data_keep_negatives: 1, default_data_integer_bits: 3, default_data_fractional_bits: 4";
+  if (mode == Mode::Hgq) text += ", use_hgq: true, granularity: per_weight, hgq_beta: 1.0e-5";
+  auto doc = yaml::YamlDoc::load_string(text + "}", "<bench>");
+  return config::parse_pquant(doc.file, doc.root);
+}
+
+void run_steps(benchmark::State& state, Mode mode, models::Graph model, const data::Dataset& ds_host, int64_t batch) {
   const auto device = bench_device();
   const data::Dataset ds = ds_host.to(device);
-  model->to(device);
   train::TrainOptions options;
-  auto opt = train::make_optimizer(model->parameters(), options);
-  model->train();
-  std::vector<std::shared_ptr<layers::PQLayer>> hgq_layers;
-  for (const auto& node : model->nodes())
-    if (auto pq = pq_layer(model, node.name); pq && pq->has_hgq()) hgq_layers.push_back(pq);
+  options.device = device.str();
+  options.batch_size = batch;
+  train::Trainer trainer(model, options, std::nullopt, mode == Mode::Float ? std::vector<Event>{} : eight_bit_plan(mode).events);
   int64_t epoch = 0, b = 0;
   auto batches = std::make_unique<data::Batches>(ds, batch, true, 0, epoch);
+  trainer.begin_training(batches->count());
+  trainer.begin_epoch(0);
   // The next batch of the shuffled epochs; `full_only` skips an epoch's short last batch.
   auto next_batch = [&](bool full_only) {
     for (;;) {
@@ -59,30 +72,19 @@ void run_steps(benchmark::State& state, models::Graph model, const data::Dataset
       if (!full_only || xy.first.size(0) == batch) return xy;
     }
   };
-  // One step after the gradients were zeroed: forward, loss (with HGQ's terms), backward, Adam.
-  auto step = [&](const torch::Tensor& x, const torch::Tensor& y) {
-    auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
-    for (auto& layer : hgq_layers) loss = loss + layer->hgq_loss(1e-5);
-    loss.backward();
-    opt->step();
-  };
   bool graph_mode = false;
 #ifdef SPARQ_BENCH_CUDA
   graph_mode = device.is_cuda() && std::getenv("SPARQ_BENCH_CUDA_GRAPH");
   if (graph_mode) {
     auto [x0, y0] = next_batch(true);
     auto sx = x0.clone(), sy = y0.clone();  // static inputs: each step copies its batch in
-    auto captured_step = [&] {
-      opt->zero_grad(/*set_to_none=*/false);  // gradients keep their addresses for the graph
-      step(sx, sy);
-    };
     at::cuda::CUDAGraph graph;
     {
       c10::cuda::CUDAStreamGuard guard(c10::cuda::getStreamFromPool());
-      for (int w = 0; w < 3; ++w) captured_step();  // warm-up: optimizer state, cached host formats
+      for (int w = 0; w < 3; ++w) trainer.step(sx, sy);  // warm-up: optimizer state, cached host formats
       torch::cuda::synchronize();
       graph.capture_begin();
-      captured_step();
+      trainer.step(sx, sy);
       graph.capture_end();
     }
     for (auto _ : state) {
@@ -96,8 +98,7 @@ void run_steps(benchmark::State& state, models::Graph model, const data::Dataset
   if (!graph_mode) {
     for (auto _ : state) {
       auto [x, y] = next_batch(false);
-      opt->zero_grad();
-      step(x, y);
+      trainer.step(x, y);
       if (device.is_cuda()) torch::cuda::synchronize();
     }
   }
@@ -106,25 +107,10 @@ void run_steps(benchmark::State& state, models::Graph model, const data::Dataset
                                                        benchmark::Counter::kIsRate);
 }
 
-/// The 8-bit plan of examples/lenet_fashion_mnist_8bit.yaml: weights ap_fixed<8,2>, data ap_fixed<8,4>.
-Plan eight_bit_plan() {
-  Plan plan;
-  plan.quantization = QuantPlan{};
-  plan.quantization->weight = quant::QuantSpec{1, 1, 6};
-  plan.quantization->data = quant::QuantSpec{1, 3, 4};
-  return plan;
-}
-
 models::Graph build(const std::string& zoo, std::vector<int64_t> shape, int64_t classes, Mode mode) {
   torch::manual_seed(0);
   models::Graph g(models::zoo_spec(zoo, shape, classes));
-  if (mode == Mode::Float) return g;
-  Plan plan = eight_bit_plan();
-  if (mode == Mode::Hgq) {
-    plan.quantization->hgq = true;
-    plan.quantization->weight.granularity = quant::Granularity::PerWeight;
-  }
-  compress(g, plan);
+  if (mode != Mode::Float) compress(g, eight_bit_plan(mode));
   return g;
 }
 
@@ -142,7 +128,7 @@ void BM_jet_tagger(benchmark::State& state) {
   int64_t batch = state.range(0);
   static std::map<int64_t, data::Dataset> cache;
   if (!cache.count(batch)) cache[batch] = random_jets(batch);
-  run_steps(state, build("jet_tagger", {16}, 5, M), cache[batch], batch);
+  run_steps(state, M, build("jet_tagger", {16}, 5, M), cache[batch], batch);
 }
 BENCHMARK_TEMPLATE(BM_jet_tagger, Mode::Float)->Name("BM_float_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_jet_tagger, Mode::Fixed8)->Name("BM_fixed8_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -161,7 +147,7 @@ void BM_lenet_fashion_mnist(benchmark::State& state) {
   c.dir = dir;
   c.normalize = data::Normalization::Unit;
   static data::Dataset ds = data::load_data(c).train;
-  run_steps(state, build("lenet", {1, 28, 28}, 10, M), ds, state.range(0));
+  run_steps(state, M, build("lenet", {1, 28, 28}, 10, M), ds, state.range(0));
 }
 BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::Float)->Name("BM_float_lenet_fashion_mnist")->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::Fixed8)->Name("BM_fixed8_lenet_fashion_mnist")->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();

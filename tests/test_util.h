@@ -7,6 +7,11 @@
 #include <string>
 
 #include "sparq/data/dataset.h"
+#include "sparq/error.h"
+#include "sparq/config/pquant.h"
+#include "sparq/train/callbacks.h"
+#include "sparq/yaml/reader.h"
+#include "sparq/train/trainer.h"
 
 namespace sparq::test {
 
@@ -80,5 +85,41 @@ inline void write_file(const std::string& path, const std::string& text) {
   std::fwrite(text.data(), 1, text.size(), f);
   std::fclose(f);
 }
+
+/// The Plan of a PQuantML config given as text (errors name "c.yaml").
+inline Plan pquant_plan(const std::string& text) {
+  auto doc = yaml::YamlDoc::load_string(text, "c.yaml");
+  return config::parse_pquant(doc.file, doc.root);
+}
+
+/// A Trainer set up as run_job sets it up: with a run folder `dir` it writes metrics.jsonl and
+/// checkpoint.pt there, and fit(resume) continues from that checkpoint ("" writes nothing).
+class RunTrainer {
+ public:
+  RunTrainer(models::Graph model, train::TrainOptions options, std::string dir,
+             std::optional<Schedule> schedule = std::nullopt, std::vector<Event> events = {})
+      : trainer_(std::move(model), std::move(options), std::move(schedule), std::move(events)), dir_(std::move(dir)) {
+    if (dir_.empty()) return;
+    trainer_.add_callback(std::make_shared<train::MetricsWriter>(dir_, true));
+    trainer_.add_callback(std::make_shared<train::Checkpointer>(dir_));
+  }
+  std::vector<train::EpochMetrics> fit(const data::Dataset& train, const data::Dataset& eval, bool resume = false,
+                                       int64_t stop_after = -1) {
+    train::FitOptions f;
+    if (resume) {
+      auto path = std::filesystem::path(dir_) / "checkpoint.pt";
+      if (dir_.empty() || !std::filesystem::exists(path)) throw Error("--resume: no checkpoint at " + path.string());
+      f.resume_from = path.string();
+    }
+    f.stop_after = stop_after;
+    return trainer_.fit(train, eval, f);
+  }
+  train::Trainer* operator->() { return &trainer_; }
+  train::Trainer& operator*() { return trainer_; }
+
+ private:
+  train::Trainer trainer_;
+  std::string dir_;
+};
 
 }  // namespace sparq::test

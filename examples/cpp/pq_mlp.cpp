@@ -15,10 +15,10 @@ int main() {
   torch::manual_seed(0);
   // 8-bit weights ap_fixed<8,1>, activations ap_fixed<8,4>, ReLU input ap_ufixed<8,3>.
   layers::QuantTargets dense;
-  dense.input = quant::QuantSpec{1, 3, 4};
-  dense.weight = dense.bias = quant::QuantSpec{1, 0, 7};
+  dense.input = quant::FixedSpec{1, 3, 4};
+  dense.weight = dense.bias = quant::FixedSpec{1, 0, 7};
   layers::QuantTargets relu;
-  relu.input = quant::QuantSpec{0, 3, 5};
+  relu.input = quant::FixedSpec{0, 3, 5};
   torch::nn::Sequential net(layers::PQDense(16, 32, true, dense), layers::PQActivation("relu", relu),
                             layers::PQDense(32, 5, true, dense));
   auto opt = train::make_optimizer(net->parameters(), train::TrainOptions{});
@@ -35,11 +35,17 @@ int main() {
   double accuracy = (net->forward(x).argmax(1) == y).to(torch::kFloat64).mean().item<double>();
   fmt::print("PQ MLP: training accuracy {:.3f}\n", accuracy);
 
-  // Or quantize a zoo model: every Linear, Conv, BatchNorm, pooling and activation node.
+  // Or quantize a zoo model with a plan of rules: 8-bit weights ap_fixed<8,2> on every layer that
+  // has weights, ap_fixed<8,4> inputs everywhere, ReLU inputs unsigned.
   models::Graph g(models::zoo_spec("lenet", {1, 28, 28}, 10));
   Plan plan;
-  plan.quantization = QuantPlan{};  // PQuantML's defaults
-  plan.quantization->weight = quant::QuantSpec{1, 1, 6};
+  Rule all;
+  all.targets["weight"].quant = QuantSetting{quant::FixedSpec{1, 1, 6}};
+  all.targets[kInput].quant = QuantSetting{quant::FixedSpec{1, 3, 4}};
+  Rule relus;
+  relus.select.op_types = {"ReLU"};
+  relus.targets[kInput].quant = QuantSetting{quant::FixedSpec{0, 3, 5}};
+  plan.rules = {all, relus};
   auto report = compress(g, plan);
   fmt::print("lenet: {} layers quantized; in float: {}\n", report.replaced.size(), fmt::join(report.left_float, "; "));
   return accuracy > 0.8 ? 0 : 1;

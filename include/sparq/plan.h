@@ -1,5 +1,7 @@
 // The dialect-neutral Plan: what every config dialect (PQuantML, NNI, SparseML) is parsed into.
-// Nothing downstream of config/ knows which dialect a setting came from.
+// Plain data: ordered rules (which modules, what per target), the stage schedule, events at
+// fractional epochs, and the search and FITCompress settings. Defaults belong to the dialect
+// parsers; nothing downstream of config/ knows which dialect a setting came from.
 #pragma once
 
 #include <cstdint>
@@ -9,70 +11,34 @@
 #include <variant>
 #include <vector>
 
-#include "sparq/layers/pq_layers.h"
-#include "sparq/quant/quantizer.h"
+#include "sparq/quant/format.h"
 
 namespace sparq {
 
-/// A per-layer override of one target's format ("input", "weight", "bias", "output").
-struct TargetOverride {
-  std::optional<int> k, i, f;
-  std::optional<bool> quantize;  ///< data targets: switch the lane on or off
-  bool operator==(const TargetOverride& o) const {
-    return k == o.k && i == o.i && f == o.f && quantize == o.quantize;
-  }
-};
-
-/// Overrides of one layer, by target; `where` is the config position for errors.
-struct LayerOverride {
-  std::map<std::string, TargetOverride> targets;
-  std::string where;
-  bool operator==(const LayerOverride& o) const { return targets == o.targets; }
-};
-
-/// One point of a piecewise beta schedule; `interp` shapes the segment to the next point.
-struct BetaPoint {
-  enum class Interp { Constant, Linear, Log };
-  int64_t epoch = 0;  ///< 0-based global epoch
-  double beta = 0;
-  Interp interp = Interp::Constant;
-  bool operator==(const BetaPoint& o) const { return epoch == o.epoch && beta == o.beta && interp == o.interp; }
-};
-const char* to_string(BetaPoint::Interp i);
-
-/// HGQ's beta per epoch (HGQ2's PieceWiseSchedule): the first value before the first point, the
-/// last after the last; between points constant, linear, or geometric (log).
-struct BetaSchedule {
-  std::vector<BetaPoint> points;  ///< increasing epochs
-  double at(int64_t epoch) const;
-  bool operator==(const BetaSchedule& o) const { return points == o.points; }
-};
-
-/// How layers are quantized: global defaults for data lanes and parameters, per-layer overrides.
-struct QuantPlan {
-  bool enabled = true;               ///< false: PQ layers run in float (pruning still applies)
-  quant::QuantSpec weight{1, 0, 7};  ///< weights and biases
-  quant::QuantSpec data{0, 0, 7};    ///< inputs, outputs, activations
-  bool quantize_input = true, quantize_output = false;
-  bool use_real_tanh = false;        ///< Tanh stays tanh; otherwise the hardware-friendly hard tanh
-  bool use_relu_multiplier = false;  ///< learned power-of-two scale in front of each ReLU
-  bool hgq = false;                  ///< trainable bit widths (High Granularity Quantization)
-  double hgq_gamma = 3e-4, hgq_beta = 1e-5;  ///< bit-width L1 and EBOPs loss coefficients
-  bool hgq_heterogeneous = true;
-  std::vector<BetaPoint> hgq_beta_schedule;  ///< sparq extension; empty: hgq_beta every epoch
-  std::map<std::string, LayerOverride> layers;  ///< by node name
-  std::string where;                 ///< config position of the section, for errors
-
-  /// The quantizers of node `name` whose op is `op` (PyTorch name: Linear, Conv2d, ReLU, ...),
-  /// defaults and op rules first, then the node's overrides.
-  layers::QuantTargets targets(const std::string& name, const std::string& op) const;
-  /// hgq_beta_schedule, or hgq_beta constant.
-  BetaSchedule beta_schedule() const;
-  bool operator==(const QuantPlan& o) const;
-};
-
 /// A value of a method parameter: null, bool, integer, number or text.
 using ParamValue = std::variant<std::monostate, bool, int64_t, double, std::string>;
+
+/// Which modules a rule applies to. An empty include list means every module; a module is
+/// selected when it matches any include entry and no exclude entry. Op types are PyTorch names.
+struct Selector {
+  std::vector<std::string> names, name_regexes, op_types;
+  std::vector<std::string> exclude_names, exclude_name_regexes, exclude_op_types;
+
+  bool matches(const std::string& name, const std::string& op) const;
+  bool operator==(const Selector& o) const;
+};
+
+/// What a rule says about one target's quantizer. `spec` replaces the spec in force; `k`, `i`,
+/// `f` adjust it (PQuantML's layer_specific); `enabled` switches the target on or off (a spec
+/// without `enabled` is on).
+struct QuantSetting {
+  std::optional<quant::QuantizerSpec> spec;
+  std::optional<int> k, i, f;
+  std::optional<bool> enabled;
+  bool operator==(const QuantSetting& o) const {
+    return spec == o.spec && k == o.k && i == o.i && f == o.f && enabled == o.enabled;
+  }
+};
 
 /// A pruning method and all of its parameters (defaults filled in; see prune/methods.h).
 struct PruningSpec {
@@ -87,19 +53,57 @@ struct PruningSpec {
   bool operator==(const PruningSpec& o) const { return method == o.method && params == o.params; }
 };
 
-/// Which weight layers are pruned, and how.
-struct PruningPlan {
-  PruningSpec spec;
-  bool enable_pruning = true;               ///< default of every weight layer
-  std::vector<std::string> disabled_layers; ///< node names whose pruning is off
-  std::string where;                        ///< config position, for errors
-  std::vector<std::string> disabled_where;  ///< config position of each disabled layer name
+/// What a rule says about pruning one target (a weight). `method` replaces the one in force;
+/// `active` false keeps the method object (its hooks run, it joins global budgets) but leaves
+/// the weight unpruned (PQuantML's disable_pruning_for_layers).
+struct PruneSetting {
+  std::optional<PruningSpec> method;
+  std::optional<bool> active;
+  bool operator==(const PruneSetting& o) const { return method == o.method && active == o.active; }
+};
 
-  /// Whether weight layer `name` prunes (its method object exists either way: hooks still run).
-  bool enabled_for(const std::string& name) const;
-  bool operator==(const PruningPlan& o) const {
-    return spec == o.spec && enable_pruning == o.enable_pruning && disabled_layers == o.disabled_layers;
+/// A rule's settings of one target.
+struct TargetSetting {
+  std::optional<QuantSetting> quant;
+  std::optional<PruneSetting> prune;
+  bool operator==(const TargetSetting& o) const { return quant == o.quant && prune == o.prune; }
+};
+
+/// Settings of the module itself (not of one target).
+struct ModuleSetting {
+  std::optional<std::string> function;       ///< activation function of the PQ layer (hard_tanh for Tanh, ...)
+  std::optional<bool> relu_multiplier;       ///< learned power-of-two scale in front of a ReLU
+  std::optional<bool> pruning_first;         ///< true: quantize(prune(W)); false: prune(quantize(W))
+  bool operator==(const ModuleSetting& o) const {
+    return function == o.function && relu_multiplier == o.relu_multiplier && pruning_first == o.pruning_first;
   }
+};
+
+/// Target names: "weight", "bias", "_input_0".."_input_N", "_output_0".."_output_N".
+inline constexpr const char* kInput = "_input_0";
+inline constexpr const char* kOutput = "_output_0";
+
+/// One rule: the modules it selects and what it sets on them. A module a rule selects becomes a
+/// PQ layer (when its op has one), even where the rule sets nothing on its targets.
+struct Rule {
+  Selector select;
+  std::map<std::string, TargetSetting> targets;
+  ModuleSetting module;
+  std::string where;   ///< config position ("file:line:col"), for errors
+  std::string origin;  ///< the config key it came from ("layer_specific"), for errors
+  /// Names the rule must find in the model (layer_specific, disable_pruning_for_layers): an
+  /// error names the nearest one otherwise. `weights_only`: the names must be weight layers.
+  bool names_must_exist = false, weights_only = false;
+  bool operator==(const Rule& o) const {
+    return select == o.select && targets == o.targets && module == o.module &&
+           names_must_exist == o.names_must_exist && weights_only == o.weights_only;
+  }
+};
+
+/// How rules that select the same target combine.
+enum class Precedence {
+  LaterWins,  ///< PQuantML layer_specific, NNI v2: each later rule overrides (field by field)
+  FirstWins,  ///< NNI v3: the first rule that sets a target decides it
 };
 
 /// What happens to the weights after each round of the training stage.
@@ -110,7 +114,7 @@ enum class Rewind {
 };
 const char* to_string(Rewind r);
 
-/// The training schedule: pretraining -> rounds x epochs (training) -> fine-tuning.
+/// The stage schedule: pretraining -> rounds x epochs (training) -> fine-tuning.
 struct Schedule {
   int64_t pretraining_epochs = 50;
   int64_t epochs = 200;          ///< per round
@@ -125,6 +129,37 @@ struct Schedule {
   static Schedule single_stage(int64_t epochs);
   bool operator==(const Schedule& o) const;
 };
+
+/// Something that happens at a point of training: at a fractional epoch (the step
+/// round(at_epoch * steps per epoch)) or at a global step.
+struct Event {
+  enum class Kind {
+    LearningRate,   ///< value: the learning rate of the selected groups
+    WeightDecay,    ///< value: the weight decay of the selected groups
+    Trainable,      ///< value 1 / 0: the selected groups' parameters train or are frozen
+    Quantization,   ///< value 1 / 0: every quantizer on or off
+    HgqBeta,        ///< value: HGQ's beta from this epoch on; `interp` shapes it to the next point
+  };
+  enum class Interp { Constant, Linear, Log };
+  Kind kind = Kind::LearningRate;
+  double at_epoch = 0;
+  std::optional<int64_t> at_step;  ///< when set, the step (0-based global) instead of at_epoch
+  double value = 0;
+  Interp interp = Interp::Constant;
+  std::string groups;              ///< parameter groups (node-name regex); empty: all
+  std::string where;
+  bool operator==(const Event& o) const {
+    return kind == o.kind && at_epoch == o.at_epoch && at_step == o.at_step && value == o.value &&
+           interp == o.interp && groups == o.groups;
+  }
+};
+const char* to_string(Event::Kind k);
+const char* to_string(Event::Interp i);
+
+/// A piecewise curve read per epoch from the events of one kind (HGQ's beta: HGQ2's
+/// PieceWiseSchedule): the first value before the first point, the last after the last; between
+/// points constant, linear, or geometric (log).
+double curve_at(const std::vector<Event>& points, double epoch);
 
 /// FITCompress: Fisher-trace guided search over per-layer bit widths and pruning levels.
 struct FitCompressPlan {
@@ -154,16 +189,23 @@ struct SearchSpace {
   int64_t num_trials = 0;
   std::map<std::string, Range> numerical;
   std::map<std::string, std::vector<std::string>> categorical;
+  bool empty() const { return num_trials == 0 && numerical.empty() && categorical.empty(); }
   bool operator==(const SearchSpace& o) const;
 };
 
 struct Plan {
-  std::optional<QuantPlan> quantization;  ///< absent: float model
-  std::optional<PruningPlan> pruning;     ///< absent: no pruning
-  std::optional<Schedule> schedule;       ///< absent: the job's epochs as one training stage
-  bool pruning_first = false;             ///< true: quantize(prune(W)); false: prune(quantize(W))
+  std::string dialect;              ///< "pquantml", "nni-v3", "nni-v2", "sparseml"; "" for a hand-made plan
+  std::vector<Rule> rules;          ///< in config order
+  Precedence precedence = Precedence::LaterWins;
+  std::optional<Schedule> schedule; ///< absent: the job's epochs as one training stage
+  std::vector<Event> events;        ///< in any order; fired by step
   FitCompressPlan fitcompress;
   SearchSpace search;
+
+  /// Whether the plan compresses anything (a float run otherwise).
+  bool compresses() const { return !rules.empty(); }
+  /// The events of one kind, in order of their epoch.
+  std::vector<Event> events_of(Event::Kind kind) const;
   bool operator==(const Plan& o) const;
   bool operator!=(const Plan& o) const { return !(*this == o); }
 };

@@ -31,7 +31,8 @@ struct InspectArgs {
   std::string model;        ///< zoo name or model YAML
   std::vector<int64_t> input_shape;  ///< sample shape; default per zoo model
   long long classes = 10;
-  bool yaml = false;        ///< print the resolved plan as YAML instead of the table
+  bool yaml = false;        ///< print the config as PQuantML YAML with every field instead of the table
+  bool json = false;        ///< print the resolution (module x target -> settings) as JSON
 };
 
 int inspect_command(const InspectArgs& args);

@@ -10,9 +10,10 @@
 
 #include "cli/commands.h"
 #include "sparq/compress/compress.h"
+#include "sparq/config/dialect.h"
 #include "sparq/config/job.h"
 #include "sparq/config/pquant.h"
-#include "sparq/config/yaml.h"
+#include "sparq/yaml/reader.h"
 #include "sparq/error.h"
 #include "sparq/export/precision.h"
 #include "sparq/prune/methods.h"
@@ -41,22 +42,22 @@ models::GraphSpec inspect_model_spec(const InspectArgs& args) {
   if (std::find(names.begin(), names.end(), args.model) == names.end())
     throw ConfigError(fmt::format("--model: unknown zoo model '{}', did you mean '{}'? (zoo: {}; or a model YAML "
                                   "path ending in .yaml)",
-                                  args.model, config::nearest(args.model, names), fmt::join(names, ", ")));
+                                  args.model, yaml::nearest(args.model, names), fmt::join(names, ", ")));
   int64_t classes = args.classes > 0 ? args.classes : (args.model == "jet_tagger" ? 5 : 10);
   auto shape = args.input_shape.empty() ? default_input_shape(args.model) : args.input_shape;
   return models::zoo_spec(args.model, shape, classes, models::ZooOptions{});
 }
 
-/// ap_fixed<W,I> of a quantizer ("-" when the lane has none, "float" when quantization is off).
+/// ap_fixed<W,I> of a quantizer ("-" when the lane has none, "float" when it is switched off).
 std::string format_of(const layers::PQLayer& layer, const std::string& target) {
   for (const auto& [name, q] : layer.quantizers()) {
     if (name != target) continue;
-    if (!q->enabled) return "float";
-    auto f = q->format();
-    std::string text = fmt::format("{}{}<{},{}>", q->is_hgq() ? "hgq " : "", f.k ? "ap_fixed" : "ap_ufixed", f.width(),
-                                   f.k + f.i);
-    if (q->spec().granularity != quant::Granularity::PerTensor)
-      text += fmt::format(" {}", quant::to_string(q->spec().granularity));
+    auto d = q->describe();
+    if (!d.enabled) return "float";
+    auto f = d.element();
+    std::string text = fmt::format("{}{}<{},{}>", q->trains_widths() ? d.kind + " " : "", f.k ? "ap_fixed" : "ap_ufixed",
+                                   f.width(), f.k + f.i);
+    if (d.granularity != quant::Granularity::PerTensor) text += fmt::format(" {}", quant::to_string(d.granularity));
     return text;
   }
   return "-";
@@ -70,32 +71,66 @@ std::string value_text(const ParamValue& v) {
   return std::get<std::string>(v);
 }
 
-void print_plan_sections(const Plan& plan) {
-  if (plan.quantization) {
-    const auto& q = *plan.quantization;
-    fmt::print("quantization: {}; rounding {}, overflow {} (weights) / {} (data); defaults weight (k,i,f) = "
-               "({},{},{}), data ({},{},{}); input lanes {}, output lanes {}{}\n",
-               q.enabled ? "on" : "off (layers compute in float)", quant::to_string(q.weight.round),
-               quant::to_string(q.weight.overflow), quant::to_string(q.data.overflow), q.weight.k, q.weight.i,
-               q.weight.f, q.data.k, q.data.i, q.data.f, q.quantize_input ? "on" : "off",
-               q.quantize_output ? "on" : "off", q.hgq ? "; HGQ on" : "");
+std::string selector_text(const Selector& s) {
+  std::vector<std::string> parts;
+  if (!s.names.empty()) parts.push_back(fmt::format("modules {}", fmt::join(s.names, ", ")));
+  if (!s.name_regexes.empty()) parts.push_back(fmt::format("names ~ {}", fmt::join(s.name_regexes, ", ")));
+  if (!s.op_types.empty()) parts.push_back(fmt::format("ops {}", fmt::join(s.op_types, ", ")));
+  if (parts.empty()) parts.push_back("every module");
+  if (!s.exclude_op_types.empty()) parts.push_back(fmt::format("except ops {}", fmt::join(s.exclude_op_types, ", ")));
+  if (!s.exclude_names.empty()) parts.push_back(fmt::format("except {}", fmt::join(s.exclude_names, ", ")));
+  return fmt::format("{}", fmt::join(parts, " "));
+}
+
+std::string setting_text(const TargetSetting& t) {
+  std::vector<std::string> parts;
+  if (t.quant) {
+    const auto& q = *t.quant;
+    if (q.spec) {
+      const auto& f = quant::fixed_part(*q.spec);
+      parts.push_back(fmt::format("{} {}", quant::kind_of(*q.spec), f.format().type_name()));
+    }
+    for (auto [name, v] : {std::pair{"k", q.k}, std::pair{"i", q.i}, std::pair{"f", q.f}})
+      if (v) parts.push_back(fmt::format("{} = {}", name, *v));
+    if (q.enabled) parts.push_back(*q.enabled ? "on" : "off");
   }
-  if (plan.pruning) {
-    const auto& p = *plan.pruning;
+  if (t.prune) {
+    if (t.prune->method) parts.push_back("prune " + t.prune->method->method);
+    if (t.prune->active) parts.push_back(*t.prune->active ? "pruning on" : "pruning off");
+  }
+  return fmt::format("{}", fmt::join(parts, " "));
+}
+
+void print_plan_sections(const Plan& plan) {
+  fmt::print("rules ({}, {}):\n", plan.dialect.empty() ? "hand-made" : plan.dialect,
+             plan.precedence == Precedence::LaterWins ? "later rules override earlier ones" : "the first rule wins");
+  for (size_t n = 0; n < plan.rules.size(); ++n) {
+    const auto& rule = plan.rules[n];
+    std::vector<std::string> sets;
+    for (const auto& [target, t] : rule.targets) sets.push_back(fmt::format("{}: {}", target, setting_text(t)));
+    if (rule.module.function) sets.push_back("function " + *rule.module.function);
+    if (rule.module.relu_multiplier) sets.push_back("relu multiplier");
+    if (rule.module.pruning_first) sets.push_back(*rule.module.pruning_first ? "prune, then quantize" : "quantize, then prune");
+    fmt::print("  {}. {}: {}{}\n", n + 1, selector_text(rule.select), sets.empty() ? "PQ layers" : fmt::format("{}", fmt::join(sets, "; ")),
+               rule.where.empty() ? "" : fmt::format("  ({})", rule.where));
+  }
+  const PruningSpec* pruning = nullptr;
+  for (const auto& rule : plan.rules)
+    for (const auto& [target, t] : rule.targets)
+      if (t.prune && t.prune->method && !pruning) pruning = &*t.prune->method;
+  if (pruning) {
     std::vector<std::string> params;
-    for (const auto& [k, v] : p.spec.params) params.push_back(fmt::format("{} {}", k, value_text(v)));
-    fmt::print("pruning: {} ({}){}{}\n", p.spec.method, fmt::join(params, ", "),
-               p.enable_pruning ? "" : "; enable_pruning false: no layer prunes",
-               p.disabled_layers.empty() ? "" : fmt::format("; disabled for {}", fmt::join(p.disabled_layers, ", ")));
+    for (const auto& [k, v] : pruning->params) params.push_back(fmt::format("{} {}", k, value_text(v)));
+    fmt::print("pruning: {} ({})\n", pruning->method, fmt::join(params, ", "));
   } else {
     fmt::print("pruning: none\n");
   }
   if (plan.schedule) {
     const auto& s = *plan.schedule;
     fmt::print("schedule: {} pretraining epoch(s), {} round(s) x {} training epoch(s), {} fine-tuning epoch(s) "
-               "({} in all); rewind {}, save_weights_epoch {}; {}\n",
+               "({} in all); rewind {}, save_weights_epoch {}\n",
                s.pretraining_epochs, s.rounds, s.epochs, s.fine_tuning_epochs, s.total_epochs(), to_string(s.rewind),
-               s.save_weights_epoch, plan.pruning_first ? "prune, then quantize" : "quantize, then prune");
+               s.save_weights_epoch);
     if (!s.extra.empty()) {
       std::vector<std::string> extra;
       for (const auto& [k, v] : s.extra) extra.push_back(fmt::format("{}: {}", k, v));
@@ -103,6 +138,13 @@ void print_plan_sections(const Plan& plan) {
     }
   } else {
     fmt::print("schedule: none in the config (a job trains training.epochs as one stage)\n");
+  }
+  if (!plan.events.empty()) {
+    std::vector<std::string> events;
+    for (const auto& e : plan.events)
+      events.push_back(e.at_step ? fmt::format("{} {} at step {}", to_string(e.kind), e.value, *e.at_step)
+                                 : fmt::format("{} {} at epoch {}", to_string(e.kind), e.value, e.at_epoch));
+    fmt::print("events: {}\n", fmt::join(events, "; "));
   }
   const auto& f = plan.fitcompress;
   fmt::print("fitcompress: {}\n",
@@ -117,6 +159,18 @@ void print_plan_sections(const Plan& plan) {
   for (const auto& [name, choices] : s.categorical) space.push_back(fmt::format("{} {{{}}}", name, fmt::join(choices, ", ")));
   fmt::print("search: {} '{}', {} trial(s){}\n", s.sampler, s.experiment_name, s.num_trials,
              space.empty() ? "" : fmt::format(", space: {}", fmt::join(space, "; ")));
+}
+
+/// The compression node of a job file, or the config file itself.
+std::pair<std::string, YAML::Node> config_node(const std::string& path, bool& is_job) {
+  auto doc = yaml::YamlDoc::load_file(path);
+  is_job = doc.root.IsMap() && doc.root["compression"];
+  if (!is_job) return {doc.file, doc.root};
+  YAML::Node c = doc.root["compression"];
+  if (!c.IsScalar()) return {doc.file, c};
+  auto file = (std::filesystem::path(path).parent_path() / c.Scalar()).string();
+  auto inner = yaml::YamlDoc::load_file(file);
+  return {inner.file, inner.root};
 }
 
 }  // namespace
@@ -135,39 +189,49 @@ int inspect_command(const InspectArgs& args) {
     fmt::print("run: {} (model {})\n\n{}", args.config, precision.value("model", "?"), exporting::precision_table(precision));
     return 0;
   }
-  if (args.model.empty()) throw ConfigError("inspect: --model is required with a config file (or give a run folder)");
-  // A job file: its `compression` config; otherwise a PQuantML config file.
-  auto doc = config::YamlDoc::load_file(args.config);
+  // A job file: its `compression` config; otherwise a config file of any dialect.
+  auto doc = yaml::YamlDoc::load_file(args.config);
   bool job = doc.root.IsMap() && doc.root["compression"];
-  Plan plan = job ? config::load_job_plan(args.config) : config::load_pquant(args.config);
+  if (doc.root.IsMap() && (doc.root["model"] || doc.root["data"]) && !job)
+    config::load_job_plan(args.config);  // says plainly that the job compresses nothing
+  Plan plan = job ? config::load_job_plan(args.config) : config::load_plan(args.config);
   if (args.yaml) {
-    fmt::print("{}", config::write_pquant(plan));
+    if (plan.dialect != "pquantml") throw ConfigError(fmt::format("{}: --yaml writes PQuantML configs only", args.config));
+    bool is_job = false;
+    auto [file, node] = config_node(args.config, is_job);
+    fmt::print("{}", config::write_pquant(config::read_pquant(file, node)));
     return 0;
   }
+  if (args.model.empty()) throw ConfigError("inspect: --model is required with a config file (or give a run folder)");
   torch::manual_seed(0);
   auto spec = inspect_model_spec(args);
   models::Graph graph(spec);
-  check_plan_names(graph, plan);
-  // The layer table shows formats; methods not runnable yet must still be inspectable.
-  Plan quant_only = plan;
-  quant_only.pruning.reset();
-  auto report = compress(graph, quant_only);
+  auto resolution = resolve(plan, graph);
+  if (args.json) {
+    fmt::print("{}\n", resolution_json(resolution, plan).dump(2));
+    return 0;
+  }
+  // The layer table shows formats; methods not runnable yet must still be inspectable, so the
+  // layers are built without their pruning methods.
+  for (auto& m : resolution.modules)
+    for (auto& [name, t] : m.targets) t.pruning.reset();
+  auto report = compress(graph, resolution);
+  auto pruned = resolve(plan, graph);
 
   fmt::print("config: {} ({})\nmodel: {}, input [{}]\n\n", args.config,
-             job ? "the job's compression" : "PQuantML", graph->name(),
-             fmt::join(spec.input_shape, ", "));
+             job ? "the job's compression" : plan.dialect, graph->name(), fmt::join(spec.input_shape, ", "));
   std::vector<std::array<std::string, 7>> rows = {{"layer", "op", "input", "weight", "bias", "output", "pruning"}};
   for (const auto& node : graph->nodes()) {
     auto pq = pq_layer(graph, node.name);
     if (!pq) continue;
-    std::string op = node.op.substr(2);  // "PQLinear" -> "Linear"
+    std::string op = node.source_op;
     if (auto act = std::dynamic_pointer_cast<layers::PQActivationImpl>(pq)) op += " (" + act->function() + ")";
     std::string pruning = "-";
     if (std::dynamic_pointer_cast<layers::PQWeightLayer>(pq)) {
-      if (!plan.pruning) pruning = "none";
-      else if (!plan.pruning->enable_pruning) pruning = "off (enable_pruning)";
-      else if (!plan.pruning->enabled_for(node.name)) pruning = "off (disabled)";
-      else pruning = plan.pruning->spec.method;
+      const auto& w = pruned.find(node.name)->targets.at("weight");
+      if (!w.pruning) pruning = "none";
+      else if (!w.pruning_active) pruning = "off (disabled)";
+      else pruning = w.pruning->method;
     }
     rows.push_back({node.name, op, format_of(*pq, "input"), format_of(*pq, "weight"), format_of(*pq, "bias"),
                     format_of(*pq, "output"), pruning});

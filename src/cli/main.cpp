@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
   inspect_cmd->add_option("--input-shape", inspect.input_shape, "Sample shape, e.g. 1,28,28 (default per zoo model)")
       ->delimiter(',');
   inspect_cmd->add_option("--classes", inspect.classes, "Outputs of a zoo model (default 10; jet_tagger 5)");
-  inspect_cmd->add_flag("--yaml", inspect.yaml, "Print the resolved config (every field) as YAML");
+  inspect_cmd->add_flag("--yaml", inspect.yaml, "Print the config (every field) as PQuantML YAML");
+  inspect_cmd->add_flag("--json", inspect.json, "Print every module and target with its quantizer and pruning, and the schedule, as JSON");
 
   std::string method;
   auto* config_cmd = app.add_subcommand("config", "Config files");

@@ -12,7 +12,9 @@
 #include "sparq/config/job.h"
 #include "sparq/error.h"
 #include "sparq/export/precision.h"
+#include "sparq/run/run_job.h"
 #include "sparq/runtime.h"
+#include "cli/progress.h"
 
 namespace sparq::cli {
 
@@ -32,12 +34,14 @@ void print_summary(const models::Graph& model, const std::vector<train::EpochMet
   auto weight_type = [&](const std::string& name) -> std::string {
     auto pq = pq_layer(model, name);
     if (!pq) return "";
-    for (const auto& [target, q] : pq->quantizers())
-      if (target == (costs[name].weights > 0 ? "weight" : "input"))
-        return !q->enabled ? "float"
-               : q->spec().granularity == quant::Granularity::PerTensor
-                   ? (q->is_hgq() ? "hgq " : "") + q->format().type_name()
-                   : (q->is_hgq() ? "hgq " : "") + std::string(quant::to_string(q->spec().granularity));
+    for (const auto& [target, q] : pq->quantizers()) {
+      if (target != (costs[name].weights > 0 ? "weight" : "input")) continue;
+      auto d = q->describe();
+      if (!d.enabled) return "float";
+      std::string prefix = q->trains_widths() ? std::string(d.kind) + " " : "";
+      return prefix + (d.granularity == quant::Granularity::PerTensor ? d.element().type_name()
+                                                                        : quant::to_string(d.granularity));
+    }
     return "float";
   };
   size_t name_w = 5, op_w = 2, shape_w = 6, type_w = 6;
@@ -84,6 +88,82 @@ void print_summary(const models::Graph& model, const std::vector<train::EpochMet
   fmt::print("run folder: {}\n", run_dir);
 }
 
+/// What `sparq run` prints: the data, model and compression lines, a progress bar or lines per
+/// epoch, one summary line per epoch, the per-layer table and the learned widths.
+class Console : public RunObserver, public train::Callback {
+ public:
+  void on_data(const config::Job& job, const data::Splits& splits) override {
+    const auto& train = splits.train;
+    fmt::print("data: {} training samples{}{}, sample shape {}\n", train.size(),
+               splits.validation.size() ? fmt::format(", {} validation", splits.validation.size()) : "",
+               splits.test.size() ? fmt::format(", {} test", splits.test.size()) : "",
+               shape_text(train.sample_shape()));
+    classification_ = train.task == data::Task::Classification;
+    evaluates_ = splits.validation.size() > 0 || splits.test.size() > 0;
+  }
+  void on_model(const config::Job& job, const models::Graph& model, const torch::Device& device) override {
+    std::string picked = device.str();
+    if (job.training.device == "auto")
+      picked += device.is_cuda() ? " (auto: CUDA is available)" : " (auto: no CUDA device)";
+    fmt::print("model: {} ({} nodes), device {}, {} thread(s)\n", model->name(), model->nodes().size(), picked,
+               torch::get_num_threads());
+  }
+  void on_compressed(const config::Job& job, const CompressReport& report) override {
+    fmt::print("compression: {} layer(s) replaced by PQ layers", report.replaced.size());
+    std::string methods;
+    for (const auto& rule : job.plan.rules)
+      for (const auto& [target, t] : rule.targets)
+        if (t.prune && t.prune->method && methods.find(t.prune->method->method) == std::string::npos)
+          methods += (methods.empty() ? "" : ", ") + t.prune->method->method;
+    if (!methods.empty()) fmt::print(", pruning {}", methods);
+    if (!report.left_float.empty()) fmt::print("; in float: {}", fmt::join(report.left_float, "; "));
+    fmt::print("\n");
+  }
+  void on_trainer(const config::Job& job, train::Trainer& trainer) override {
+    if (job.plan.schedule) {
+      const auto& s = *job.plan.schedule;
+      fmt::print("schedule: {} pretraining, {} x {} training (rewind {}), {} fine-tuning epoch(s)\n",
+                 s.pretraining_epochs, s.rounds, s.epochs, to_string(s.rewind), s.fine_tuning_epochs);
+    }
+    mode_ = job.training.progress;
+    trainer.add_callback(std::shared_ptr<train::Callback>(this, [](train::Callback*) {}));
+  }
+  void on_epoch_begin(train::Trainer& t, const train::TrainContext& ctx) override {
+    progress_ = std::make_unique<ProgressDisplay>(mode_, fmt::format("epoch {}/{}", ctx.epoch_index + 1, ctx.total_epochs),
+                                                  ctx.steps_per_epoch, t.options().batch_size);
+  }
+  void on_step_end(train::Trainer&, const train::TrainContext& ctx) override { progress_->step(ctx.step_in_epoch + 1); }
+  void on_epoch_end(train::Trainer&, const train::TrainContext&, train::EpochMetrics&) override { progress_->finish(); }
+  void on_epoch_report(train::Trainer& t, const train::TrainContext& ctx, const train::EpochMetrics& m) override {
+    if (mode_ == train::Progress::None) return;
+    std::string acc = classification_ ? fmt::format(" acc {:.2f}%", 100 * m.train_accuracy) : "";
+    std::string eval_text = !evaluates_ ? "" : classification_
+        ? fmt::format("  eval loss {:.4f} acc {:.2f}%", m.eval.loss, 100 * m.eval.accuracy)
+        : fmt::format("  eval loss {:.4f}", m.eval.loss);
+    std::string cost_text = m.layer_costs.empty() ? "" : fmt::format("  EBOPs {:.4g}", m.cost.ebops);
+    if (t.prunes()) cost_text += fmt::format("  sparsity {:.1f}%", 100 * m.sparsity);
+    const auto& s = t.schedule();
+    std::string stage = ctx.total_epochs == s.epochs ? "" : fmt::format(" [{}]", train::slot_text(s, m.slot));
+    fmt::print("epoch {}/{}{}  train loss {:.4f}{}{}{}  {:.1f} s  {:.0f} samples/s\n", m.epoch, ctx.total_epochs, stage,
+               m.train_loss, acc, eval_text, cost_text, m.seconds, m.samples_per_second);
+    std::fflush(stdout);
+  }
+  void on_finished(const config::Job& job, const RunResult& r) override {
+    print_summary(r.model, r.history, r.test, r.classification, r.run_dir);
+    bool hgq = false;
+    for (const auto& node : r.model->nodes())
+      if (auto pq = pq_layer(r.model, node.name)) hgq |= pq->has_hgq();
+    if (r.precision && hgq)
+      fmt::print("\nlearned bit widths (also in {}):\n{}",
+                 (std::filesystem::path(r.run_dir) / "precision.json").string(), exporting::precision_table(*r.precision));
+  }
+
+ private:
+  train::Progress mode_ = train::Progress::Auto;
+  std::unique_ptr<ProgressDisplay> progress_;
+  bool classification_ = true, evaluates_ = false;
+};
+
 }  // namespace
 
 int run_command(const RunArgs& args) {
@@ -95,50 +175,13 @@ int run_command(const RunArgs& args) {
     else job.training.epochs = args.epochs;
   }
   configure_runtime(static_cast<int>(job.threads));
-
   fmt::print("sparq {}: job '{}'{}\n", SPARQ_VERSION, job.name,
              job.file.empty() ? " (built-in default)" : " from " + job.file);
-  auto splits = data::load_data(job.data);
-  const auto& train = splits.train;
-  fmt::print("data: {} training samples{}{}, sample shape {}\n", train.size(),
-             splits.validation.size() ? fmt::format(", {} validation", splits.validation.size()) : "",
-             splits.test.size() ? fmt::format(", {} test", splits.test.size()) : "",
-             shape_text(train.sample_shape()));
-
-  int64_t outputs = train.task == data::Task::Classification
-                        ? train.num_classes
-                        : (train.y.dim() > 1 ? train.y.size(1) : 1);
-  train::seed_everything(job.training.seed);
-  models::Graph model(config::model_spec(job.model, train.sample_shape(), outputs));
-  fmt::print("model: {} ({} nodes), device {}, {} thread(s)\n", model->name(), model->nodes().size(),
-             job.training.device, torch::get_num_threads());
-
-  if (job.plan.quantization || job.plan.pruning) {
-    auto report = compress(model, job.plan);
-    fmt::print("compression: {} layer(s) replaced by PQ layers", report.replaced.size());
-    if (job.plan.pruning) fmt::print(", pruning {}", job.plan.pruning->spec.method);
-    if (!report.left_float.empty()) fmt::print("; in float: {}", fmt::join(report.left_float, "; "));
-    fmt::print("\n");
-  }
-  train::Trainer trainer(model, job.training, job.output, job.plan.schedule);
-  if (job.plan.schedule) {
-    const auto& s = *job.plan.schedule;
-    fmt::print("schedule: {} pretraining, {} x {} training (rewind {}), {} fine-tuning epoch(s)\n",
-               s.pretraining_epochs, s.rounds, s.epochs, to_string(s.rewind), s.fine_tuning_epochs);
-  }
-  const auto& eval = splits.validation.size() > 0 ? splits.validation : splits.test;
-  auto history = trainer.fit(train, eval, args.resume, args.stop_after);
-  train::EvalResult test;
-  if (splits.test.size() > 0) test = trainer.evaluate(splits.test);
-  torch::save(model, (std::filesystem::path(job.output) / "model.pt").string());
-  print_summary(model, history, test, train.task == data::Task::Classification, job.output);
-  if (job.plan.quantization && job.plan.quantization->enabled) {
-    auto path = (std::filesystem::path(job.output) / "precision.json").string();
-    auto precision = exporting::precision_json(model);
-    exporting::write_precision(precision, path);
-    if (job.plan.quantization->hgq)
-      fmt::print("\nlearned bit widths (also in {}):\n{}", path, exporting::precision_table(precision));
-  }
+  Console console;
+  RunOptions options;
+  options.resume = args.resume;
+  options.stop_after = args.stop_after;
+  run_job(job, console, options);
   return 0;
 }
 

@@ -1,15 +1,19 @@
 #include "sparq/config/job.h"
 
+#include "sparq/config/dialect.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <filesystem>
 
 #include "sparq/config/pquant.h"
-#include "sparq/config/yaml.h"
+#include "sparq/yaml/reader.h"
 #include "sparq/error.h"
 
 namespace sparq::config {
+
+using namespace sparq::yaml;
 
 namespace fs = std::filesystem;
 
@@ -167,13 +171,13 @@ train::TrainOptions parse_training(const std::string& file, const YAML::Node& no
   return t;
 }
 
-/// The job's `compression:` section: a PQuantML config file (relative to the job) or inline.
+/// The job's `compression:` section: a config file of any dialect (relative to the job) or inline.
 Plan compression_plan(const YamlDoc& doc, const MapReader& r, const std::string& base) {
   YAML::Node c = r.node("compression");
-  if (!c.IsScalar()) return parse_pquant(doc.file, c);
+  if (!c.IsScalar()) return load_plan(doc.file, c);
   std::string path = resolve(base, c.Scalar());
   if (!fs::exists(path)) r.fail("compression", fmt::format("file '{}' does not exist", path));
-  return load_pquant(path);
+  return load_plan(path);
 }
 
 Job parse(const YamlDoc& doc, const std::string& base) {
@@ -200,8 +204,6 @@ Job parse(const YamlDoc& doc, const std::string& base) {
     if (job.plan.fitcompress.enabled)
       r.fail("compression", "fitcompress_parameters.enable_fitcompress: FITCompress is not implemented in this "
                             "version of sparq; set it to false");
-    if (job.plan.quantization && job.plan.quantization->hgq)
-      job.training.hgq_beta = job.plan.quantization->beta_schedule();
   }
   return job;
 }
@@ -211,7 +213,10 @@ Job parse(const YamlDoc& doc, const std::string& base) {
 Plan load_job_plan(const std::string& path) {
   auto doc = YamlDoc::load_file(path);
   MapReader r(doc.file, doc.root, "job", {"name", "model", "data", "training", "output", "compression"});
-  if (!r.has("compression")) r.fail("compression", "is missing: the job compresses nothing");
+  if (!r.has("compression"))
+    throw ConfigError(fmt::format("{}: this job has no compression section: it trains a float model, so there is "
+                                  "nothing to inspect",
+                                  doc.file));
   return compression_plan(doc, r, fs::path(path).parent_path().string());
 }
 

@@ -1,4 +1,4 @@
-// The PQuantML dialect: five sections parsed into a Plan, and a Plan written back in the dialect.
+// The PQuantML dialect: five sections read into a PquantConfig (pquant_lower.cpp makes the Plan).
 #include "sparq/config/pquant.h"
 
 #include <fmt/format.h>
@@ -7,11 +7,13 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "sparq/config/yaml.h"
+#include "sparq/yaml/reader.h"
 #include "sparq/error.h"
 #include "sparq/prune/methods.h"
 
 namespace sparq::config {
+
+using namespace sparq::yaml;
 
 namespace {
 
@@ -66,13 +68,13 @@ std::vector<BetaPoint> parse_beta_schedule(const std::string& file, const YAML::
     if (p.beta < 0) throw ConfigError(fmt::format("{}: {}: beta {} must be >= 0", where(file, item[1]), at, p.beta));
     if (item.size() == 3) {
       std::string interp = as_string(file, item[2], at + ".interp");
-      if (interp == "linear") p.interp = BetaPoint::Interp::Linear;
-      else if (interp == "log") p.interp = BetaPoint::Interp::Log;
+      if (interp == "linear") p.interp = Event::Interp::Linear;
+      else if (interp == "log") p.interp = Event::Interp::Log;
       else if (interp != "constant")
         throw ConfigError(fmt::format("{}: {}: unknown interpolation '{}', expected constant, linear or log",
                                       where(file, item[2]), at, interp));
     }
-    if (!points.empty() && points.back().interp == BetaPoint::Interp::Log && (points.back().beta <= 0 || p.beta <= 0))
+    if (!points.empty() && points.back().interp == Event::Interp::Log && (points.back().beta <= 0 || p.beta <= 0))
       throw ConfigError(fmt::format("{}: {}: a log segment needs beta > 0 at both ends", where(file, item), at));
     points.push_back(p);
   }
@@ -107,7 +109,7 @@ LayerOverride parse_layer(const std::string& file, const YAML::Node& node, const
   return o;
 }
 
-QuantPlan parse_quantization(const std::string& file, const YAML::Node& node) {
+PquantQuantization parse_quantization(const std::string& file, const YAML::Node& node) {
   MapReader r(file, node, "quantization_parameters",
               {"default_weight_keep_negatives", "default_weight_integer_bits", "default_weight_fractional_bits",
                "default_data_keep_negatives", "default_data_integer_bits", "default_data_fractional_bits",
@@ -116,7 +118,7 @@ QuantPlan parse_quantization(const std::string& file, const YAML::Node& node) {
                "use_high_granularity_quantization", "use_hgq", "use_real_tanh", "overflow_mode_parameters",
                "overflow_mode_data", "overflow", "round_mode", "use_relu_multiplier", "use_symmetric_quantization",
                "hgq_beta_schedule"});
-  QuantPlan q;
+  PquantQuantization q;
   q.where = where(file, node);
   q.weight.k = bits(r, "default_weight_keep_negatives", 1, 0, 1);
   q.weight.i = bits(r, "default_weight_integer_bits", 0, -32, 32);
@@ -161,7 +163,7 @@ QuantPlan parse_quantization(const std::string& file, const YAML::Node& node) {
   return q;
 }
 
-PruningPlan parse_pruning(const std::string& file, const YAML::Node& node) {
+PquantPruning parse_pruning(const std::string& file, const YAML::Node& node) {
   if (!node.IsMap())
     throw ConfigError(fmt::format("{}: pruning_parameters: expected a mapping, got {}", where(file, node),
                                   node.IsSequence() ? "a list" : "'" + node.Scalar() + "'"));
@@ -181,7 +183,7 @@ PruningPlan parse_pruning(const std::string& file, const YAML::Node& node) {
   std::vector<std::string> keys = {"pruning_method", "disable_pruning_for_layers", "enable_pruning"};
   for (const auto& p : info.params) keys.push_back(p.name);
   MapReader r(file, node, "pruning_parameters (method " + method + ")", keys);
-  PruningPlan plan;
+  PquantPruning plan;
   plan.where = r.where("disable_pruning_for_layers");
   plan.enable_pruning = r.get_bool("enable_pruning", true);
   if (r.has("disable_pruning_for_layers")) {
@@ -378,7 +380,7 @@ SearchSpace parse_search(const std::string& file, const YAML::Node& node, const 
 
 void warn(const std::string& message) { std::fprintf(stderr, "sparq: warning: %s\n", message.c_str()); }
 
-Plan parse_pquant(const std::string& file, const YAML::Node& root) {
+PquantConfig read_pquant(const std::string& file, const YAML::Node& root) {
   if (!root.IsDefined() || root.IsNull())
     throw ConfigError(fmt::format("{}: the config is empty; expected a mapping with quantization_parameters, "
                                   "pruning_parameters, training_parameters, fitcompress_parameters or hpo_parameters",
@@ -388,7 +390,7 @@ Plan parse_pquant(const std::string& file, const YAML::Node& root) {
   sections.insert(sections.end(), kSearchSections.begin(), kSearchSections.end());
   MapReader r(file, root, "PQuantML config", sections);
   for (const auto& s : sections) reject_empty(r, s);
-  Plan plan;
+  PquantConfig plan;
   // A missing section means its defaults, as in PQuantML; except pruning and the schedule, which
   // sparq leaves off (no pruning; the job's epochs) rather than switching on cs for 250 epochs.
   plan.quantization = parse_quantization(file, r.has("quantization_parameters") ? r.node("quantization_parameters")
@@ -408,12 +410,25 @@ Plan parse_pquant(const std::string& file, const YAML::Node& root) {
   return plan;
 }
 
-Plan load_pquant(const std::string& path) {
+PquantConfig load_pquant(const std::string& path) {
   auto ext = path.substr(path.find_last_of('.') == std::string::npos ? path.size() : path.find_last_of('.'));
   if (ext != ".yaml" && ext != ".yml" && ext != ".json")
     throw ConfigError(fmt::format("{}: unsupported config file type '{}', expected .yaml, .yml or .json", path, ext));
   auto doc = YamlDoc::load_file(path);  // JSON is YAML
-  return parse_pquant(doc.file, doc.root);
+  return read_pquant(doc.file, doc.root);
+}
+
+bool PquantQuantization::operator==(const PquantQuantization& o) const {
+  return enabled == o.enabled && weight == o.weight && data == o.data && quantize_input == o.quantize_input &&
+         quantize_output == o.quantize_output && use_real_tanh == o.use_real_tanh &&
+         use_relu_multiplier == o.use_relu_multiplier && hgq == o.hgq && hgq_gamma == o.hgq_gamma &&
+         hgq_beta == o.hgq_beta && hgq_heterogeneous == o.hgq_heterogeneous && hgq_beta_schedule == o.hgq_beta_schedule &&
+         layers == o.layers;
+}
+
+bool PquantConfig::operator==(const PquantConfig& o) const {
+  return quantization == o.quantization && pruning == o.pruning && schedule == o.schedule &&
+         pruning_first == o.pruning_first && fitcompress == o.fitcompress && search == o.search;
 }
 
 }  // namespace sparq::config

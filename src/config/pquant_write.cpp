@@ -1,14 +1,16 @@
-// A Plan written back as a PQuantML config, and PQuantML's packaged per-method configs.
+// A PquantConfig written back as a PQuantML config, and PQuantML's packaged per-method configs.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <algorithm>
 
 #include "sparq/config/pquant.h"
-#include "sparq/config/yaml.h"
+#include "sparq/yaml/reader.h"
 #include "sparq/error.h"
 
 namespace sparq::config {
+
+using namespace sparq::yaml;
 
 namespace {
 
@@ -25,7 +27,7 @@ void emit_value(YAML::Emitter& out, const ParamValue& v) {
 
 void emit_yaml_text(YAML::Emitter& out, const std::string& text) { out << YAML::Load(text); }
 
-void emit_quantization(YAML::Emitter& out, const QuantPlan& q) {
+void emit_quantization(YAML::Emitter& out, const PquantQuantization& q) {
   out << YAML::Key << "quantization_parameters" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "default_weight_keep_negatives" << YAML::Value << q.weight.k;
   out << YAML::Key << "default_weight_integer_bits" << YAML::Value << q.weight.i;
@@ -71,7 +73,7 @@ void emit_quantization(YAML::Emitter& out, const QuantPlan& q) {
   out << YAML::EndMap << YAML::EndMap;
 }
 
-void emit_pruning(YAML::Emitter& out, const PruningPlan& p) {
+void emit_pruning(YAML::Emitter& out, const PquantPruning& p) {
   out << YAML::Key << "pruning_parameters" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "pruning_method" << YAML::Value << p.spec.method;
   out << YAML::Key << "enable_pruning" << YAML::Value << p.enable_pruning;
@@ -199,11 +201,11 @@ const Packaged kPackaged[] = {
 
 }  // namespace
 
-std::string write_pquant(const Plan& plan) {
+std::string write_pquant(const PquantConfig& plan) {
   YAML::Emitter out;
   out << YAML::BeginMap;
   if (plan.schedule) emit_schedule(out, *plan.schedule, plan.pruning_first);
-  QuantPlan off;
+  PquantQuantization off;
   off.enabled = false;
   emit_quantization(out, plan.quantization ? *plan.quantization : off);
   if (plan.pruning) emit_pruning(out, *plan.pruning);
@@ -219,7 +221,7 @@ std::vector<std::string> packaged_config_names() {
   return names;
 }
 
-Plan packaged_config(const std::string& method) {
+PquantConfig packaged_config(const std::string& method) {
   for (const auto& p : kPackaged) {
     if (method != p.method && method != p.file) continue;
     std::string text = fmt::format(R"(training_parameters:
@@ -241,7 +243,7 @@ hpo_parameters:
                                    p.epochs, p.fine_tuning, p.pretraining, p.rewind, p.rounds, p.save_weights,
                                    p.method, p.pruning, p.fit);
     auto doc = YamlDoc::load_string(text, fmt::format("<packaged config_{}.yaml>", p.file));
-    return parse_pquant(doc.file, doc.root);
+    return read_pquant(doc.file, doc.root);
   }
   throw ConfigError(fmt::format("no packaged config for '{}', expected one of {} (or ap)", method,
                                 fmt::join(packaged_config_names(), ", ")));

@@ -15,40 +15,31 @@ namespace sparq::exporting {
 
 namespace {
 
-std::vector<int64_t> flat_ints(const torch::Tensor& t) {
-  auto c = t.to(torch::kCPU, torch::kInt64).contiguous().flatten();
-  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
-}
-
-nlohmann::json target_json(const quant::QuantizerImpl& q) {
-  auto [kt, it, ft] = q.integer_bits();
-  auto k = flat_ints(kt), i = flat_ints(it), f = flat_ints(ft);
-  const auto& spec = q.spec();
+nlohmann::json target_json(const quant::Quantizer& q) {
+  const auto d = q->describe();
   std::map<std::string, int64_t> types;
   int64_t zero_width = 0;
   double bits = 0;
-  for (size_t e = 0; e < k.size(); ++e) {
-    int64_t width = k[e] + i[e] + f[e];
-    if (width <= 0) {
+  for (size_t e = 0; e < d.k.size(); ++e) {
+    auto format = d.element(e);
+    if (format.width() <= 0) {
       ++zero_width;
       continue;
     }
-    bits += static_cast<double>(width);
-    quant::FixedFormat format{static_cast<int>(k[e]), static_cast<int>(i[e]), static_cast<int>(f[e]), spec.round,
-                              spec.overflow};
+    bits += static_cast<double>(format.width());
     ++types[format.type_name()];
   }
-  return {{"kind", spec.hgq ? "hgq" : "fixed"},
-          {"granularity", quant::to_string(spec.granularity)},
-          {"round", quant::to_string(spec.round)},
-          {"overflow", quant::to_string(spec.overflow)},
-          {"shape", kt.sizes().vec()},
-          {"k", k},
-          {"i", i},
-          {"f", f},
+  return {{"kind", d.kind},
+          {"granularity", quant::to_string(d.granularity)},
+          {"round", quant::to_string(d.round)},
+          {"overflow", quant::to_string(d.overflow)},
+          {"shape", d.shape},
+          {"k", d.k},
+          {"i", d.i},
+          {"f", d.f},
           {"types", types},
           {"zero_width", zero_width},
-          {"mean_bits", k.empty() ? 0.0 : bits / static_cast<double>(k.size())}};
+          {"mean_bits", d.k.empty() ? 0.0 : bits / static_cast<double>(d.k.size())}};
 }
 
 }  // namespace
@@ -60,7 +51,7 @@ nlohmann::json precision_json(const models::Graph& graph) {
     if (!pq) continue;
     nlohmann::json targets = nlohmann::json::object();
     for (const auto& [target, q] : pq->quantizers())
-      if (q->enabled) targets[target] = target_json(*q);
+      if (q->enabled) targets[target] = target_json(q);
     if (!targets.empty()) layers.push_back({{"name", node.name}, {"op", node.op}, {"targets", targets}});
   }
   return {{"model", graph->name()}, {"layers", layers}};

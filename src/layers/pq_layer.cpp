@@ -22,12 +22,12 @@ void PQLayer::set_quantization(bool enabled) {
 
 void PQLayer::make_quantizers(const QuantTargets& t, const std::vector<int64_t>& weight_shape,
                               const std::vector<int64_t>& bias_shape) {
-  if (t.input) input_q = register_module("input_quantizer", quant::Quantizer(*t.input, t.input_shape, true));
+  if (t.input) input_q = register_module("input_quantizer", quant::make_quantizer(*t.input, t.input_shape, true));
   if (t.weight && !weight_shape.empty())
-    weight_q = register_module("weight_quantizer", quant::Quantizer(*t.weight, weight_shape, false));
+    weight_q = register_module("weight_quantizer", quant::make_quantizer(*t.weight, weight_shape, false));
   if (t.bias && !bias_shape.empty())
-    bias_q = register_module("bias_quantizer", quant::Quantizer(*t.bias, bias_shape, false));
-  if (t.output) output_q = register_module("output_quantizer", quant::Quantizer(*t.output, t.output_shape, true));
+    bias_q = register_module("bias_quantizer", quant::make_quantizer(*t.bias, bias_shape, false));
+  if (t.output) output_q = register_module("output_quantizer", quant::make_quantizer(*t.output, t.output_shape, true));
   set_quantization(t.enable_quantization);
 }
 
@@ -65,7 +65,7 @@ torch::Tensor PQLayer::zero_cost() const { return torch::zeros({}, torch::Tensor
 
 bool PQLayer::has_hgq() const {
   for (const auto& [name, q] : quantizers())
-    if (q->is_hgq() && q->enabled) return true;
+    if (q->trains_widths() && q->enabled) return true;
   return false;
 }
 
@@ -134,10 +134,14 @@ torch::Tensor PQWeightLayer::ebops(bool deployed) {
 
 // ---- PQDense ----
 
-PQDenseImpl::PQDenseImpl(int64_t in_features, int64_t out_features, bool has_bias, QuantTargets targets)
-    : PQDenseImpl(torch::nn::Linear(torch::nn::LinearOptions(in_features, out_features).bias(has_bias)), targets) {}
+PQDenseImpl::PQDenseImpl(const PQDenseOptions& o)
+    : PQDenseImpl(torch::nn::Linear(torch::nn::LinearOptions(o.in_features(), o.out_features()).bias(o.bias())),
+                  o.targets()) {}
 
-PQDenseImpl::PQDenseImpl(const torch::nn::Linear& linear, QuantTargets targets) {
+PQDenseImpl::PQDenseImpl(const torch::nn::Linear& linear, QuantTargets targets)
+    : options_(PQDenseOptions(linear->options.in_features(), linear->options.out_features())
+                   .bias(linear->options.bias())
+                   .targets(targets)) {
   init_parameters(linear->weight, linear->options.bias() ? linear->bias : torch::Tensor());
   make_quantizers(targets, weight.sizes().vec(), bias.defined() ? bias.sizes().vec() : std::vector<int64_t>{});
 }
@@ -163,21 +167,21 @@ torch::Tensor PQDenseImpl::ebops_of(const torch::Tensor& bits_w, const torch::Te
 
 // ---- PQConv ----
 
-PQConvImpl::PQConvImpl(int dims, int64_t in_channels, int64_t out_channels, std::vector<int64_t> kernel,
-                       std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation,
-                       int64_t groups, bool has_bias, QuantTargets targets)
-    : dims_(dims), stride_(stride), padding_(padding), dilation_(dilation), groups_(groups) {
+PQConvImpl::PQConvImpl(const PQConvOptions& o) : options_(o) {
   // Initial values as LibTorch's own convolution initialises them.
+  const auto& kernel = o.kernel_size();
   torch::Tensor w, b;
-  if (dims == 1) {
-    torch::nn::Conv1d c(torch::nn::Conv1dOptions(in_channels, out_channels, kernel[0]).groups(groups).bias(has_bias));
-    w = c->weight, b = has_bias ? c->bias : torch::Tensor();
+  if (o.dims() == 1) {
+    torch::nn::Conv1d c(torch::nn::Conv1dOptions(o.in_channels(), o.out_channels(), kernel[0]).groups(o.groups()).bias(o.bias()));
+    w = c->weight, b = o.bias() ? c->bias : torch::Tensor();
   } else {
-    torch::nn::Conv2d c(torch::nn::Conv2dOptions(in_channels, out_channels, {kernel[0], kernel[1]}).groups(groups).bias(has_bias));
-    w = c->weight, b = has_bias ? c->bias : torch::Tensor();
+    torch::nn::Conv2d c(torch::nn::Conv2dOptions(o.in_channels(), o.out_channels(), {kernel[0], kernel[1]})
+                            .groups(o.groups())
+                            .bias(o.bias()));
+    w = c->weight, b = o.bias() ? c->bias : torch::Tensor();
   }
   init_parameters(w, b);
-  make_quantizers(targets, weight.sizes().vec(), bias.defined() ? bias.sizes().vec() : std::vector<int64_t>{});
+  make_quantizers(o.targets(), weight.sizes().vec(), bias.defined() ? bias.sizes().vec() : std::vector<int64_t>{});
 }
 
 torch::Tensor PQConvImpl::forward(const torch::Tensor& x_in) {
@@ -185,8 +189,9 @@ torch::Tensor PQConvImpl::forward(const torch::Tensor& x_in) {
   auto x = quantize(input_q, x_in);
   auto w = effective_weight(), b = effective_bias();
   if (pruning_) pruning_->collect_input(x, w.detach());
-  auto y = dims_ == 1 ? torch::conv1d(x, w, b, stride_, padding_, dilation_, groups_)
-                      : torch::conv2d(x, w, b, stride_, padding_, dilation_, groups_);
+  const auto& o = options_;
+  auto y = o.dims() == 1 ? torch::conv1d(x, w, b, o.stride(), o.padding(), o.dilation(), o.groups())
+                         : torch::conv2d(x, w, b, o.stride(), o.padding(), o.dilation(), o.groups());
   y = quantize(output_q, y);
   if (pruning_) pruning_->collect_output(y);
   return y;
@@ -196,7 +201,7 @@ torch::Tensor PQConvImpl::ebops_of(const torch::Tensor& bits_w, const torch::Ten
                                    const torch::Tensor& mean_b) {
   // Σ_{o,c} max_spatial(B_in)[c]·Σ_kernel B_w[o,c] + mean(B_b)·prod(input shape) (spec §3.6), per
   // group: output channel o of group g reads input channels g·C/g ... (g+1)·C/g - 1.
-  const int64_t channels = bits_in.size(1), out = weight.size(0);
+  const int64_t channels = bits_in.size(1), out = weight.size(0), groups_ = options_.groups();
   auto in_max = std::get<0>(bits_in.reshape({channels, -1}).max(1)).reshape({groups_, 1, channels / groups_});
   auto w_sum = bits_w.reshape({out, channels / groups_, -1}).sum(2).reshape({groups_, out / groups_, -1});
   auto ebops = (w_sum * in_max).sum();

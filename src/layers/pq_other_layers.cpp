@@ -12,9 +12,8 @@ namespace sparq::layers {
 
 // ---- PQAvgPool ----
 
-PQAvgPoolImpl::PQAvgPoolImpl(int dims, std::vector<int64_t> kernel, std::vector<int64_t> stride,
-                             std::vector<int64_t> padding, QuantTargets targets)
-    : dims_(dims), kernel_(kernel), stride_(stride.empty() ? kernel : stride), padding_(padding) {
+PQAvgPoolImpl::PQAvgPoolImpl(const PQAvgPoolOptions& o) : options_(o) {
+  auto targets = o.targets();
   targets.weight.reset(), targets.bias.reset();
   make_quantizers(targets, {}, {});
 }
@@ -22,8 +21,9 @@ PQAvgPoolImpl::PQAvgPoolImpl(int dims, std::vector<int64_t> kernel, std::vector<
 torch::Tensor PQAvgPoolImpl::forward(const torch::Tensor& x_in) {
   record_input(x_in);
   auto x = quantize(input_q, x_in);
-  auto y = dims_ == 1 ? torch::avg_pool1d(x, kernel_, stride_, padding_)
-                      : torch::avg_pool2d(x, kernel_, stride_, padding_);
+  const auto& o = options_;
+  auto y = o.dims() == 1 ? torch::avg_pool1d(x, o.kernel_size(), o.stride(), o.padding())
+                         : torch::avg_pool2d(x, o.kernel_size(), o.stride(), o.padding());
   return quantize(output_q, y);
 }
 
@@ -35,19 +35,20 @@ torch::Tensor PQAvgPoolImpl::ebops(bool) {
 
 // ---- PQBatchNorm ----
 
-PQBatchNormImpl::PQBatchNormImpl(int64_t num_features, double eps_, double momentum_, QuantTargets targets)
-    : eps(eps_), momentum(momentum_) {
-  weight = register_parameter("weight", torch::ones({num_features}));
-  bias = register_parameter("bias", torch::zeros({num_features}));
-  running_mean = register_buffer("running_mean", torch::zeros({num_features}));
-  running_var = register_buffer("running_var", torch::ones({num_features}));
+PQBatchNormImpl::PQBatchNormImpl(const PQBatchNormOptions& o) : options_(o) {
+  const int64_t n = o.num_features();
+  weight = register_parameter("weight", torch::ones({n}));
+  bias = register_parameter("bias", torch::zeros({n}));
+  running_mean = register_buffer("running_mean", torch::zeros({n}));
+  running_var = register_buffer("running_var", torch::ones({n}));
   num_batches_tracked = register_buffer("num_batches_tracked", torch::zeros({}, torch::kInt64));
+  auto targets = o.targets();
   targets.output.reset();  // batch norm has no output quantizer
-  make_quantizers(targets, {num_features}, {num_features});
+  make_quantizers(targets, {n}, {n});
 }
 
-PQBatchNormImpl::PQBatchNormImpl(const torch::nn::Module& bn, double eps_, double momentum_, QuantTargets targets)
-    : PQBatchNormImpl(bn.named_parameters()["weight"].size(0), eps_, momentum_, targets) {
+PQBatchNormImpl::PQBatchNormImpl(const torch::nn::Module& bn, PQBatchNormOptions o)
+    : PQBatchNormImpl(o.num_features(bn.named_parameters()["weight"].size(0))) {
   // Copy everything the float layer learned, running statistics included.
   torch::NoGradGuard no_grad;
   auto params = bn.named_parameters(false);
@@ -67,7 +68,7 @@ torch::Tensor PQBatchNormImpl::forward(const torch::Tensor& x_in) {
     num_batches_tracked += 1;
   }
   return torch::batch_norm(x, quantize(weight_q, weight), quantize(bias_q, bias), running_mean, running_var,
-                           is_training(), momentum, eps, /*cudnn_enabled=*/true);
+                           is_training(), options_.momentum(), options_.eps(), /*cudnn_enabled=*/true);
 }
 
 LayerCost PQBatchNormImpl::cost() {
@@ -91,15 +92,18 @@ torch::Tensor PQBatchNormImpl::ebops(bool) {
 
 // ---- PQActivation ----
 
-PQActivationImpl::PQActivationImpl(std::string function, QuantTargets targets, bool use_relu_multiplier)
-    : function_(std::move(function)) {
+PQActivationImpl::PQActivationImpl(const PQActivationOptions& o) : options_(o) {
   static const std::vector<std::string> known = {"relu", "tanh", "hard_tanh", "leaky_relu", "sigmoid", "gelu", "softmax"};
-  if (std::find(known.begin(), known.end(), function_) == known.end())
-    throw Error(fmt::format("PQActivation: unknown function '{}', expected one of {}", function_, fmt::join(known, ", ")));
+  const std::string& function = o.function();
+  if (std::find(known.begin(), known.end(), function) == known.end())
+    throw Error(fmt::format("PQActivation: unknown function '{}', expected one of {}", function, fmt::join(known, ", ")));
+  if (o.min_val() > o.max_val())
+    throw Error(fmt::format("PQActivation hard_tanh: min_val {} is above max_val {}", o.min_val(), o.max_val()));
+  auto targets = o.targets();
   targets.weight.reset(), targets.bias.reset();
   make_quantizers(targets, {}, {});
   // The multiplier is an exponent: the ReLU input is scaled by 2^round(m), -1 halves it.
-  if (use_relu_multiplier && function_ == "relu") multiplier = register_parameter("multiplier", torch::full({}, -1.0));
+  if (o.relu_multiplier() && function == "relu") multiplier = register_parameter("multiplier", torch::full({}, -1.0));
 }
 
 torch::Tensor PQActivationImpl::forward(const torch::Tensor& x_in) {
@@ -113,16 +117,16 @@ torch::Tensor PQActivationImpl::forward(const torch::Tensor& x_in) {
   torch::Tensor y;
   // An unsigned saturating input quantizer already maps negatives to 0 (and stops their
   // gradient): ReLU is then the identity and its pass is skipped.
-  bool unsigned_input = input_q && input_q->enabled && input_q->spec().k == 0 &&
-                        (input_q->spec().overflow == quant::OverflowMode::SAT ||
-                         input_q->spec().overflow == quant::OverflowMode::SAT_SYM);
-  if (function_ == "relu") y = unsigned_input ? x : torch::relu(x);
-  else if (function_ == "tanh") y = torch::tanh(x);
-  else if (function_ == "hard_tanh") y = torch::clamp(x, min_val, max_val);
-  else if (function_ == "leaky_relu") y = torch::leaky_relu(x, negative_slope);
-  else if (function_ == "sigmoid") y = torch::sigmoid(x);
-  else if (function_ == "gelu") y = torch::gelu(x);
-  else y = torch::softmax(x, softmax_dim);
+  const auto& o = options_;
+  const std::string& function = o.function();
+  bool unsigned_input = input_q && input_q->enabled && input_q->clips_negatives();
+  if (function == "relu") y = unsigned_input ? x : torch::relu(x);
+  else if (function == "tanh") y = torch::tanh(x);
+  else if (function == "hard_tanh") y = torch::clamp(x, o.min_val(), o.max_val());
+  else if (function == "leaky_relu") y = torch::leaky_relu(x, o.negative_slope());
+  else if (function == "sigmoid") y = torch::sigmoid(x);
+  else if (function == "gelu") y = torch::gelu(x);
+  else y = torch::softmax(x, o.dim());
   return quantize(output_q, y);
 }
 

@@ -2,7 +2,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "sparq/config/yaml.h"
+#include "sparq/yaml/reader.h"
 #include "sparq/error.h"
 #include "sparq/models/graph.h"
 
@@ -10,8 +10,8 @@ namespace sparq::models {
 
 namespace {
 
-GraphSpec parse(const config::YamlDoc& doc, const std::vector<int64_t>& input_shape) {
-  using config::MapReader;
+GraphSpec parse(const yaml::YamlDoc& doc, const std::vector<int64_t>& input_shape) {
+  using yaml::MapReader;
   MapReader top(doc.file, doc.root, "model", {"name", "input_shape", "layers", "output"});
   GraphSpec g;
   g.name = top.get_string("name", "model");
@@ -27,25 +27,25 @@ GraphSpec parse(const config::YamlDoc& doc, const std::vector<int64_t>& input_sh
     const YAML::Node& item = layers[i];
     std::string what = fmt::format("layers[{}]", i);
     if (!item.IsMap() || !item["op"])
-      throw ConfigError(fmt::format("{}: {}: expected a mapping with an 'op' key", config::where(doc.file, item), what));
-    std::string op_name = config::as_string(doc.file, item["op"], what + ".op");
+      throw ConfigError(fmt::format("{}: {}: expected a mapping with an 'op' key", yaml::where(doc.file, item), what));
+    std::string op_name = yaml::as_string(doc.file, item["op"], what + ".op");
     const OpInfo* op = find_op(op_name);
     if (!op)
       throw ConfigError(fmt::format("{}: {}.op: unknown op '{}', did you mean '{}'? (known ops: {})",
-                                    config::where(doc.file, item["op"]), what, op_name,
-                                    config::nearest(op_name, op_names()), fmt::join(op_names(), ", ")));
+                                    yaml::where(doc.file, item["op"]), what, op_name,
+                                    yaml::nearest(op_name, op_names()), fmt::join(op_names(), ", ")));
     std::vector<std::string> keys = {"name", "op", "inputs"};
     for (const auto& a : op->attrs) keys.push_back(a.name);
     MapReader layer(doc.file, item, what + " (" + op->name + ")", keys);
     NodeSpec n;
     n.name = layer.get_string("name", std::to_string(i));
     n.op = op->name;
-    n.where = config::where(doc.file, item);
+    n.where = yaml::where(doc.file, item);
     if (layer.has("inputs")) {
       YAML::Node inputs = layer.node("inputs");
       if (inputs.IsScalar()) n.inputs.push_back(inputs.Scalar());
       else if (inputs.IsSequence())
-        for (const auto& in : inputs) n.inputs.push_back(config::as_string(doc.file, in, what + ".inputs"));
+        for (const auto& in : inputs) n.inputs.push_back(yaml::as_string(doc.file, in, what + ".inputs"));
       else layer.fail("inputs", "expected a node name or a list of node names");
     }
     for (const auto& a : op->attrs) {
@@ -56,11 +56,11 @@ GraphSpec parse(const config::YamlDoc& doc, const std::vector<int64_t>& input_sh
       YAML::Node v = layer.node(a.name);
       std::string key = what + "." + a.name;
       switch (a.type) {
-        case AttrType::Int: n.attrs[a.name] = config::as_int(doc.file, v, key); break;
-        case AttrType::Double: n.attrs[a.name] = config::as_double(doc.file, v, key); break;
-        case AttrType::Bool: n.attrs[a.name] = config::as_bool(doc.file, v, key); break;
+        case AttrType::Int: n.attrs[a.name] = yaml::as_int(doc.file, v, key); break;
+        case AttrType::Double: n.attrs[a.name] = yaml::as_double(doc.file, v, key); break;
+        case AttrType::Bool: n.attrs[a.name] = yaml::as_bool(doc.file, v, key); break;
         case AttrType::IntOrList:
-          if (v.IsScalar()) { n.attrs[a.name] = config::as_int(doc.file, v, key); break; }
+          if (v.IsScalar()) { n.attrs[a.name] = yaml::as_int(doc.file, v, key); break; }
           [[fallthrough]];
         case AttrType::IntList:
           n.attrs[a.name] = layer.get_int_list(a.name, {});
@@ -75,12 +75,12 @@ GraphSpec parse(const config::YamlDoc& doc, const std::vector<int64_t>& input_sh
 }  // namespace
 
 GraphSpec load_model_yaml(const std::string& path, const std::vector<int64_t>& input_shape) {
-  return parse(config::YamlDoc::load_file(path), input_shape);
+  return parse(yaml::YamlDoc::load_file(path), input_shape);
 }
 
 GraphSpec parse_model_yaml(const std::string& text, const std::string& name,
                            const std::vector<int64_t>& input_shape) {
-  return parse(config::YamlDoc::load_string(text, name), input_shape);
+  return parse(yaml::YamlDoc::load_string(text, name), input_shape);
 }
 
 }  // namespace sparq::models

@@ -9,84 +9,52 @@
 
 namespace sparq {
 
-layers::QuantTargets QuantPlan::targets(const std::string& name, const std::string& op) const {
-  layers::QuantTargets t;
-  t.enable_quantization = enabled;
-  quant::QuantSpec in = data, out = data;
-  bool weights = op == "Linear" || op == "Conv1d" || op == "Conv2d";
-  bool batchnorm = op == "BatchNorm1d" || op == "BatchNorm2d";
-  if (op == "ReLU") {
-    // Unsigned with one more fractional bit, as PQuantML's replacement does.
-    in.k = out.k = 0;
-    in.f += 1, out.f += 1;
-  } else if (op == "Tanh" || op == "Hardtanh" || op == "LeakyReLU" || op == "GELU") {
-    in.k = out.k = 1;  // signed outputs (PQuantML clips tanh outputs to >= 0: a bug)
-  } else if (op == "Sigmoid" || op == "Softmax") {
-    in.k = 1, out.k = 0;  // signed logits in, probabilities out
-  }
-  bool qin = quantize_input, qout = quantize_output;
-  quant::QuantSpec w = weight, b = weight;
-  auto it = layers.find(name);
-  if (it != layers.end()) {
-    for (const auto& [target, o] : it->second.targets) {
-      quant::QuantSpec* spec = target == "input" ? &in : target == "output" ? &out : target == "weight" ? &w : &b;
-      if (o.k) spec->k = *o.k;
-      if (o.i) spec->i = *o.i;
-      if (o.f) spec->f = *o.f;
-      if (o.quantize && target == "input") qin = *o.quantize;
-      if (o.quantize && target == "output") qout = *o.quantize;
-    }
-  }
-  if (hgq) {
-    // Every target learns its widths, data lanes with the config's granularity too. Batch-norm
-    // scale and shift get gamma as well (PQuantML passes them none: a quirk).
-    for (auto* spec : {&in, &out, &w, &b}) spec->hgq = true, spec->hgq_gamma = hgq_gamma;
-    in.granularity = out.granularity = weight.granularity;
-  }
-  if (qin) t.input = in;
-  if (qout && !batchnorm) t.output = out;
-  if (weights || batchnorm) t.weight = w, t.bias = b;
-  return t;
+bool Selector::operator==(const Selector& o) const {
+  return names == o.names && name_regexes == o.name_regexes && op_types == o.op_types &&
+         exclude_names == o.exclude_names && exclude_name_regexes == o.exclude_name_regexes &&
+         exclude_op_types == o.exclude_op_types;
 }
 
-}  // namespace sparq
-
-namespace sparq {
-
-bool QuantPlan::operator==(const QuantPlan& o) const {
-  return enabled == o.enabled && weight == o.weight && data == o.data && quantize_input == o.quantize_input &&
-         quantize_output == o.quantize_output && use_real_tanh == o.use_real_tanh &&
-         use_relu_multiplier == o.use_relu_multiplier && hgq == o.hgq && hgq_gamma == o.hgq_gamma &&
-         hgq_beta == o.hgq_beta && hgq_heterogeneous == o.hgq_heterogeneous && hgq_beta_schedule == o.hgq_beta_schedule &&
-         layers == o.layers;
+std::vector<Event> Plan::events_of(Event::Kind kind) const {
+  std::vector<Event> out;
+  for (const auto& e : events)
+    if (e.kind == kind) out.push_back(e);
+  std::stable_sort(out.begin(), out.end(), [](const Event& a, const Event& b) { return a.at_epoch < b.at_epoch; });
+  return out;
 }
 
-BetaSchedule QuantPlan::beta_schedule() const {
-  if (!hgq_beta_schedule.empty()) return {hgq_beta_schedule};
-  return {{BetaPoint{0, hgq_beta, BetaPoint::Interp::Constant}}};
-}
-
-double BetaSchedule::at(int64_t epoch) const {
+double curve_at(const std::vector<Event>& points, double epoch) {
   if (points.empty()) return 0.0;
-  if (epoch <= points.front().epoch) return points.front().beta;
+  if (epoch <= points.front().at_epoch) return points.front().value;
   for (size_t j = 0; j + 1 < points.size(); ++j) {
     const auto &a = points[j], &b = points[j + 1];
-    if (epoch >= b.epoch) continue;
-    double t = static_cast<double>(epoch - a.epoch) / static_cast<double>(b.epoch - a.epoch);
+    if (epoch >= b.at_epoch) continue;
+    double t = (epoch - a.at_epoch) / (b.at_epoch - a.at_epoch);
     switch (a.interp) {
-      case BetaPoint::Interp::Constant: return a.beta;
-      case BetaPoint::Interp::Linear: return a.beta + (b.beta - a.beta) * t;
-      case BetaPoint::Interp::Log: return a.beta * std::pow(b.beta / a.beta, t);
+      case Event::Interp::Constant: return a.value;
+      case Event::Interp::Linear: return a.value + (b.value - a.value) * t;
+      case Event::Interp::Log: return a.value * std::pow(b.value / a.value, t);
     }
   }
-  return points.back().beta;
+  return points.back().value;
 }
 
-const char* to_string(BetaPoint::Interp i) {
+const char* to_string(Event::Interp i) {
   switch (i) {
-    case BetaPoint::Interp::Constant: return "constant";
-    case BetaPoint::Interp::Linear: return "linear";
-    case BetaPoint::Interp::Log: return "log";
+    case Event::Interp::Constant: return "constant";
+    case Event::Interp::Linear: return "linear";
+    case Event::Interp::Log: return "log";
+  }
+  return "?";
+}
+
+const char* to_string(Event::Kind k) {
+  switch (k) {
+    case Event::Kind::LearningRate: return "lr";
+    case Event::Kind::WeightDecay: return "weight_decay";
+    case Event::Kind::Trainable: return "trainable";
+    case Event::Kind::Quantization: return "quantization";
+    case Event::Kind::HgqBeta: return "hgq_beta";
   }
   return "?";
 }
@@ -128,10 +96,6 @@ bool PruningSpec::is_null(const std::string& key) const {
   return std::holds_alternative<std::monostate>(param(*this, key));
 }
 
-bool PruningPlan::enabled_for(const std::string& name) const {
-  return enable_pruning && std::find(disabled_layers.begin(), disabled_layers.end(), name) == disabled_layers.end();
-}
-
 const char* to_string(Rewind r) {
   switch (r) {
     case Rewind::Never: return "never";
@@ -169,8 +133,8 @@ bool SearchSpace::operator==(const SearchSpace& o) const {
 }
 
 bool Plan::operator==(const Plan& o) const {
-  return quantization == o.quantization && pruning == o.pruning && schedule == o.schedule &&
-         pruning_first == o.pruning_first && fitcompress == o.fitcompress && search == o.search;
+  return dialect == o.dialect && rules == o.rules && precedence == o.precedence && schedule == o.schedule &&
+         events == o.events && fitcompress == o.fitcompress && search == o.search;
 }
 
 }  // namespace sparq

@@ -67,9 +67,19 @@ class ActivationPruning : public PruningMethod {
 
 }  // namespace
 
+namespace {
 std::shared_ptr<PruningMethod> make_activation_pruning(const PruningSpec& spec, const std::vector<int64_t>& shape,
                                                        LayerKind kind) {
   return std::make_shared<ActivationPruning>(spec, shape, kind);
 }
+
+const bool registered = register_method({"activation_pruning", 6,
+                                         {number("threshold", 0.3, 0.0, 1.0), integer("t_delta", 50, 1),
+                      integer("t_start_collecting_batch", 50, 0)},
+                                         [](const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
+                                           return make_activation_pruning(spec, shape, kind);
+                                         }});
+
+}  // namespace
 
 }  // namespace sparq::prune

@@ -79,8 +79,19 @@ class AutoSparse : public PruningMethod {
 
 }  // namespace
 
+namespace {
 std::shared_ptr<PruningMethod> make_autosparse(const PruningSpec& spec, const std::vector<int64_t>& shape) {
   return std::make_shared<AutoSparse>(spec, shape);
 }
+
+const bool registered = register_method({"autosparse", 5,
+                                         {number("alpha", 0.5, 0.0), integer("alpha_reset_epoch", 90, 0), integer("autotune_epochs", 10, 0),
+                      flag("backward_sparsity", false), number("threshold_init", -5.0),
+                      choice("threshold_type", "channelwise", {"channelwise", "layerwise", "weightwise"})},
+                                         [](const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
+                                           return make_autosparse(spec, shape);
+                                         }});
+
+}  // namespace
 
 }  // namespace sparq::prune

@@ -66,8 +66,17 @@ class ContinuousSparsification : public PruningMethod {
 
 }  // namespace
 
+namespace {
 std::shared_ptr<PruningMethod> make_cs(const PruningSpec& spec, const std::vector<int64_t>& shape) {
   return std::make_shared<ContinuousSparsification>(spec, shape);
 }
+
+const bool registered = register_method({"cs", 1,
+                                         {integer("final_temp", 200, 1), number("threshold_init", 0.0)},
+                                         [](const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
+                                           return make_cs(spec, shape);
+                                         }});
+
+}  // namespace
 
 }  // namespace sparq::prune

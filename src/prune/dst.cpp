@@ -72,8 +72,18 @@ std::vector<int64_t> threshold_shape(const std::string& type, const std::vector<
   return {shape[0], fan_in};  // weightwise
 }
 
+namespace {
 std::shared_ptr<PruningMethod> make_dst(const PruningSpec& spec, const std::vector<int64_t>& shape) {
   return std::make_shared<DynamicSparseTraining>(spec, shape);
 }
+
+const bool registered = register_method({"dst", 2,
+                                         {number("alpha", 5e-6, 0.0), number("max_pruning_pct", 0.99, 0.0, 1.0), number("threshold_init", 0.0),
+                      choice("threshold_type", "channelwise", {"channelwise", "layerwise", "weightwise"})},
+                                         [](const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
+                                           return make_dst(spec, shape);
+                                         }});
+
+}  // namespace
 
 }  // namespace sparq::prune

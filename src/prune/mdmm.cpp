@@ -114,8 +114,23 @@ class MDMM : public PruningMethod {
 
 }  // namespace
 
+namespace {
 std::shared_ptr<PruningMethod> make_mdmm(const PruningSpec& spec, const std::vector<int64_t>& shape) {
   return std::make_shared<MDMM>(spec, shape);
 }
+
+const bool registered = register_method({"mdmm", 7,
+                                         {choice("constraint_type", "Equality", {"Equality", "LessThanOrEqual", "GreaterThanOrEqual"}),
+                      number("target_value", 0.0),
+                      choice("metric_type", "UnstructuredSparsity", {"UnstructuredSparsity", "StructuredSparsity"}),
+                      number("target_sparsity", 0.9, 0.0, 1.0), integer("rf", 1, 1), number("epsilon", 1e-3, 0.0),
+                      number("scale", 10.0, 0.0), number("damping", 1.0, 0.0), flag("use_grad", false),
+                      choice("l0_mode", "coarse", {"coarse", "smooth"}), choice("scale_mode", "mean", {"mean", "sum"}),
+                      number("constraint_lr", 1e-3, 0.0)},
+                                         [](const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
+                                           return make_mdmm(spec, shape);
+                                         }});
+
+}  // namespace
 
 }  // namespace sparq::prune

@@ -1,5 +1,6 @@
-// The method objects behind make_method(); one file each (cs.cpp, pdp.cpp, wanda.cpp,
-// activation_pruning.cpp). Tests reach them through make_method and the PruningMethod interface.
+// Shape helpers the method files share (one file per method: cs.cpp, pdp.cpp, wanda.cpp, ...;
+// each registers itself). Tests reach the methods through make_method and the PruningMethod
+// interface.
 #pragma once
 
 #include <memory>
@@ -9,16 +10,6 @@
 #include "sparq/prune/methods.h"
 
 namespace sparq::prune {
-
-std::shared_ptr<PruningMethod> make_cs(const PruningSpec& spec, const std::vector<int64_t>& shape);
-std::shared_ptr<PruningMethod> make_pdp(const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind);
-std::shared_ptr<PruningMethod> make_wanda(const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind);
-std::shared_ptr<PruningMethod> make_activation_pruning(const PruningSpec& spec, const std::vector<int64_t>& shape,
-                                                       LayerKind kind);
-
-std::shared_ptr<PruningMethod> make_dst(const PruningSpec& spec, const std::vector<int64_t>& shape);
-std::shared_ptr<PruningMethod> make_mdmm(const PruningSpec& spec, const std::vector<int64_t>& shape);
-std::shared_ptr<PruningMethod> make_autosparse(const PruningSpec& spec, const std::vector<int64_t>& shape);
 
 /// Shape of DST/AutoSparse thresholds against the weight viewed as [C_out, fan_in]:
 /// layerwise [1, 1], channelwise [C_out, 1], weightwise [C_out, fan_in].

@@ -86,8 +86,18 @@ class PDP : public PruningMethod {
 
 }  // namespace
 
+namespace {
 std::shared_ptr<PruningMethod> make_pdp(const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
   return std::make_shared<PDP>(spec, shape, kind);
 }
+
+const bool registered = register_method({"pdp", 3,
+                                         {number("epsilon", 0.015, 0.0), number("sparsity", 0.8, 0.0, 1.0), number("temperature", 1e-5, 1e-30),
+                      flag("structured_pruning", false)},
+                                         [](const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
+                                           return make_pdp(spec, shape, kind);
+                                         }});
+
+}  // namespace
 
 }  // namespace sparq::prune

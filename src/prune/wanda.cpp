@@ -119,8 +119,19 @@ class Wanda : public PruningMethod {
 
 }  // namespace
 
+namespace {
 std::shared_ptr<PruningMethod> make_wanda(const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
   return std::make_shared<Wanda>(spec, shape, kind);
 }
+
+const bool registered = register_method({"wanda", 4,
+                                         {optional_int("M", 1), optional_int("N", 0), number("sparsity", 0.9, 0.0, 1.0),
+                      integer("t_delta", 100, 1), integer("t_start_collecting_batch", 100, 0),
+                      flag("calculate_pruning_budget", true)},
+                                         [](const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
+                                           return make_wanda(spec, shape, kind);
+                                         }});
+
+}  // namespace
 
 }  // namespace sparq::prune

@@ -63,29 +63,23 @@ inline T quantize_one(T x, T k, T i, T f, RoundMode round, OverflowMode overflow
   // A tiny x scaled by a negative f can underflow to zero; its sign still decides TRN (-1, not 0).
   if (u == 0 && x != 0) u = std::copysign(std::numeric_limits<T>::denorm_min(), x);
   const T n = round_code(u, round);
-  const T span = i + f;                                        // magnitude bits
-  const T nmax = std::ldexp(T(1), static_cast<int>(span)) - 1;
-  const T nmin = -k * std::ldexp(T(1), static_cast<int>(span));
+  const auto [nmax, nmin, sat_lo, modulus] = bounds<T>(k, i, f, overflow);
   if (slope) *slope = 1;
   switch (overflow) {
     case OverflowMode::SAT:
     case OverflowMode::SAT_SYM: {
-      // Symmetric saturation drops the most negative code, except for 1-bit signed types where the
-      // hardware keeps it (ap_fixed<1,...> behaves like SAT).
-      const T lo = (overflow == OverflowMode::SAT_SYM && k > 0 && span > 0) ? -nmax : nmin;
-      if (slope && (u > nmax || u < lo)) *slope = 0;
-      return std::min(std::max(n, lo), nmax);
+      if (slope && (u > nmax || u < sat_lo)) *slope = 0;
+      return std::min(std::max(n, sat_lo), nmax);
     }
     case OverflowMode::WRAP: {
       if (training) return n;                                  // wrap-around only in eval
-      const T width = k + span, modulus = std::ldexp(T(1), static_cast<int>(width));
       T t = n - modulus * std::floor(n / modulus);
       if (k > 0 && t > nmax) t -= modulus;
       return t;
     }
     case OverflowMode::WRAP_SM: {
       if (n >= nmin && n <= nmax) return n;
-      const T width = k + span, modulus = std::ldexp(T(1), static_cast<int>(width));
+      const T width = k + i + f;
       T t = n - modulus * std::floor(n / modulus);
       if (t > nmax) t -= modulus;
       // The hardware decides the fold from bit W of floor(u) (before rounding) and bit W-1 of n.
@@ -121,14 +115,11 @@ torch::Tensor expand_like(const torch::Tensor& bits, const torch::Tensor& x, con
 /// nothing where they do not apply (f < 0 needs the underflow guard; WRAP_SM the bit rule).
 std::optional<kernels::TensorFormat<double>> format_constants(double k, double i, double f, OverflowMode overflow) {
   if (overflow == OverflowMode::WRAP_SM || f < 0) return std::nullopt;
-  const double span = i + f;
+  const auto b = bounds(k, i, f, overflow);
   kernels::TensorFormat<double> p;
   p.scale = std::ldexp(1.0, static_cast<int>(f));
   p.step = std::ldexp(1.0, -static_cast<int>(f));
-  p.nmax = std::ldexp(1.0, static_cast<int>(span)) - 1;
-  p.nmin = -k * std::ldexp(1.0, static_cast<int>(span));
-  p.lo = (overflow == OverflowMode::SAT_SYM && k > 0 && span > 0) ? -p.nmax : p.nmin;
-  p.modulus = std::ldexp(1.0, static_cast<int>(k + span));
+  p.nmax = b.nmax, p.nmin = b.nmin, p.lo = b.lo, p.modulus = b.modulus;
   p.inv_modulus = 1 / p.modulus;
   p.signed_type = k > 0;
   return p;
@@ -231,9 +222,9 @@ void hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const torch::
       const int fi = static_cast<int>(ff);
       scale[j] = std::ldexp(scalar_t(1), fi), step[j] = std::ldexp(scalar_t(1), -fi);
       const scalar_t top = std::ldexp(scalar_t(1), static_cast<int>(ii));
-      const bool symmetric = overflow == OverflowMode::SAT_SYM && kk > 0 && ii + ff > 0;
-      nmax[j] = std::ldexp(scalar_t(1), static_cast<int>(ii + ff)) - 1;
-      nlo[j] = symmetric ? -nmax[j] : -kk * (nmax[j] + 1);
+      const auto b = bounds(kk, ii, ff, overflow);
+      const bool symmetric = b.lo != b.nmin;
+      nmax[j] = b.nmax, nlo[j] = b.lo;
       hi[j] = top - step[j], lo[j] = symmetric ? -hi[j] : -kk * top;
       gfa[j] = ln2 * step[j], gfb[j] = symmetric ? -ln2 * step[j] : scalar_t(0);
       gia[j] = ln2 * top, gib[j] = symmetric ? -ln2 * top : -kk * ln2 * top;
@@ -409,9 +400,7 @@ std::string FixedFormat::type_name() const {
 }
 
 double FixedFormat::min_value() const {
-  if (k == 0) return 0.0;
-  if (overflow == OverflowMode::SAT_SYM && i + f > 0) return -max_value();
-  return -std::ldexp(1.0, i);
+  return bounds<double>(k, i, f, overflow).lo * step() + 0.0;  // + 0: an unsigned type's -0 is 0
 }
 
 template <typename T>

@@ -6,23 +6,9 @@
 
 #include "sparq/error.h"
 
+#include <map>
+
 namespace sparq::quant {
-
-Granularity parse_granularity(const std::string& name) {
-  if (name == "per_tensor") return Granularity::PerTensor;
-  if (name == "per_channel") return Granularity::PerChannel;
-  if (name == "per_weight") return Granularity::PerWeight;
-  throw Error(fmt::format("unknown granularity '{}', expected per_tensor, per_channel or per_weight", name));
-}
-
-const char* to_string(Granularity g) {
-  switch (g) {
-    case Granularity::PerTensor: return "per_tensor";
-    case Granularity::PerChannel: return "per_channel";
-    case Granularity::PerWeight: return "per_weight";
-  }
-  return "?";
-}
 
 namespace {
 
@@ -41,10 +27,11 @@ torch::Tensor ste_round(const torch::Tensor& t) { return t + (torch::round(t) - 
 
 }  // namespace
 
-QuantizerImpl::QuantizerImpl(QuantSpec spec, std::vector<int64_t> shape, bool is_data)
-    : spec_(spec), is_data_(is_data) {
+FixedPointQuantizerImpl::FixedPointQuantizerImpl(const QuantizerSpec& spec, std::vector<int64_t> shape, bool is_data)
+    : spec_(fixed_part(spec)), is_data_(is_data) {
+  if (auto h = std::get_if<HgqSpec>(&spec)) hgq_ = true, gamma_ = h->gamma;
   spec_.format().validate();
-  if (spec_.hgq) {
+  if (hgq_) {
     if (spec_.dynamic) throw Error("an HGQ quantizer learns its widths; dynamic_data_quantization does not apply");
     if (is_data_ && shape.empty() && spec_.granularity != Granularity::PerTensor)
       throw Error(fmt::format("an HGQ data quantizer with granularity {} needs the sample shape",
@@ -55,7 +42,7 @@ QuantizerImpl::QuantizerImpl(QuantSpec spec, std::vector<int64_t> shape, bool is
   }
   auto filled = [&](double v) { return torch::full(bits_shape(spec_.granularity, shape, is_data_), v, torch::kFloat32); };
   k = register_buffer("k", filled(spec_.k));
-  if (!spec_.hgq) {
+  if (!hgq_) {
     i = register_buffer("i", filled(spec_.i));
     f = register_buffer("f", filled(spec_.f));
     b = register_buffer("b", filled(spec_.k + spec_.i + spec_.f));
@@ -66,7 +53,7 @@ QuantizerImpl::QuantizerImpl(QuantSpec spec, std::vector<int64_t> shape, bool is
   i = spec_.overflow == OverflowMode::WRAP ? register_buffer("i", filled(spec_.i)) : register_parameter("i", filled(spec_.i));
 }
 
-void QuantizerImpl::split_bits(const torch::Tensor& magnitude) {
+void FixedPointQuantizerImpl::split_bits(const torch::Tensor& magnitude) {
   // The integer part covers the magnitude, the rest of the budget b goes to the fraction:
   // i = clamp(ceil(log2(a + 1e-6)), 0, b - k), f = max(b - i - k, 0).
   torch::NoGradGuard no_grad;
@@ -76,9 +63,9 @@ void QuantizerImpl::split_bits(const torch::Tensor& magnitude) {
   f.copy_(torch::clamp_min(b - i - k, 0));
 }
 
-torch::Tensor QuantizerImpl::forward(const torch::Tensor& x) {
+torch::Tensor FixedPointQuantizerImpl::forward(const torch::Tensor& x) {
   if (!enabled) return x;
-  if (spec_.hgq) return hgq_forward(x);
+  if (hgq_) return hgq_forward(x);
   if (is_training()) {
     if (is_data_ && spec_.dynamic) {
       split_bits(x.detach().abs().max());
@@ -98,7 +85,7 @@ torch::Tensor QuantizerImpl::forward(const torch::Tensor& x) {
   return fixed_quantize(x, k, i, f, spec_.round, spec_.overflow, is_training());
 }
 
-torch::Tensor QuantizerImpl::hgq_forward(const torch::Tensor& x) {
+torch::Tensor FixedPointQuantizerImpl::hgq_forward(const torch::Tensor& x) {
   const bool training = is_training(), wrap = spec_.overflow == OverflowMode::WRAP;
   // Widths fit an input of the shape they were built for: per axis equal, or 1 (per-channel
   // widths and the batch axis of data lanes broadcast).
@@ -133,39 +120,98 @@ torch::Tensor QuantizerImpl::hgq_forward(const torch::Tensor& x) {
   return y;
 }
 
-torch::Tensor QuantizerImpl::total_bits() const {
-  if (!spec_.hgq) return k + i + f;
+torch::Tensor FixedPointQuantizerImpl::total_bits() const {
+  if (!hgq_) return k + i + f;
   auto ir = spec_.overflow == OverflowMode::WRAP ? i : ste_round(i);
   return k + torch::relu(ir + ste_round(f));
 }
 
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> QuantizerImpl::integer_bits() const {
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> FixedPointQuantizerImpl::integer_bits() const {
   torch::NoGradGuard no_grad;
-  if (!spec_.hgq) return {k.clone(), i.clone(), f.clone()};
+  if (!hgq_) return {k.clone(), i.clone(), f.clone()};
   auto ff = torch::round(torch::clamp(f, kMinF, kMaxF));
   auto ii = torch::round(spec_.overflow == OverflowMode::WRAP ? i : torch::clamp(i, kMinI, kMaxI));
   return {k.clone(), ii, ff};
 }
 
-torch::Tensor QuantizerImpl::bits_loss() const {
-  if (!spec_.hgq || spec_.hgq_gamma == 0) return {};
+torch::Tensor FixedPointQuantizerImpl::bits_loss() const {
+  if (!hgq_ || gamma_ == 0) return {};
   auto sum = ste_round(f).sum();
   if (spec_.overflow != OverflowMode::WRAP) sum = sum + ste_round(i).sum();
-  return spec_.hgq_gamma * sum;
+  return gamma_ * sum;
 }
 
-void QuantizerImpl::freeze() {
-  if (!spec_.hgq) return;
+void FixedPointQuantizerImpl::freeze() {
+  if (!hgq_) return;
   torch::NoGradGuard no_grad;
   f.clamp_(kMinF, kMaxF).round_();
   if (spec_.overflow != OverflowMode::WRAP) i.clamp_(kMinI, kMaxI);
   i.round_();
 }
 
-FixedFormat QuantizerImpl::format() const {
+FixedFormat FixedPointQuantizerImpl::format() const {
   auto [kk, ii, ff] = integer_bits();
   return {static_cast<int>(kk.flatten()[0].item<float>()), static_cast<int>(ii.flatten()[0].item<float>()),
           static_cast<int>(ff.flatten()[0].item<float>()), spec_.round, spec_.overflow};
+}
+
+bool FixedPointQuantizerImpl::clips_negatives() const {
+  return spec_.k == 0 && (spec_.overflow == OverflowMode::SAT || spec_.overflow == OverflowMode::SAT_SYM);
+}
+
+namespace {
+std::vector<int> to_ints(const torch::Tensor& t) {
+  auto c = t.to(torch::kCPU, torch::kInt32).contiguous().flatten();
+  return std::vector<int>(c.data_ptr<int>(), c.data_ptr<int>() + c.numel());
+}
+}  // namespace
+
+QuantFormat FixedPointQuantizerImpl::describe() const {
+  auto [kk, ii, ff] = integer_bits();
+  QuantFormat q;
+  q.kind = kind();
+  q.enabled = enabled;
+  q.granularity = spec_.granularity;
+  q.round = spec_.round;
+  q.overflow = spec_.overflow;
+  q.shape = kk.sizes().vec();
+  q.k = to_ints(kk), q.i = to_ints(ii), q.f = to_ints(ff);
+  return q;
+}
+
+std::shared_ptr<FixedPointQuantizerImpl> as_fixed_point(const Quantizer& q) {
+  return q ? std::dynamic_pointer_cast<FixedPointQuantizerImpl>(q.ptr()) : nullptr;
+}
+
+// ---- the registry of kinds ----
+
+namespace {
+std::map<std::string, QuantizerFactory>& kinds() {
+  static std::map<std::string, QuantizerFactory> table;
+  return table;
+}
+
+Quantizer fixed_point(const QuantizerSpec& spec, const std::vector<int64_t>& shape, bool is_data) {
+  return Quantizer(std::static_pointer_cast<QuantizerImpl>(std::make_shared<FixedPointQuantizerImpl>(spec, shape, is_data)));
+}
+const bool registered = register_quantizer_kind("fixed", fixed_point) && register_quantizer_kind("hgq", fixed_point);
+}  // namespace
+
+bool register_quantizer_kind(const std::string& kind, QuantizerFactory factory) {
+  kinds()[kind] = std::move(factory);
+  return true;
+}
+
+Quantizer make_quantizer(const QuantizerSpec& spec, const std::vector<int64_t>& shape, bool is_data) {
+  auto it = kinds().find(kind_of(spec));
+  if (it == kinds().end()) throw Error(fmt::format("quantizer kind '{}' is not registered", kind_of(spec)));
+  return it->second(spec, shape, is_data);
+}
+
+std::vector<std::string> quantizer_kinds() {
+  std::vector<std::string> names;
+  for (const auto& [name, factory] : kinds()) names.push_back(name);
+  return names;
 }
 
 }  // namespace sparq::quant

@@ -5,38 +5,51 @@
 #include <torch/torch.h>
 
 #include <chrono>
-#include <filesystem>
-#include <fstream>
+#include <regex>
 #include <set>
-#include <nlohmann/json.hpp>
 
 #include "sparq/compress/compress.h"
 #include "sparq/error.h"
-#include "sparq/prune/budget.h"
-#include "train/progress.h"
+#include "train/builtin.h"
 
 namespace sparq::train {
 
-namespace fs = std::filesystem;
-
 void seed_everything(uint64_t seed) { torch::manual_seed(seed); }
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::Tensor> parameters,
+namespace {
+
+template <typename Options>
+std::vector<torch::optim::OptimizerParamGroup> param_groups(std::vector<std::vector<torch::Tensor>> groups,
+                                                            const Options& options) {
+  std::vector<torch::optim::OptimizerParamGroup> out;
+  for (auto& params : groups) out.emplace_back(std::move(params), std::make_unique<Options>(options));
+  return out;
+}
+
+}  // namespace
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<std::vector<torch::Tensor>> groups,
                                                         const TrainOptions& o) {
   namespace optim = torch::optim;
-  if (o.optimizer == "adam")
-    return std::make_unique<optim::Adam>(
-        parameters, optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
-  if (o.optimizer == "adamw")
-    return std::make_unique<optim::AdamW>(
-        parameters, optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
+  if (o.optimizer == "adam") {
+    auto options = optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay);
+    return std::make_unique<optim::Adam>(param_groups(std::move(groups), options), options);
+  }
+  if (o.optimizer == "adamw") {
+    auto options = optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay);
+    return std::make_unique<optim::AdamW>(param_groups(std::move(groups), options), options);
+  }
   if (o.optimizer == "sgd") {
-    if (o.nesterov && o.momentum <= 0)
-      throw Error("optimizer sgd: nesterov needs a momentum > 0");
-    return std::make_unique<optim::SGD>(
-        parameters, optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay));
+    if (o.nesterov && o.momentum <= 0) throw Error("optimizer sgd: nesterov needs a momentum > 0");
+    auto options = optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay);
+    return std::make_unique<optim::SGD>(param_groups(std::move(groups), options), options);
   }
   throw Error(fmt::format("unknown optimizer '{}', expected adam, adamw or sgd", o.optimizer));
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::Tensor> parameters,
+                                                        const TrainOptions& options) {
+  return make_optimizer(std::vector<std::vector<torch::Tensor>>{std::move(parameters)}, options);
 }
 
 EpochSlot slot_of(const Schedule& s, int64_t g) {
@@ -53,15 +66,6 @@ EpochSlot slot_of(const Schedule& s, int64_t g) {
   }
   slot.stage = prune::Stage::FineTuning, slot.epoch = g - s.rounds * s.epochs, slot.stage_epochs = s.fine_tuning_epochs;
   return slot;
-}
-
-namespace {
-
-/// The stage every method is in once the hooks of boundary b ran (b = global epochs done).
-prune::Stage stage_after_boundary(const Schedule& s, int64_t b) {
-  if (b < s.pretraining_epochs) return prune::Stage::Pretraining;
-  if (b < s.pretraining_epochs + s.rounds * s.epochs) return prune::Stage::Training;
-  return prune::Stage::FineTuning;
 }
 
 std::string slot_text(const Schedule& s, const EpochSlot& slot) {
@@ -85,47 +89,267 @@ torch::Device resolve_device(const std::string& name) {
   return device;
 }
 
+double EpochMetrics::value(const std::string& name) const {
+  auto it = values.find(name);
+  return it == values.end() ? 0.0 : it->second;
+}
+
+namespace {
 double lr_of(const torch::optim::Optimizer& opt) {
   return opt.param_groups().empty() ? 0.0 : opt.param_groups()[0].options().get_lr();
 }
-
-nlohmann::json to_json(const EpochMetrics& m, bool classification) {
-  nlohmann::json j = {{"epoch", m.epoch},           {"stage", prune::to_string(m.slot.stage)},
-                      {"round", m.slot.round + 1},  {"stage_epoch", m.slot.epoch + 1},
-                      {"train_loss", m.train_loss}, {"extra_loss", m.extra_loss},
-                      {"hgq_loss", m.hgq_loss},     {"beta", m.beta},
-                      {"eval_loss", m.eval.loss},   {"seconds", m.seconds},
-                      {"samples_per_second", m.samples_per_second}, {"lr", m.lr}};
-  j["train_accuracy"] = classification ? nlohmann::json(m.train_accuracy) : nlohmann::json(nullptr);
-  j["eval_accuracy"] = classification ? nlohmann::json(m.eval.accuracy) : nlohmann::json(nullptr);
-  if (!m.layer_costs.empty()) {
-    auto cost_json = [](const layers::LayerCost& c) {
-      double sparsity = c.weights ? 1.0 - static_cast<double>(c.nonzero) / c.weights : 0.0;
-      return nlohmann::json{{"ebops", c.ebops},     {"weight_bits", c.weight_bits}, {"nonzero_weights", c.nonzero},
-                            {"weights", c.weights}, {"sparsity", sparsity}};
-    };
-    j.update(cost_json(m.cost));
-    nlohmann::json per_layer;
-    for (const auto& [name, c] : m.layer_costs) per_layer[name] = cost_json(c);
-    j["layers"] = per_layer;
-  }
-  return j;
-}
-
-/// Keeps the metrics lines of the first `epochs` epochs (a resumed run rewrites the rest).
-void truncate_metrics(const fs::path& path, int64_t epochs) {
-  std::ifstream in(path);
-  std::vector<std::string> keep;
-  for (std::string line; std::getline(in, line);) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.value("epoch", int64_t{0}) <= epochs) keep.push_back(line);
-  }
-  in.close();
-  std::ofstream out(path, std::ios::trunc);
-  for (const auto& line : keep) out << line << '\n';
-}
-
 }  // namespace
+
+Trainer::Trainer(models::Graph model, TrainOptions options, std::optional<Schedule> schedule, std::vector<Event> events)
+    : model_(std::move(model)), options_(std::move(options)),
+      schedule_(schedule.value_or(Schedule::single_stage(options_.epochs))), events_(std::move(events)),
+      device_(resolve_device(options_.device)) {
+  if (options_.batch_size <= 0) throw Error(fmt::format("batch size {} must be positive", options_.batch_size));
+  if (options_.epochs < 0) throw Error(fmt::format("epochs {} must be >= 0", options_.epochs));
+  const Schedule& sc = schedule_;
+  if (sc.pretraining_epochs < 0 || sc.epochs < 0 || sc.fine_tuning_epochs < 0 || sc.rounds < 1)
+    throw Error(fmt::format("schedule: epochs must be >= 0 and rounds >= 1 (got pretraining {}, epochs {}, rounds {}, "
+                            "fine-tuning {})",
+                            sc.pretraining_epochs, sc.epochs, sc.rounds, sc.fine_tuning_epochs));
+  if (sc.save_weights_epoch >= sc.epochs && sc.epochs > 0)
+    throw Error(fmt::format("schedule: save_weights_epoch {} is not an epoch of the first round (0..{})",
+                            sc.save_weights_epoch, sc.epochs - 1));
+  if (options_.loss != "cross_entropy" && options_.loss != "mse")
+    throw Error(fmt::format("unknown loss '{}', expected cross_entropy or mse", options_.loss));
+  std::vector<WeightLayer> weight_layers;
+  std::vector<std::shared_ptr<layers::PQLayer>> hgq_layers;
+  std::vector<std::vector<torch::Tensor>> groups;
+  for (const auto& node : model_->nodes()) {
+    auto pq = pq_layer(model_, node.name);
+    if (auto layer = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq)) weight_layers.push_back({node.name, layer});
+    if (pq && pq->has_hgq()) hgq_layers.push_back(pq);
+    if (node.module.is_empty()) continue;
+    auto params = node.module.ptr()->parameters();
+    if (params.empty()) continue;
+    group_names_.push_back(node.name);
+    groups.push_back(params);
+  }
+  if (!weight_layers.empty()) {
+    builtin_.push_back(std::make_shared<StageHooks>(weight_layers));
+    bool prunes = false;
+    for (const auto& wl : weight_layers) prunes |= wl.layer->pruning() != nullptr;
+    if (prunes) terms_.push_back(std::make_shared<PruningLoss>(weight_layers));
+  }
+  builtin_.push_back(std::make_shared<EventFirer>(events_));
+  if (!hgq_layers.empty()) {
+    std::vector<Event> beta;
+    for (const auto& e : events_)
+      if (e.kind == Event::Kind::HgqBeta) beta.push_back(e);
+    std::stable_sort(beta.begin(), beta.end(), [](const Event& a, const Event& b) { return a.at_epoch < b.at_epoch; });
+    terms_.push_back(std::make_shared<HgqLoss>(hgq_layers, beta));
+  }
+  model_->to(device_);
+  optimizer_ = make_optimizer(std::move(groups), options_);
+  ctx_.total_epochs = schedule_.total_epochs();
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::add_callback(std::shared_ptr<Callback> callback) { callbacks_.push_back(std::move(callback)); }
+void Trainer::add_loss_term(std::shared_ptr<LossTerm> term) { terms_.push_back(std::move(term)); }
+
+std::vector<Callback*> Trainer::all_callbacks() const {
+  std::vector<Callback*> all;
+  for (const auto& c : builtin_) all.push_back(c.get());
+  for (const auto& t : terms_) all.push_back(t.get());
+  for (const auto& c : callbacks_) all.push_back(c.get());
+  return all;
+}
+
+bool Trainer::prunes() const {
+  for (const auto& node : model_->nodes())
+    if (auto layer = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(model_, node.name)))
+      if (layer->pruning()) return true;
+  return false;
+}
+
+std::vector<size_t> Trainer::matching_groups(const std::string& regex) const {
+  std::vector<size_t> out;
+  std::regex re(regex.empty() ? ".*" : regex);
+  for (size_t g = 0; g < group_names_.size(); ++g)
+    if (std::regex_match(group_names_[g], re)) out.push_back(g);
+  return out;
+}
+
+void Trainer::set_lr(const std::string& regex, double lr) {
+  for (auto g : matching_groups(regex)) optimizer_->param_groups()[g].options().set_lr(lr);
+}
+
+void Trainer::set_weight_decay(const std::string& regex, double weight_decay) {
+  for (auto g : matching_groups(regex)) {
+    auto& o = optimizer_->param_groups()[g].options();
+    if (auto* adam = dynamic_cast<torch::optim::AdamOptions*>(&o)) adam->weight_decay(weight_decay);
+    else if (auto* adamw = dynamic_cast<torch::optim::AdamWOptions*>(&o)) adamw->weight_decay(weight_decay);
+    else if (auto* sgd = dynamic_cast<torch::optim::SGDOptions*>(&o)) sgd->weight_decay(weight_decay);
+  }
+}
+
+void Trainer::set_trainable(const std::string& regex, bool trainable) {
+  for (auto g : matching_groups(regex))
+    for (auto& p : optimizer_->param_groups()[g].params()) p.requires_grad_(trainable);
+}
+
+void Trainer::set_quantization(bool enabled) {
+  for (const auto& node : model_->nodes())
+    if (auto pq = pq_layer(model_, node.name)) pq->set_quantization(enabled);
+}
+
+torch::Tensor Trainer::loss_of(const torch::Tensor& output, const torch::Tensor& target) const {
+  if (options_.loss == "cross_entropy") {
+    if (target.scalar_type() != torch::kInt64)
+      throw Error("loss cross_entropy needs class labels; use loss: mse for regression targets");
+    return torch::nn::functional::cross_entropy(output, target);
+  }
+  if (target.scalar_type() == torch::kInt64)  // classification trained with MSE: one-hot targets
+    return torch::mse_loss(output, torch::one_hot(target, output.size(1)).to(output.scalar_type()));
+  return torch::mse_loss(output, target.view(output.sizes()));
+}
+
+EvalResult Trainer::evaluate(const data::Dataset& ds_in) {
+  torch::NoGradGuard no_grad;
+  const data::Dataset ds = ds_in.x.device() == device_ ? ds_in : ds_in.to(device_);
+  model_->eval();
+  int64_t bs = options_.eval_batch_size > 0 ? options_.eval_batch_size : options_.batch_size;
+  data::Batches batches(ds, bs, /*shuffle=*/false);
+  auto loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
+  auto correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+  for (int64_t b = 0; b < batches.count(); ++b) {
+    auto [x, y] = batches.get(b);
+    auto out = model_->forward(x);
+    loss_sum += loss_of(out, y).to(torch::kFloat64) * x.size(0);
+    if (ds.task == data::Task::Classification) correct += (out.argmax(1) == y).sum();
+  }
+  EvalResult r;
+  r.samples = ds.size();
+  r.loss = loss_sum.item<double>() / std::max<int64_t>(r.samples, 1);
+  r.accuracy = static_cast<double>(correct.item<int64_t>()) / std::max<int64_t>(r.samples, 1);
+  return r;
+}
+
+void Trainer::begin_training(int64_t steps_per_epoch, int64_t start_epoch, bool resumed) {
+  ctx_.steps_per_epoch = steps_per_epoch;
+  ctx_.start_epoch = ctx_.epoch_index = start_epoch;
+  ctx_.global_step = start_epoch * steps_per_epoch;
+  ctx_.epoch = static_cast<double>(start_epoch);
+  ctx_.resumed = resumed;
+  ctx_.total_epochs = schedule_.total_epochs();
+  for (auto* c : all_callbacks()) c->on_train_begin(*this, ctx_);
+}
+
+void Trainer::begin_epoch(int64_t epoch_index) {
+  ctx_.epoch_index = epoch_index;
+  ctx_.step_in_epoch = 0;
+  ctx_.epoch = static_cast<double>(epoch_index);
+  ctx_.global_step = epoch_index * ctx_.steps_per_epoch;
+  ctx_.slot = slot_of(schedule_, std::min(epoch_index, std::max<int64_t>(schedule_.total_epochs() - 1, 0)));
+  model_->train();
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(device_);
+  loss_sum_ = torch::zeros({}, f64);
+  correct_ = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+  term_sums_.assign(terms_.size(), torch::Tensor());
+  for (auto& s : term_sums_) s = torch::zeros({}, f64);
+  epoch_samples_ = epoch_steps_ = 0;
+  for (auto* c : all_callbacks()) c->on_epoch_begin(*this, ctx_);
+}
+
+StepResult Trainer::step(const torch::Tensor& x, const torch::Tensor& y) {
+  if (ctx_.steps_per_epoch > 0)
+    ctx_.epoch = ctx_.epoch_index + static_cast<double>(ctx_.step_in_epoch) / static_cast<double>(ctx_.steps_per_epoch);
+  auto callbacks = all_callbacks();
+  for (auto* c : callbacks) c->on_step_begin(*this, ctx_);
+  model_->zero_grad(/*set_to_none=*/true);  // as PyTorch 2: parameters outside the graph stay untouched
+  auto out = model_->forward(x);
+  auto loss = loss_of(out, y);
+  auto objective = loss;
+  std::vector<torch::Tensor> terms(terms_.size());
+  for (size_t t = 0; t < terms_.size(); ++t) {
+    terms[t] = terms_[t]->compute(*this, ctx_);
+    if (terms[t].defined()) objective = objective + terms[t];
+  }
+  objective.backward();
+  for (auto* c : callbacks) c->on_after_backward(*this, ctx_);
+  optimizer_->step();
+  loss_sum_ += loss.detach().to(torch::kFloat64) * x.size(0);
+  for (size_t t = 0; t < terms.size(); ++t)
+    if (terms[t].defined()) term_sums_[t] += terms[t].detach().to(torch::kFloat64);
+  auto output = out.detach();
+  if (y.scalar_type() == torch::kInt64) correct_ += (output.argmax(1) == y).sum();
+  epoch_samples_ += x.size(0);
+  ++epoch_steps_;
+  for (auto* c : callbacks) c->on_step_end(*this, ctx_);
+  ++ctx_.global_step;
+  ++ctx_.step_in_epoch;
+  return {loss.detach(), output};
+}
+
+EpochMetrics Trainer::end_epoch(const data::Dataset& eval, double seconds) {
+  EpochMetrics m;
+  m.epoch = ctx_.epoch_index + 1;
+  m.slot = ctx_.slot;
+  const double samples = static_cast<double>(std::max<int64_t>(epoch_samples_, 1));
+  m.train_loss = loss_sum_.item<double>() / samples;
+  for (size_t t = 0; t < terms_.size(); ++t)
+    m.values[terms_[t]->name()] = term_sums_[t].item<double>() / std::max<int64_t>(epoch_steps_, 1);
+  m.seconds = seconds;
+  m.train_accuracy = static_cast<double>(correct_.item<int64_t>()) / samples;
+  m.samples_per_second = static_cast<double>(epoch_samples_) / std::max(m.seconds, 1e-9);
+  m.lr = lr_of(*optimizer_);
+  if (eval.size() > 0) m.eval = evaluate(eval);
+  auto callbacks = all_callbacks();
+  for (auto* c : callbacks) c->on_epoch_end(*this, ctx_, m);
+  auto cost = graph_cost(model_);
+  m.layer_costs = cost.layers;
+  m.cost = cost.total;
+  m.sparsity = cost.total.weights ? 1.0 - static_cast<double>(cost.total.nonzero) / cost.total.weights : 0.0;
+  double terms = 0;
+  for (const auto& term : terms_) terms += m.value(term->name());
+  if (!std::isfinite(m.train_loss) || !std::isfinite(terms))
+    throw Error(fmt::format("epoch {}: training loss is {} (diverged); lower the learning rate", m.epoch,
+                            m.train_loss + terms));
+  for (auto* c : callbacks) c->on_epoch_report(*this, ctx_, m);
+  return m;
+}
+
+void Trainer::end_training() {
+  for (auto* c : all_callbacks()) c->on_train_end(*this, ctx_);
+}
+
+std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data::Dataset& eval_in, const FitOptions& fit) {
+  // The whole dataset lives on the training device: one copy here, none per batch.
+  const data::Dataset train = train_in.x.device() == device_ ? train_in : train_in.to(device_);
+  const data::Dataset eval = eval_in.size() == 0 || eval_in.x.device() == device_ ? eval_in : eval_in.to(device_);
+  const int64_t total = schedule_.total_epochs();
+  int64_t start = 0;
+  if (!fit.resume_from.empty()) {
+    start = load_checkpoint(fit.resume_from);
+    if (start > total)
+      throw Error(fmt::format("--resume: the checkpoint has {} epochs done but the job asks for {}", start, total));
+  }
+  const int64_t end = fit.stop_after > 0 ? std::min(total, fit.stop_after) : total;
+  const int64_t steps = (train.size() + options_.batch_size - 1) / options_.batch_size;
+  begin_training(steps, start, !fit.resume_from.empty());
+  std::vector<EpochMetrics> history;
+  for (int64_t epoch = start; epoch < end; ++epoch) {
+    begin_epoch(epoch);
+    data::Batches batches(train, options_.batch_size, /*shuffle=*/true, options_.seed, epoch);
+    auto t0 = std::chrono::steady_clock::now();
+    for (int64_t b = 0; b < batches.count(); ++b) {
+      auto [x, y] = batches.get(b);
+      step(x, y);
+    }
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    history.push_back(end_epoch(eval, seconds));
+  }
+  ctx_.epoch_index = std::max(start, end);
+  ctx_.epoch = static_cast<double>(ctx_.epoch_index);
+  end_training();
+  return history;
+}
 
 void Trainer::load_weights(torch::serialize::InputArchive& weights, const std::string& path) {
   torch::NoGradGuard no_grad;
@@ -147,265 +371,6 @@ void Trainer::load_weights(torch::serialize::InputArchive& weights, const std::s
     throw Error(fmt::format("{}: checkpoint does not fit this model: the model has no '{}'", path, *unused.begin()));
 }
 
-Trainer::Trainer(models::Graph model, TrainOptions options, std::string run_dir, std::optional<Schedule> schedule)
-    : model_(std::move(model)), options_(std::move(options)), run_dir_(std::move(run_dir)),
-      schedule_(schedule.value_or(Schedule::single_stage(options_.epochs))) {
-  if (options_.batch_size <= 0) throw Error(fmt::format("batch size {} must be positive", options_.batch_size));
-  if (options_.epochs < 0) throw Error(fmt::format("epochs {} must be >= 0", options_.epochs));
-  const Schedule& sc = schedule_;
-  if (sc.pretraining_epochs < 0 || sc.epochs < 0 || sc.fine_tuning_epochs < 0 || sc.rounds < 1)
-    throw Error(fmt::format("schedule: epochs must be >= 0 and rounds >= 1 (got pretraining {}, epochs {}, rounds {}, "
-                            "fine-tuning {})",
-                            sc.pretraining_epochs, sc.epochs, sc.rounds, sc.fine_tuning_epochs));
-  if (sc.save_weights_epoch >= sc.epochs && sc.epochs > 0)
-    throw Error(fmt::format("schedule: save_weights_epoch {} is not an epoch of the first round (0..{})",
-                            sc.save_weights_epoch, sc.epochs - 1));
-  for (const auto& node : model_->nodes()) {
-    auto pq = pq_layer(model_, node.name);
-    if (auto layer = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq)) weight_layers_.push_back({node.name, layer});
-    if (pq && pq->has_hgq()) hgq_layers_.push_back(pq);
-  }
-  if (options_.loss != "cross_entropy" && options_.loss != "mse")
-    throw Error(fmt::format("unknown loss '{}', expected cross_entropy or mse", options_.loss));
-  model_->to(resolve_device(options_.device));
-  optimizer_ = make_optimizer(model_->parameters(), options_);
-}
-
-Trainer::~Trainer() = default;
-
-torch::Tensor Trainer::loss_of(const torch::Tensor& output, const torch::Tensor& target) const {
-  if (options_.loss == "cross_entropy") {
-    if (target.scalar_type() != torch::kInt64)
-      throw Error("loss cross_entropy needs class labels; use loss: mse for regression targets");
-    return torch::nn::functional::cross_entropy(output, target);
-  }
-  if (target.scalar_type() == torch::kInt64)  // classification trained with MSE: one-hot targets
-    return torch::mse_loss(output, torch::one_hot(target, output.size(1)).to(output.scalar_type()));
-  return torch::mse_loss(output, target.view(output.sizes()));
-}
-
-void Trainer::rewind() {
-  torch::NoGradGuard no_grad;
-  for (auto& [name, layer] : weight_layers_) {
-    auto it = snapshot_.find(name);
-    if (it != snapshot_.end()) layer->weight.copy_(it->second);  // weights only, as PQuantML
-  }
-}
-
-void Trainer::post_round_rule(int64_t round) {
-  bool last = round == schedule_.rounds - 1;
-  auto post_round = [&] {
-    for (auto& wl : weight_layers_)
-      if (wl.layer->pruning()) wl.layer->pruning()->post_round();
-  };
-  switch (schedule_.rewind) {
-    case Rewind::EveryRound: rewind(); break;
-    case Rewind::PostTrainingStage: last ? rewind() : post_round(); break;
-    case Rewind::Never: if (!last) post_round(); break;
-  }
-}
-
-void Trainer::run_boundary(int64_t b) {
-  const Schedule& s = schedule_;
-  const int64_t training_end = s.pretraining_epochs + s.rounds * s.epochs;
-  if (b == s.pretraining_epochs) {
-    for (auto& wl : weight_layers_)
-      if (wl.layer->pruning()) wl.layer->pruning()->post_pretrain();
-    apply_global_budget();
-  }
-  for (int64_t r = 0; r < s.rounds; ++r)
-    if (b == s.pretraining_epochs + (r + 1) * s.epochs) post_round_rule(r);
-  if (b == training_end) {
-    for (auto& wl : weight_layers_)
-      if (wl.layer->pruning()) wl.layer->pruning()->pre_finetune();
-  }
-  if (b == s.total_epochs()) {
-    prune_weights();
-    for (auto& layer : hgq_layers_)  // the learned widths become the final integer formats
-      for (auto& [target, q] : layer->quantizers()) q->freeze();
-  }
-  if (s.save_weights_epoch >= 0 && s.save_weights_epoch < s.epochs && b == s.pretraining_epochs + s.save_weights_epoch) {
-    torch::NoGradGuard no_grad;
-    for (auto& wl : weight_layers_) snapshot_[wl.name] = wl.layer->weight.detach().clone();
-  }
-}
-
-void Trainer::apply_global_budget() {
-  // PDP and Wanda: one magnitude ranking over every weight layer, pruning-disabled ones included.
-  std::optional<double> target;
-  for (auto& wl : weight_layers_)
-    if (wl.layer->pruning() && (target = wl.layer->pruning()->budget_target())) break;
-  if (!target) return;
-  std::vector<torch::Tensor> weights;
-  for (auto& wl : weight_layers_) weights.push_back(wl.layer->weight);
-  auto budgets = prune::layer_budgets(weights, *target);
-  for (size_t l = 0; l < weight_layers_.size(); ++l)
-    if (auto method = weight_layers_[l].layer->pruning()) method->set_budget(budgets[l]);
-}
-
-void Trainer::prune_weights() {
-  // The end of the schedule: pruned weights become exact zeros in the parameters themselves.
-  torch::NoGradGuard no_grad;
-  for (auto& wl : weight_layers_) {
-    auto method = wl.layer->pruning();
-    if (method && wl.layer->enable_pruning) wl.layer->weight.mul_(method->hard_mask(wl.layer->weight));
-  }
-}
-
-torch::Tensor Trainer::pruning_loss() {
-  torch::Tensor total;
-  for (auto& wl : weight_layers_) {
-    auto method = wl.layer->pruning();
-    if (!method || !wl.layer->enable_pruning || method->stage() != prune::Stage::Training) continue;
-    auto term = method->loss();
-    if (term.defined()) total = total.defined() ? total + term : term;
-  }
-  return total;
-}
-
-torch::Tensor Trainer::hgq_loss(double beta) {
-  torch::Tensor total;
-  for (auto& layer : hgq_layers_) {
-    auto term = layer->hgq_loss(beta);
-    if (term.defined()) total = total.defined() ? total + term : term;
-  }
-  return total;
-}
-
-EvalResult Trainer::evaluate(const data::Dataset& ds_in) {
-  torch::NoGradGuard no_grad;
-  auto device = resolve_device(options_.device);
-  const data::Dataset ds = ds_in.x.device() == device ? ds_in : ds_in.to(device);
-  model_->eval();
-  int64_t bs = options_.eval_batch_size > 0 ? options_.eval_batch_size : options_.batch_size;
-  data::Batches batches(ds, bs, /*shuffle=*/false);
-  auto loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
-  auto correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device));
-  for (int64_t b = 0; b < batches.count(); ++b) {
-    auto [x, y] = batches.get(b);
-    auto out = model_->forward(x);
-    loss_sum += loss_of(out, y).to(torch::kFloat64) * x.size(0);
-    if (ds.task == data::Task::Classification) correct += (out.argmax(1) == y).sum();
-  }
-  EvalResult r;
-  r.samples = ds.size();
-  r.loss = loss_sum.item<double>() / std::max<int64_t>(r.samples, 1);
-  r.accuracy = static_cast<double>(correct.item<int64_t>()) / std::max<int64_t>(r.samples, 1);
-  return r;
-}
-
-std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data::Dataset& eval_in,
-                                       bool resume, int64_t stop_after) {
-  auto device = resolve_device(options_.device);
-  // The whole dataset lives on the training device: one copy here, none per batch.
-  const data::Dataset train = train_in.x.device() == device ? train_in : train_in.to(device);
-  const data::Dataset eval = eval_in.size() == 0 || eval_in.x.device() == device ? eval_in : eval_in.to(device);
-  const bool classification = train.task == data::Task::Classification;
-  const int64_t total = schedule_.total_epochs();
-
-  fs::path dir(run_dir_), checkpoint = dir / "checkpoint.pt", metrics_path = dir / "metrics.jsonl";
-  int64_t start = 0;
-  if (!run_dir_.empty()) fs::create_directories(dir);
-  if (resume) {
-    if (run_dir_.empty() || !fs::exists(checkpoint))
-      throw Error(fmt::format("--resume: no checkpoint at {}", checkpoint.string()));
-    start = load_checkpoint(checkpoint.string());
-    if (start > total)
-      throw Error(fmt::format("--resume: the checkpoint has {} epochs done but the job asks for {}", start, total));
-    truncate_metrics(metrics_path, start);
-    // The checkpoint holds what the hooks up to `start` did; the stage itself is not state.
-    for (auto& wl : weight_layers_)
-      if (wl.layer->pruning()) wl.layer->pruning()->set_stage(stage_after_boundary(schedule_, start));
-  } else {
-    if (!run_dir_.empty()) std::ofstream(metrics_path, std::ios::trunc);
-    run_boundary(0);
-  }
-  const int64_t end = stop_after > 0 ? std::min(total, stop_after) : total;
-
-  std::vector<EpochMetrics> history;
-  for (int64_t epoch = start; epoch < end; ++epoch) {
-    const EpochSlot slot = slot_of(schedule_, epoch);
-    model_->train();
-    for (auto& wl : weight_layers_)
-      if (wl.layer->pruning()) wl.layer->pruning()->pre_epoch(slot.epoch, slot.stage_epochs);
-    data::Batches batches(train, options_.batch_size, /*shuffle=*/true, options_.seed, epoch);
-    ProgressDisplay progress(options_.progress, fmt::format("epoch {}/{}", epoch + 1, total), batches.count(),
-                             options_.batch_size);
-    // Sums stay on the device; they are read once per epoch, so the step never waits for the host.
-    auto loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
-    auto extra_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
-    auto hgq_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
-    // HGQ's terms start with the main training stage, as PQuantML's post-pretrain switch.
-    const bool hgq_on = !hgq_layers_.empty() && slot.stage != prune::Stage::Pretraining;
-    const double beta = hgq_on ? options_.hgq_beta.at(epoch) : 0.0;
-    auto correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device));
-    auto t0 = std::chrono::steady_clock::now();
-    for (int64_t b = 0; b < batches.count(); ++b) {
-      auto [x, y] = batches.get(b);
-      model_->zero_grad(/*set_to_none=*/true);  // as PyTorch 2: parameters outside the graph stay untouched
-      auto out = model_->forward(x);
-      auto loss = loss_of(out, y);
-      auto extra = pruning_loss();
-      auto hgq = hgq_on ? hgq_loss(beta) : torch::Tensor();
-      auto objective = extra.defined() ? loss + extra : loss;
-      if (hgq.defined()) objective = objective + hgq;
-      objective.backward();
-      optimizer_->step();
-      loss_sum += loss.detach().to(torch::kFloat64) * x.size(0);
-      if (extra.defined()) extra_sum += extra.detach().to(torch::kFloat64);
-      if (hgq.defined()) hgq_sum += hgq.detach().to(torch::kFloat64);
-      if (classification) correct += (out.detach().argmax(1) == y).sum();
-      progress.step(b + 1);
-    }
-    EpochMetrics m;
-    m.epoch = epoch + 1;
-    m.slot = slot;
-    m.train_loss = loss_sum.item<double>() / train.size();
-    m.extra_loss = extra_sum.item<double>() / std::max<int64_t>(batches.count(), 1);
-    m.hgq_loss = hgq_sum.item<double>() / std::max<int64_t>(batches.count(), 1);
-    m.beta = beta;
-    m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    progress.finish();
-    m.train_accuracy = static_cast<double>(correct.item<int64_t>()) / train.size();
-    m.samples_per_second = train.size() / std::max(m.seconds, 1e-9);
-    m.lr = lr_of(*optimizer_);
-    if (eval.size() > 0) m.eval = evaluate(eval);
-    for (auto& wl : weight_layers_) {
-      auto method = wl.layer->pruning();
-      if (!method) continue;
-      method->post_epoch(slot.epoch, slot.stage_epochs);
-      if (wl.layer->enable_pruning) method->update_mask(wl.layer->weight.detach());
-    }
-    auto cost = graph_cost(model_);
-    m.layer_costs = cost.layers;
-    m.cost = cost.total;
-    m.sparsity = cost.total.weights ? 1.0 - static_cast<double>(cost.total.nonzero) / cost.total.weights : 0.0;
-    if (!std::isfinite(m.train_loss) || !std::isfinite(m.extra_loss) || !std::isfinite(m.hgq_loss))
-      throw Error(fmt::format("epoch {}: training loss is {} (diverged); lower the learning rate", m.epoch,
-                              m.train_loss + m.extra_loss + m.hgq_loss));
-    if (options_.progress != Progress::None) {
-      std::string acc = classification ? fmt::format(" acc {:.2f}%", 100 * m.train_accuracy) : "";
-      std::string eval_text = eval.size() == 0 ? "" : classification
-          ? fmt::format("  eval loss {:.4f} acc {:.2f}%", m.eval.loss, 100 * m.eval.accuracy)
-          : fmt::format("  eval loss {:.4f}", m.eval.loss);
-      std::string cost_text = m.layer_costs.empty() ? "" : fmt::format("  EBOPs {:.4g}", m.cost.ebops);
-      if (!weight_layers_.empty() && weight_layers_[0].layer->pruning())
-        cost_text += fmt::format("  sparsity {:.1f}%", 100 * m.sparsity);
-      std::string stage = total == schedule_.epochs ? "" : fmt::format(" [{}]", slot_text(schedule_, slot));
-      fmt::print("epoch {}/{}{}  train loss {:.4f}{}{}{}  {:.1f} s  {:.0f} samples/s\n", m.epoch, total, stage,
-                 m.train_loss, acc, eval_text, cost_text, m.seconds, m.samples_per_second);
-      std::fflush(stdout);
-    }
-    run_boundary(epoch + 1);
-    if (!run_dir_.empty()) {
-      std::ofstream(metrics_path, std::ios::app) << to_json(m, classification).dump() << '\n';
-      save_checkpoint(checkpoint.string(), epoch + 1);
-    }
-    history.push_back(m);
-  }
-  return history;
-}
-
 void Trainer::save_checkpoint(const std::string& path, int64_t epochs_done) {
   torch::serialize::OutputArchive root, weights, optim;
   // Flat, fully-qualified names ("layer1.0.conv1.weight"), so loading can check each one.
@@ -416,15 +381,11 @@ void Trainer::save_checkpoint(const std::string& path, int64_t epochs_done) {
   root.write("optimizer", optim);
   root.write("epochs_done", torch::tensor(epochs_done));
   root.write("cpu_rng_state", at::detail::getDefaultCPUGenerator().get_state());
-  if (!snapshot_.empty()) {
-    torch::serialize::OutputArchive snapshot;
-    for (const auto& [name, w] : snapshot_) snapshot.write(name, w, /*is_buffer=*/true);
-    root.write("rewind_snapshot", snapshot);
-  }
+  for (auto* c : all_callbacks()) c->save(root);
   // Write then rename, so an interrupted save never leaves a broken checkpoint behind.
   std::string tmp = path + ".tmp";
   root.save_to(tmp);
-  fs::rename(tmp, path);
+  std::rename(tmp.c_str(), path.c_str());
 }
 
 int64_t Trainer::load_checkpoint(const std::string& path) {
@@ -440,13 +401,7 @@ int64_t Trainer::load_checkpoint(const std::string& path) {
     root.read("cpu_rng_state", rng);
     auto gen = at::detail::getDefaultCPUGenerator();
     gen.set_state(rng);
-    snapshot_.clear();
-    torch::serialize::InputArchive snapshot;
-    if (root.try_read("rewind_snapshot", snapshot))
-      for (auto& wl : weight_layers_) {
-        torch::Tensor w;
-        if (snapshot.try_read(wl.name, w, /*is_buffer=*/true)) snapshot_[wl.name] = w.to(wl.layer->weight.device());
-      }
+    for (auto* c : all_callbacks()) c->load(root);
     return epochs.item<int64_t>();
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();

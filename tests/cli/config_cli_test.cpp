@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sparq/config/pquant.h"
-#include "sparq/config/yaml.h"
+#include "sparq/yaml/reader.h"
 #include "test_util.h"
 
 using sparq::test::run_sparq;

@@ -7,16 +7,17 @@
 #include "sparq/compress/compress.h"
 #include "sparq/config/pquant.h"
 #include "sparq/prune/methods.h"
-#include "sparq/config/yaml.h"
+#include "sparq/compress/resolve.h"
+#include "sparq/yaml/reader.h"
 #include "sparq/error.h"
 #include "test_util.h"
 
 using namespace sparq;
 
 namespace {
-Plan parse(const std::string& text) {
-  auto doc = config::YamlDoc::load_string(text, "c.yaml");
-  return config::parse_pquant(doc.file, doc.root);
+config::PquantConfig parse(const std::string& text) {
+  auto doc = yaml::YamlDoc::load_string(text, "c.yaml");
+  return config::read_pquant(doc.file, doc.root);
 }
 std::string error_of(const std::string& text) {
   return test::error_of<ConfigError>([&] { parse(text); });
@@ -61,15 +62,21 @@ quantization_parameters:
   EXPECT_EQ(q.weight.granularity, quant::Granularity::PerChannel);
   EXPECT_TRUE(q.quantize_output);
   EXPECT_TRUE(q.use_real_tanh);
-  auto t = q.targets("fc1", "Linear");
-  EXPECT_FALSE(t.input);            // quantize: false
-  ASSERT_TRUE(t.weight);
-  EXPECT_EQ(t.weight->i, 1);
-  EXPECT_EQ(t.weight->f, 5);
-  EXPECT_TRUE(t.output);
-  auto relu = q.targets("relu1", "ReLU");
-  EXPECT_EQ(relu.input->k, 0);      // unsigned, one more fractional bit
-  EXPECT_EQ(relu.input->f, 5);
+  // What the rules resolve to on a model: fc1 with its override, relu1 with PQuantML's ReLU format.
+  auto g = lenet();
+  auto r = resolve(config::lower_pquant(plan), g);
+  const auto& fc1 = r.find("fc1")->targets;
+  EXPECT_FALSE(fc1.at(kInput).quantizer);  // quantize: false
+  ASSERT_TRUE(fc1.at("weight").quantizer);
+  EXPECT_EQ(quant::fixed_part(*fc1.at("weight").quantizer).i, 1);
+  EXPECT_EQ(quant::fixed_part(*fc1.at("weight").quantizer).f, 5);
+  EXPECT_EQ(quant::fixed_part(*fc1.at("bias").quantizer).f, 7);  // the override is the weight's only
+  EXPECT_TRUE(fc1.at(kOutput).quantizer);
+  const auto& relu = quant::fixed_part(*r.find("relu1")->targets.at(kInput).quantizer);
+  EXPECT_EQ(relu.k, 0);  // unsigned, one more fractional bit
+  EXPECT_EQ(relu.f, 5);
+  EXPECT_EQ(r.find("relu1")->module.function, std::nullopt);
+  EXPECT_EQ(quant::fixed_part(*r.find("fc2")->targets.at("weight").quantizer).f, 7);
 }
 
 TEST(PQuantConfig, DefaultsAndSeed000Overflow) {
@@ -171,7 +178,7 @@ TEST(PQuantConfig, EveryTableOfSeeds000And001Parses) {
     for (const auto& [method, fields] : kSeedMethods) {
       std::string text = seed_config(seed, method, fields);
       SCOPED_TRACE(fmt::format("seed {:03d} method {}", seed, method));
-      Plan plan = parse(text);
+      auto plan = parse(text);
       ASSERT_TRUE(plan.pruning);
       EXPECT_EQ(plan.pruning->spec.method, method);
       EXPECT_EQ(plan.pruning->spec, prune::default_spec(method));  // the seeds' defaults are sparq's defaults
@@ -196,7 +203,7 @@ TEST(PQuantConfig, EveryTableOfSeeds000And001Parses) {
 TEST(PQuantConfig, PackagedConfigsHaveSpecValuesAndRoundTrip) {
   for (const auto& name : config::packaged_config_names()) {
     SCOPED_TRACE(name);
-    Plan plan = config::packaged_config(name);
+    auto plan = config::packaged_config(name);
     std::string text = config::write_pquant(plan);
     EXPECT_EQ(parse(text), plan);
     EXPECT_EQ(config::write_pquant(parse(text)), text);  // printing is stable too
@@ -232,7 +239,7 @@ TEST(PQuantConfig, PackagedConfigsHaveSpecValuesAndRoundTrip) {
 }
 
 TEST(PQuantConfig, RichPlanRoundTrips) {
-  Plan plan = parse(R"(
+  auto plan = parse(R"(
 training_parameters: {epochs: 4, rounds: 2, rewind: posttraining-stage, save_weights_epoch: 0, pruning_first: true,
                       milestones: [30, 80], lr_schedule: cosine, nested: {a: 1}}
 quantization_parameters:
@@ -253,7 +260,7 @@ hpo_parameters:
   EXPECT_TRUE(plan.search.numerical.at("t").is_float);
   EXPECT_FALSE(plan.search.numerical.at("bits").is_float);
   std::string text = config::write_pquant(plan);
-  Plan back = parse(text);
+  auto back = parse(text);
   EXPECT_EQ(back, plan) << text;
   EXPECT_EQ(back.schedule->extra.at("milestones"), "[30, 80]");
   EXPECT_EQ(back.search.sampler_params.at("population_size"), "20");
@@ -345,7 +352,7 @@ TEST(PQuantConfig, LayerNamesAreCheckedAgainstTheModel) {
   auto model_error = [&](const std::string& text) {
     return test::error_of<ConfigError>([&] {
       auto g = lenet();
-      check_plan_names(g, parse(text));
+      resolve(test::pquant_plan(text), g);
     });
   };
   EXPECT_EQ(model_error("quantization_parameters:\n  layer_specific:\n    fc9: {weight: {integer_bits: 1}}\n"),
@@ -357,35 +364,37 @@ TEST(PQuantConfig, LayerNamesAreCheckedAgainstTheModel) {
   // A format that parses but cannot be built (seed 000's all-zero defaults): the layer is named.
   auto g = lenet();
   std::string message = test::error_of<ConfigError>([&] {
-    compress(g, parse("quantization_parameters:\n  default_weight_keep_negatives: 0\n  default_weight_fractional_bits: 0\n"));
+    compress(g, test::pquant_plan("quantization_parameters:\n  default_weight_keep_negatives: 0\n  default_weight_fractional_bits: 0\n"));
   });
   EXPECT_EQ(message.rfind("c.yaml:2:3: layer conv1 (Conv2d): fixed-point format (k=0, i=0, f=0): width", 0), 0u) << message;
   // HGQ with dynamic data quantization (which re-splits fixed widths) is refused with the layer named.
   auto g2 = lenet();
   message = test::error_of<ConfigError>([&] {
-    compress(g2, parse("quantization_parameters:\n  use_hgq: true\n  dynamic_data_quantization: true\n"));
+    compress(g2, test::pquant_plan("quantization_parameters:\n  use_hgq: true\n  dynamic_data_quantization: true\n"));
   });
   EXPECT_NE(message.find("layer conv1 (Conv2d): an HGQ quantizer learns its widths"), std::string::npos) << message;
 }
 
 TEST(PQuantConfig, HgqBuildsTrainableWidthsOfKnownShape) {
   auto g = lenet();
-  compress(g, parse("quantization_parameters:\n  use_hgq: true\n  granularity: per_weight\n  hgq_gamma: 0.001\n"));
+  compress(g, test::pquant_plan("quantization_parameters:\n  use_hgq: true\n  granularity: per_weight\n  hgq_gamma: 0.001\n"));
   // conv1's input lane: one width per input pixel; conv1's weight: one per weight; all trainable
   // before any forward pass.
   auto conv1 = pq_layer(g, "conv1");
   auto qs = conv1->quantizers();
   EXPECT_EQ(qs[0].first, "input");
-  EXPECT_EQ(qs[0].second->f.sizes().vec(), (std::vector<int64_t>{1, 1, 28, 28}));
-  EXPECT_EQ(qs[1].second->f.sizes().vec(), (std::vector<int64_t>{8, 1, 3, 3}));
-  EXPECT_TRUE(qs[1].second->f.requires_grad());
-  EXPECT_EQ(qs[1].second->spec().hgq_gamma, 0.001);
+  auto input = quant::as_fixed_point(qs[0].second), weight = quant::as_fixed_point(qs[1].second);
+  EXPECT_EQ(input->f.sizes().vec(), (std::vector<int64_t>{1, 1, 28, 28}));
+  EXPECT_EQ(weight->f.sizes().vec(), (std::vector<int64_t>{8, 1, 3, 3}));
+  EXPECT_TRUE(weight->f.requires_grad());
+  EXPECT_EQ(weight->gamma(), 0.001);
+  EXPECT_STREQ(weight->kind(), "hgq");
   // Batch-norm scale and shift get gamma too (PQuantML gives them none).
-  EXPECT_EQ(pq_layer(g, "bn1")->quantizers()[1].second->spec().hgq_gamma, 0.001);
+  EXPECT_EQ(quant::as_fixed_point(pq_layer(g, "bn1")->quantizers()[1].second)->gamma(), 0.001);
   // Every granularity runs the whole model, in training and evaluation.
   for (const char* granularity : {"per_tensor", "per_channel", "per_weight"}) {
     auto m = lenet();
-    compress(m, parse(std::string("quantization_parameters:\n  use_hgq: true\n  granularity: ") + granularity + "\n"));
+    compress(m, test::pquant_plan(std::string("quantization_parameters:\n  use_hgq: true\n  granularity: ") + granularity + "\n"));
     EXPECT_EQ(m->forward(torch::rand({2, 1, 28, 28})).sizes().vec(), (std::vector<int64_t>{2, 10})) << granularity;
     m->eval();
     EXPECT_EQ(m->forward(torch::rand({2, 1, 28, 28})).sizes().vec(), (std::vector<int64_t>{2, 10})) << granularity;
@@ -394,11 +403,14 @@ TEST(PQuantConfig, HgqBuildsTrainableWidthsOfKnownShape) {
 
 TEST(PQuantConfig, HgqBetaSchedule) {
   auto plan = parse("quantization_parameters:\n  use_hgq: true\n  hgq_beta_schedule: [[0, 1.0e-6, log], [10, 1.0e-4], [12, 2.0e-4, linear]]\n");
-  auto beta = plan.quantization->beta_schedule();
-  EXPECT_NEAR(beta.at(5), 1e-5, 1e-12);  // geometric middle of 1e-6 and 1e-4
-  EXPECT_DOUBLE_EQ(beta.at(11), 1e-4);   // [10, 1e-4] is constant up to the next point
+  auto beta = config::lower_pquant(plan).events_of(Event::Kind::HgqBeta);  // the Plan's curve of events
+  ASSERT_EQ(beta.size(), 3u);
+  EXPECT_NEAR(curve_at(beta, 5), 1e-5, 1e-12);  // geometric middle of 1e-6 and 1e-4
+  EXPECT_DOUBLE_EQ(curve_at(beta, 11), 1e-4);   // [10, 1e-4] is constant up to the next point
   EXPECT_EQ(parse(config::write_pquant(plan)), plan);  // round trip
-  EXPECT_DOUBLE_EQ(parse("quantization_parameters:\n  hgq_beta: 3.0e-6\n").quantization->beta_schedule().at(7), 3e-6);
+  auto constant = test::pquant_plan("quantization_parameters:\n  use_hgq: true\n  hgq_beta: 3.0e-6\n");
+  EXPECT_DOUBLE_EQ(curve_at(constant.events_of(Event::Kind::HgqBeta), 7), 3e-6);
+  EXPECT_TRUE(test::pquant_plan("quantization_parameters:\n  hgq_beta: 3.0e-6\n").events.empty());  // no HGQ, no curve
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"[[0, 1.0e-6], [0, 1.0e-5]]", "c.yaml:2:37: quantization_parameters.hgq_beta_schedule[1]: epoch 0 must be >= 0 and after"},
       {"[[0, 1.0e-6, cubic]]", "c.yaml:2:35: quantization_parameters.hgq_beta_schedule[0]: unknown interpolation 'cubic'"},

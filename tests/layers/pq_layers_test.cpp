@@ -3,15 +3,22 @@
 #include <torch/torch.h>
 
 #include "sparq/compress/compress.h"
+#include "sparq/config/pquant.h"
 #include "sparq/error.h"
 #include "sparq/layers/pq_layers.h"
+#include "sparq/yaml/reader.h"
 
 using namespace sparq;
 using namespace sparq::layers;
-using quant::QuantSpec;
+using quant::FixedSpec;
 
 namespace {
-QuantSpec spec(int k, int i, int f) { return QuantSpec{k, i, f}; }
+FixedSpec spec(int k, int i, int f) { return FixedSpec{k, i, f}; }
+Plan pquant(const std::string& text) {
+  auto doc = yaml::YamlDoc::load_string(text, "c.yaml");
+  return config::parse_pquant(doc.file, doc.root);
+}
+std::string type_of(const quant::Quantizer& q) { return quant::as_fixed_point(q)->format().type_name(); }
 }  // namespace
 
 TEST(PQDense, ForwardByHand) {
@@ -38,8 +45,8 @@ TEST(PQDense, ForwardByHand) {
 TEST(PQConv, ForwardByHandAndEbops) {
   QuantTargets t;
   t.input = spec(1, 2, 1), t.weight = spec(1, 1, 2);  // bias left float
-  PQConv conv(1, 1, 1, std::vector<int64_t>{2}, std::vector<int64_t>{1}, std::vector<int64_t>{0},
-              std::vector<int64_t>{1}, 1, false, t);
+  PQConv conv(PQConvOptions(1, 1, 1, {2}).bias(false).targets(t));
+  EXPECT_EQ(conv->options().stride(), std::vector<int64_t>{1});  // what an exporter reads
   torch::NoGradGuard no_grad;
   conv->weight.copy_(torch::tensor({{{0.6f, -1.3f}}}));  // -> 0.5, -1.25
   conv->eval();
@@ -52,7 +59,8 @@ TEST(PQConv, ForwardByHandAndEbops) {
 TEST(PQAvgPool, ForwardByHandAndEbops) {
   QuantTargets t;
   t.input = spec(1, 1, 1), t.output = spec(1, 1, 2);
-  PQAvgPool pool(1, std::vector<int64_t>{2}, std::vector<int64_t>{2}, std::vector<int64_t>{0}, t);
+  PQAvgPool pool(PQAvgPoolOptions(1, {2}).targets(t));
+  EXPECT_EQ(pool->options().stride(), std::vector<int64_t>{2});  // the kernel by default
   // input (1,1,1): 0.3 -> 0.5, 0.9 -> 1.0, -0.6 -> -0.5, 1.7 -> 1.5; means 0.75, 0.5 (on the f=2 grid)
   auto y = pool->forward(torch::tensor({{{0.3f, 0.9f, -0.6f, 1.7f}}}));
   EXPECT_TRUE(y.equal(torch::tensor({{{0.75f, 0.5f}}}))) << y;
@@ -62,7 +70,7 @@ TEST(PQAvgPool, ForwardByHandAndEbops) {
 TEST(PQBatchNorm, QuantizedScaleShiftAndFloatStatistics) {
   QuantTargets t;
   t.weight = spec(1, 1, 2), t.bias = spec(1, 1, 2);
-  PQBatchNorm bn(2, 0.0, 0.1, t);
+  PQBatchNorm bn(PQBatchNormOptions(2).eps(0.0).targets(t));
   torch::NoGradGuard no_grad;
   bn->weight.copy_(torch::tensor({1.3f, 0.6f}));  // -> 1.25, 0.5
   bn->bias.copy_(torch::tensor({0.1f, -0.2f}));   // -> 0.0, -0.25
@@ -83,7 +91,7 @@ TEST(PQActivation, FunctionsAndMultiplier) {
   EXPECT_TRUE(y.equal(torch::tensor({-1.f, -0.25f, 0.5f, 0.75f}))) << y;
   QuantTargets r;
   r.input = spec(0, 2, 3);
-  PQActivation relu("relu", r, /*use_relu_multiplier=*/true);
+  PQActivation relu(PQActivationOptions("relu").relu_multiplier(true).targets(r));
   auto x = torch::tensor({3.0f, -1.f});
   auto z = relu->forward(x);  // x * 2^-1 = 1.5 -> relu 1.5
   EXPECT_TRUE(z.equal(torch::tensor({1.5f, 0.f}))) << z;
@@ -95,14 +103,16 @@ TEST(PQActivation, FunctionsAndMultiplier) {
 
 TEST(PQLayers, PerChannelAndPerWeightWeightFormats) {
   QuantTargets t;
-  t.weight = QuantSpec{1, 0, 7, quant::RoundMode::RND, quant::OverflowMode::SAT, quant::Granularity::PerChannel};
+  FixedSpec w{1, 0, 7, quant::RoundMode::RND, quant::OverflowMode::SAT, quant::Granularity::PerChannel};
+  t.weight = w;
   PQDense dense(3, 2, false, t);
   torch::NoGradGuard no_grad;
   dense->weight.copy_(torch::tensor({{0.3f, -0.7f, 0.05f}, {2.5f, -3.2f, 0.1f}}));
   dense->train();
   // spec §2.6: budget 8 bits re-split per row: (0,7) and (2,5)
   EXPECT_TRUE(dense->effective_weight().equal(torch::tensor({{0.296875f, -0.703125f, 0.046875f}, {2.5f, -3.1875f, 0.09375f}})));
-  t.weight->granularity = quant::Granularity::PerWeight;
+  w.granularity = quant::Granularity::PerWeight;
+  t.weight = w;
   PQDense per_weight(3, 2, false, t);
   per_weight->weight.copy_(torch::tensor({{0.3f, 1.0f, 200.f}, {2.5f, -3.2f, 1e-9f}}));
   per_weight->train();
@@ -117,10 +127,7 @@ TEST(Compress, KeepsFloatOutputsWhenQuantizationIsOff) {
   g->eval();
   auto x = torch::rand({4, 1, 28, 28});
   auto before = g->forward(x);
-  Plan plan;
-  plan.quantization = QuantPlan{};
-  plan.quantization->enabled = false;
-  auto report = compress(g, plan);
+  auto report = compress(g, pquant("quantization_parameters: {enable_quantization: false}"));
   EXPECT_EQ(report.replaced.size(), 8u);  // conv1 bn1 pool1 conv2 bn2 pool2 fc1 fc2
   auto after = g->forward(x);
   EXPECT_LT((after - before).abs().max().item<float>(), 1e-6);
@@ -133,41 +140,37 @@ TEST(Compress, KeepsFloatOutputsWhenQuantizationIsOff) {
 TEST(Compress, QuantizedGraphWithOverridesAndCoverage) {
   torch::manual_seed(0);
   models::Graph g(models::zoo_spec("resnet", {1, 28, 28}, 10));
-  Plan plan;
-  plan.quantization = QuantPlan{};
-  plan.quantization->data = QuantSpec{1, 3, 4};
-  plan.quantization->layers["fc"].targets["weight"] = TargetOverride{std::nullopt, 1, 4, std::nullopt};
-  auto report = compress(g, plan);
+  auto report = compress(g, pquant(R"(quantization_parameters:
+  default_data_keep_negatives: 1
+  default_data_integer_bits: 3
+  default_data_fractional_bits: 4
+  layer_specific: {fc: {weight: {integer_bits: 1, fractional_bits: 4}}}
+)"));
   auto fc = std::dynamic_pointer_cast<PQDenseImpl>(pq_layer(g, "fc"));
   ASSERT_TRUE(fc);
-  EXPECT_EQ(fc->quantizers()[1].second->format().type_name(), "ap_fixed<6,2,AP_RND,AP_SAT>");
+  EXPECT_EQ(type_of(fc->quantizers()[1].second), "ap_fixed<6,2,AP_RND,AP_SAT>");
   auto relu = std::dynamic_pointer_cast<PQActivationImpl>(pq_layer(g, "relu"));
   ASSERT_TRUE(relu);
-  EXPECT_EQ(relu->quantizers()[0].second->format().type_name(), "ap_ufixed<8,3,AP_RND,AP_SAT>");  // k=0, f+1
+  EXPECT_EQ(type_of(relu->quantizers()[0].second), "ap_ufixed<8,3,AP_RND,AP_SAT>");  // k=0, f+1
   // The residual adds compute in float: the coverage check lists them.
   int adds = 0;
   for (const auto& s : report.left_float) adds += s.find("(add)") != std::string::npos;
   EXPECT_EQ(adds, 3);
   auto y = g->forward(torch::rand({2, 1, 28, 28}));
   EXPECT_EQ(y.sizes().vec(), (std::vector<int64_t>{2, 10}));
-  plan.quantization->layers.clear();
-  plan.quantization->layers["fc2"].where = "c.yaml:3:5";
   models::Graph g2(models::zoo_spec("resnet", {1, 28, 28}, 10));
   try {
-    compress(g2, plan);
+    compress(g2, pquant("quantization_parameters:\n  layer_specific:\n    fc2: {weight: {integer_bits: 1}}\n"));
     FAIL();
   } catch (const ConfigError& e) {
-    EXPECT_EQ(std::string(e.what()), "c.yaml:3:5: fc2: layer_specific names no layer of model 'resnet', did you mean 'fc'?");
+    EXPECT_EQ(std::string(e.what()), "c.yaml:3:10: fc2: layer_specific names no layer of model 'resnet', did you mean 'fc'?");
   }
 }
 
 TEST(Compress, TanhOutputsStaySigned) {
   auto spec_ = models::parse_model_yaml("input_shape: [4]\nlayers:\n  - {name: t, op: Tanh}\n", "m");
   models::Graph g(spec_);
-  Plan plan;
-  plan.quantization = QuantPlan{};
-  plan.quantization->quantize_output = true;
-  compress(g, plan);
+  compress(g, pquant("quantization_parameters: {quantize_output: true}"));
   auto y = g->forward(torch::tensor({{-2.f, -0.5f, 0.25f, 3.f}}));
   // hard tanh on the (1,0,7) grid: negatives survive (PQuantML clips them to 0)
   EXPECT_TRUE(y.equal(torch::tensor({{-1.f, -0.5f, 0.25f, 0.9921875f}}))) << y;

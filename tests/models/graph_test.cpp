@@ -98,9 +98,9 @@ TEST(ModelYaml, ErrorsNameFilePositionAndNode) {
     Graph g(parse_model_yaml("input_shape: [1, 8, 8]\nlayers:\n" + layers, "m.yaml"));
   };
   EXPECT_EQ(error_of<ConfigError>([&] { build("  - {op: Conv3d, out_channels: 2}\n"); }),
-            "m.yaml:3:10: layers[0].op: unknown op 'Conv3d', did you mean 'Conv1d'? (known ops: Linear, Conv1d, "
-            "Conv2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d, BatchNorm1d, BatchNorm2d, ReLU, Tanh, Sigmoid, "
-            "GELU, LeakyReLU, Hardtanh, Softmax, Dropout, Identity, add, concat, flatten, reshape)");
+            "m.yaml:3:10: layers[0].op: unknown op 'Conv3d', did you mean 'Conv1d'? (known ops: AvgPool1d, "
+            "AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, GELU, Hardtanh, Identity, LeakyReLU, Linear, "
+            "MaxPool1d, MaxPool2d, ReLU, Sigmoid, Softmax, Tanh, add, concat, flatten, reshape)");
   EXPECT_NE(error_of<ConfigError>([&] { build("  - {op: Conv2d, out_chanels: 2, kernel_size: 3}\n"); })
                 .find("m.yaml:3:18: layers[0] (Conv2d): unknown key 'out_chanels', did you mean 'out_channels'?"),
             std::string::npos);

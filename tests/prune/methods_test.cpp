@@ -356,11 +356,9 @@ TEST(PruningEndToEnd, PrunedWeightsStayZeroAndResumeKeepsMasks) {
   auto train = test::blobs(256, 1), eval = test::blobs(64, 2);
   for (const char* method : {"pdp", "wanda", "cs", "activation_pruning", "dst", "autosparse", "mdmm"}) {
     SCOPED_TRACE(method);
-    Plan plan;
-    plan.quantization = QuantPlan{};
-    plan.pruning = PruningPlan{};
-    plan.pruning->spec = prune::default_spec(method);
-    auto& p = plan.pruning->spec.params;
+    Plan plan = test::pquant_plan("quantization_parameters: {}");
+    auto spec = prune::default_spec(method);
+    auto& p = spec.params;
     if (std::string(method) == "pdp") p["epsilon"] = 0.5, p["sparsity"] = 0.6;
     if (std::string(method) == "wanda") p["t_delta"] = int64_t{3}, p["t_start_collecting_batch"] = int64_t{1}, p["sparsity"] = 0.6;
     if (std::string(method) == "cs") p["final_temp"] = int64_t{50}, p["threshold_decay"] = 1e-2, p["threshold_init"] = 0.0;
@@ -368,7 +366,11 @@ TEST(PruningEndToEnd, PrunedWeightsStayZeroAndResumeKeepsMasks) {
     if (std::string(method) == "dst") p["alpha"] = 1e-2, p["threshold_init"] = 0.05;
     if (std::string(method) == "autosparse") p["threshold_init"] = -3.0;
     if (std::string(method) == "mdmm") p["epsilon"] = 0.05;
-    plan.pruning_first = true;
+    Rule pruning;
+    pruning.select.op_types = {"Linear"};
+    pruning.targets["weight"].prune = PruneSetting{spec, true};
+    pruning.module.pruning_first = true;
+    plan.rules.push_back(pruning);
     Schedule schedule;
     schedule.pretraining_epochs = 1, schedule.epochs = 3, schedule.rounds = 1, schedule.fine_tuning_epochs = 2;
     std::vector<std::string> names;
@@ -389,7 +391,7 @@ layers:
         compress(model, plan);
         train::TrainOptions o;
         o.lr = 0.01, o.batch_size = 32, o.seed = 4, o.progress = train::Progress::None;
-        train::Trainer trainer(model, o, dir, schedule);
+        test::RunTrainer trainer(model, o, dir, schedule);
         trainer.fit(train, eval, resume, stop);
         resume = true;
       }

@@ -16,11 +16,11 @@ using namespace sparq::quant;
 
 namespace {
 
-QuantSpec hgq(int k, int i, int f, Granularity g = Granularity::PerWeight, OverflowMode o = OverflowMode::SAT,
-              double gamma = 0) {
-  QuantSpec s{k, i, f, RoundMode::RND, o, g};
-  s.hgq = true;
-  s.hgq_gamma = gamma;
+HgqSpec hgq(int k, int i, int f, Granularity g = Granularity::PerWeight, OverflowMode o = OverflowMode::SAT,
+            double gamma = 0) {
+  HgqSpec s;
+  static_cast<FixedSpec&>(s) = FixedSpec{k, i, f, RoundMode::RND, o, g};
+  s.gamma = gamma;
   return s;
 }
 
@@ -30,29 +30,29 @@ using S = std::vector<int64_t>;  // shapes for the module holders' constructors
 }  // namespace
 
 TEST(HGQQuantizer, BitShapesKnownAtConstruction) {
-  Quantizer w(hgq(1, 2, 3), S{32, 16, 3, 3});
+  FixedPointQuantizer w(hgq(1, 2, 3), S{32, 16, 3, 3});
   EXPECT_EQ(w->f.sizes().vec(), (std::vector<int64_t>{32, 16, 3, 3}));
   EXPECT_TRUE(w->f.requires_grad() && w->i.requires_grad());
   EXPECT_EQ(w->parameters().size(), 2u);  // f and i: an optimizer built now sees them
-  EXPECT_EQ(Quantizer(hgq(1, 2, 3, Granularity::PerTensor), S{32, 16, 3, 3})->f.numel(), 1);
-  EXPECT_EQ(Quantizer(hgq(1, 2, 3, Granularity::PerChannel), S{32, 16, 3, 3})->f.sizes().vec(),
+  EXPECT_EQ(FixedPointQuantizer(hgq(1, 2, 3, Granularity::PerTensor), S{32, 16, 3, 3})->f.numel(), 1);
+  EXPECT_EQ(FixedPointQuantizer(hgq(1, 2, 3, Granularity::PerChannel), S{32, 16, 3, 3})->f.sizes().vec(),
             (std::vector<int64_t>{32, 1, 1, 1}));
   // Data lanes share widths over the batch axis.
-  Quantizer d(hgq(0, 2, 3), S{32, 6, 6}, /*is_data=*/true);
+  FixedPointQuantizer d(hgq(0, 2, 3), S{32, 6, 6}, /*is_data=*/true);
   EXPECT_EQ(d->f.sizes().vec(), (std::vector<int64_t>{1, 32, 6, 6}));
-  EXPECT_EQ(Quantizer(hgq(0, 2, 3, Granularity::PerChannel), S{32, 6, 6}, true)->i.sizes().vec(),
+  EXPECT_EQ(FixedPointQuantizer(hgq(0, 2, 3, Granularity::PerChannel), S{32, 6, 6}, true)->i.sizes().vec(),
             (std::vector<int64_t>{1, 32, 1, 1}));
   // Per-channel widths broadcast over the other axes in the forward pass.
-  Quantizer pc(hgq(1, 2, 3, Granularity::PerChannel), S{4, 2, 3, 3});
+  FixedPointQuantizer pc(hgq(1, 2, 3, Granularity::PerChannel), S{4, 2, 3, 3});
   EXPECT_EQ(pc->forward(torch::full({4, 2, 3, 3}, 0.3f)).sum().item<float>(), 72 * 0.25f);
-  Quantizer pcd(hgq(0, 2, 3, Granularity::PerChannel), S{2, 5, 5}, true);
+  FixedPointQuantizer pcd(hgq(0, 2, 3, Granularity::PerChannel), S{2, 5, 5}, true);
   EXPECT_EQ(pcd->forward(torch::full({3, 2, 5, 5}, 0.3f)).sizes().vec(), (std::vector<int64_t>{3, 2, 5, 5}));
   // WRAP: the integer bits follow the data, only f is trained.
-  Quantizer wrap(hgq(1, 2, 3, Granularity::PerWeight, OverflowMode::WRAP), S{4});
+  FixedPointQuantizer wrap(hgq(1, 2, 3, Granularity::PerWeight, OverflowMode::WRAP), S{4});
   EXPECT_EQ(wrap->parameters().size(), 1u);
   EXPECT_FALSE(wrap->i.requires_grad());
   // A per-weight data lane needs its shape; an input of another shape is refused by name.
-  EXPECT_NE(test::error_of<Error>([] { Quantizer(hgq(0, 2, 3), S{}, true); }).find("needs the sample shape"),
+  EXPECT_NE(test::error_of<Error>([] { FixedPointQuantizer(hgq(0, 2, 3), S{}, true); }).find("needs the sample shape"),
             std::string::npos);
   EXPECT_NE(test::error_of<Error>([&] { d->forward(torch::zeros({2, 32, 5, 5})); }).find("[1, 32, 6, 6]"),
             std::string::npos);
@@ -65,9 +65,9 @@ TEST(HGQQuantizer, FixedInitialBitsEqualTheFixedQuantizer) {
   auto x = torch::randn({64, 12}) * 3;
   for (auto o : {OverflowMode::SAT, OverflowMode::SAT_SYM, OverflowMode::WRAP}) {
     for (auto g : {Granularity::PerTensor, Granularity::PerWeight}) {
-      Quantizer learned(hgq(1, 1, 3, g, o), S{12}, /*is_data=*/true);
-      QuantSpec fixed_spec{1, 1, 3, RoundMode::RND, o};
-      Quantizer fixed(fixed_spec, S{}, true);
+      FixedPointQuantizer learned(hgq(1, 1, 3, g, o), S{12}, /*is_data=*/true);
+      FixedSpec fixed_spec{1, 1, 3, RoundMode::RND, o};
+      FixedPointQuantizer fixed(fixed_spec, S{}, true);
       learned->eval(), fixed->eval();
       EXPECT_TRUE(learned->forward(x).equal(fixed->forward(x))) << to_string(o);
       if (o != OverflowMode::WRAP) {  // WRAP's i follows the batch in training
@@ -81,7 +81,7 @@ TEST(HGQQuantizer, FixedInitialBitsEqualTheFixedQuantizer) {
 TEST(HGQQuantizer, SaturatingGradientsMatchTheSurrogate) {
   // k=1, i=1, f=2 per element: range [-2, 1.75], step 0.25.
   auto x = torch::tensor({0.3f, -0.7f, 2.5f, -3.0f, 1.1f}, torch::requires_grad());
-  Quantizer q(hgq(1, 1, 2), S{5});
+  FixedPointQuantizer q(hgq(1, 1, 2), S{5});
   auto y = q->forward(x);
   EXPECT_TRUE(y.equal(torch::tensor({0.25f, -0.75f, 1.75f, -2.0f, 1.0f}))) << y;
   y.sum().backward();
@@ -130,8 +130,8 @@ TEST(HGQQuantizer, FusedPassEqualsTheComposedOps) {
 
 TEST(HGQQuantizer, SharedWidthsSumTheirGradients) {
   auto x = torch::tensor({{0.3f, 0.6f}, {0.1f, 0.9f}});
-  Quantizer per_tensor(hgq(0, 0, 2, Granularity::PerTensor), S{2}, /*is_data=*/true);
-  Quantizer per_feature(hgq(0, 0, 2), S{2}, /*is_data=*/true);
+  FixedPointQuantizer per_tensor(hgq(0, 0, 2, Granularity::PerTensor), S{2}, /*is_data=*/true);
+  FixedPointQuantizer per_feature(hgq(0, 0, 2), S{2}, /*is_data=*/true);
   per_tensor->forward(x).sum().backward();
   per_feature->forward(x).sum().backward();
   EXPECT_EQ(per_feature->f.sizes().vec(), (std::vector<int64_t>{1, 2}));
@@ -143,7 +143,7 @@ TEST(HGQQuantizer, SharedWidthsSumTheirGradients) {
 TEST(HGQQuantizer, WrapTracksIntegerBitsFromTheData) {
   // anchors §1.4: max|x| = 3.0 with f = 2 needs ceil(log2(3.25)) = 2 integer bits; 3.9 rounds to
   // 4.0 and needs 3. Only f learns: dy/df = ln2·(x - y).
-  Quantizer q(hgq(1, 0, 2, Granularity::PerTensor, OverflowMode::WRAP), S{2}, /*is_data=*/true);
+  FixedPointQuantizer q(hgq(1, 0, 2, Granularity::PerTensor, OverflowMode::WRAP), S{2}, /*is_data=*/true);
   auto x = torch::tensor({{3.0f, -1.0f}}, torch::requires_grad());
   auto y = q->forward(x);
   EXPECT_EQ(q->i.item<float>(), 2.0f);
@@ -158,7 +158,7 @@ TEST(HGQQuantizer, WrapTracksIntegerBitsFromTheData) {
 }
 
 TEST(HGQQuantizer, ZeroWidthElementsOutputZeroInEvaluation) {
-  Quantizer q(hgq(1, 0, 2), S{3});
+  FixedPointQuantizer q(hgq(1, 0, 2), S{3});
   {
     torch::NoGradGuard no_grad;
     q->i.copy_(torch::tensor({0.f, -3.f, 0.4f}));  // widths 1+0+2, 1-3+2 = 0, 1+0+2 (i rounds to 0)
@@ -173,15 +173,15 @@ TEST(HGQQuantizer, ZeroWidthElementsOutputZeroInEvaluation) {
 }
 
 TEST(HGQQuantizer, BitLossFreezeAndClamp) {
-  Quantizer q(hgq(1, 2, 3, Granularity::PerWeight, OverflowMode::SAT, /*gamma=*/0.5), S{4});
+  FixedPointQuantizer q(hgq(1, 2, 3, Granularity::PerWeight, OverflowMode::SAT, /*gamma=*/0.5), S{4});
   auto loss = q->bits_loss();
   EXPECT_NEAR(loss.item<double>(), 0.5 * (4 * 3 + 4 * 2), 1e-6);
   loss.backward();
   EXPECT_TRUE(q->f.grad().equal(torch::full({4}, 0.5f)));  // gamma per bit-width element
   EXPECT_TRUE(q->i.grad().equal(torch::full({4}, 0.5f)));
-  Quantizer wrap(hgq(1, 2, 3, Granularity::PerWeight, OverflowMode::WRAP, 0.5), S{4});
+  FixedPointQuantizer wrap(hgq(1, 2, 3, Granularity::PerWeight, OverflowMode::WRAP, 0.5), S{4});
   EXPECT_NEAR(wrap->bits_loss().item<double>(), 0.5 * 12, 1e-6);  // i is not a trained width
-  EXPECT_FALSE(Quantizer(hgq(1, 2, 3), S{4})->bits_loss().defined());  // gamma 0: no term
+  EXPECT_FALSE(FixedPointQuantizer(hgq(1, 2, 3), S{4})->bits_loss().defined());  // gamma 0: no term
   {
     torch::NoGradGuard no_grad;
     q->f.copy_(torch::tensor({2.4f, 2.6f, 30.f, -30.f}));
@@ -210,7 +210,7 @@ TEST(HGQEbops, DenseWorkedExampleAndGradients) {
   EXPECT_DOUBLE_EQ(ebops.item<double>(), 25088.0);
   ebops.backward();
   auto quantizers = dense->quantizers();
-  auto weight_q = quantizers[1].second, input_q = quantizers[0].second;
+  auto weight_q = as_fixed_point(quantizers[1].second), input_q = as_fixed_point(quantizers[0].second);
   // dEBOPs/db_w[o,i] = b_in[i] = 6; dEBOPs/db_in[i] = Σ_o b_w[o,i] = 64·4
   EXPECT_TRUE(weight_q->f.grad().equal(torch::full({64, 16}, 6.f)));
   EXPECT_TRUE(input_q->f.grad().equal(torch::full({1, 16}, 256.f)));
@@ -229,9 +229,9 @@ TEST(HGQEbops, ConvByHandWithPerPixelInputBits) {
   layers::QuantTargets t;
   t.input = hgq(0, 1, 3), t.weight = hgq(1, 1, 2), t.bias = hgq(1, 0, 5);
   t.input_shape = {2, 4, 4};
-  layers::PQConv conv(2, 2, 3, S{3, 3}, S{1, 1}, S{0, 0}, S{1, 1}, 1, true, t);
+  layers::PQConv conv(layers::PQConvOptions(2, 2, 3, S{3, 3}).targets(t));
   auto qs = conv->quantizers();
-  auto input_q = qs[0].second, weight_q = qs[1].second;
+  auto input_q = as_fixed_point(qs[0].second), weight_q = as_fixed_point(qs[1].second);
   torch::manual_seed(1);
   {
     torch::NoGradGuard no_grad;
@@ -258,22 +258,27 @@ TEST(HGQEbops, LayerLossIsBetaEbopsPlusGammaBits) {
   // EBOPs 4·2·6·4 = 192; bits: input 4·(0 + 6), weight 8·(0 + 3)
   EXPECT_NEAR(dense->hgq_loss(1e-3).item<double>(), 1e-3 * 192 + 0.01 * (24 + 24), 1e-6);
   layers::QuantTargets fixed;
-  fixed.weight = QuantSpec{1, 0, 3};
+  fixed.weight = FixedSpec{1, 0, 3};
   EXPECT_FALSE(layers::PQDense(4, 2, false, fixed)->hgq_loss(1e-3).defined());
 }
 
 // ---- beta schedule ----
 
 TEST(BetaSchedule, PiecewiseConstantLinearAndLog) {
-  using I = BetaPoint::Interp;
+  using I = Event::Interp;
+  auto point = [](double epoch, double beta, I interp) {
+    Event e;
+    e.kind = Event::Kind::HgqBeta, e.at_epoch = epoch, e.value = beta, e.interp = interp;
+    return e;
+  };
   // anchors §1.7: the FPGA'26 schedule; at epoch 102,000 beta = 5e-7·2000^0.5 = 2.24e-5.
-  BetaSchedule s{{{0, 5e-7, I::Constant}, {4000, 5e-7, I::Log}, {200000, 1e-3, I::Constant}}};
-  EXPECT_NEAR(s.at(102000), 5e-7 * std::sqrt(2000.0), 1e-12);
-  EXPECT_DOUBLE_EQ(s.at(0), 5e-7);
-  EXPECT_DOUBLE_EQ(s.at(3999), 5e-7);
-  EXPECT_DOUBLE_EQ(s.at(250000), 1e-3);  // held after the last point
-  BetaSchedule linear{{{2, 1.0, I::Linear}, {6, 3.0, I::Constant}}};
-  EXPECT_DOUBLE_EQ(linear.at(0), 1.0);  // the first value before the first point
-  EXPECT_DOUBLE_EQ(linear.at(3), 1.5);
-  EXPECT_DOUBLE_EQ(linear.at(6), 3.0);
+  std::vector<Event> s = {point(0, 5e-7, I::Constant), point(4000, 5e-7, I::Log), point(200000, 1e-3, I::Constant)};
+  EXPECT_NEAR(curve_at(s, 102000), 5e-7 * std::sqrt(2000.0), 1e-12);
+  EXPECT_DOUBLE_EQ(curve_at(s, 0), 5e-7);
+  EXPECT_DOUBLE_EQ(curve_at(s, 3999), 5e-7);
+  EXPECT_DOUBLE_EQ(curve_at(s, 250000), 1e-3);  // held after the last point
+  std::vector<Event> linear = {point(2, 1.0, I::Linear), point(6, 3.0, I::Constant)};
+  EXPECT_DOUBLE_EQ(curve_at(linear, 0), 1.0);  // the first value before the first point
+  EXPECT_DOUBLE_EQ(curve_at(linear, 3), 1.5);
+  EXPECT_DOUBLE_EQ(curve_at(linear, 6), 3.0);
 }

@@ -79,9 +79,7 @@ train::TrainOptions options() {
 models::Graph recorded_model(std::vector<std::string>* log) {
   train::seed_everything(3);
   models::Graph model(mlp());
-  Plan plan;
-  plan.quantization = QuantPlan{};
-  compress(model, plan);
+  compress(model, test::pquant_plan("quantization_parameters: {}"));
   for (const char* name : {"fc1", "fc2"}) {
     auto layer = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(model, name));
     layer->set_pruning(std::make_shared<Recording>(name, log));
@@ -130,7 +128,7 @@ TEST(Schedule, SlotsOfGlobalEpochs) {
 TEST(Schedule, HookOrderFollowsPQuantMLsTrainModel) {
   std::vector<std::string> log;
   auto model = recorded_model(&log);
-  train::Trainer trainer(model, options(), "", schedule(1, 2, 2, 1));
+  test::RunTrainer trainer(model, options(), "", schedule(1, 2, 2, 1));
   auto history = trainer.fit(blobs(64, 1), blobs(32, 2));
   ASSERT_EQ(history.size(), 6u);
   const std::vector<std::string> fc1 = {
@@ -150,8 +148,8 @@ TEST(Schedule, HookOrderFollowsPQuantMLsTrainModel) {
   std::vector<std::string> stages;
   for (const auto& m : history) {
     stages.push_back(fmt::format("{}:{}:{}", prune::to_string(m.slot.stage), m.slot.round, m.slot.epoch));
-    if (m.slot.stage == prune::Stage::Training) EXPECT_GT(m.extra_loss, 0.0);
-    else EXPECT_EQ(m.extra_loss, 0.0);
+    if (m.slot.stage == prune::Stage::Training) EXPECT_GT(m.value("extra_loss"), 0.0);
+    else EXPECT_EQ(m.value("extra_loss"), 0.0);
   }
   EXPECT_EQ(stages, (std::vector<std::string>{"pretraining:0:0", "training:0:0", "training:0:1", "training:1:0",
                                               "training:1:1", "fine-tuning:0:0"}));
@@ -160,7 +158,7 @@ TEST(Schedule, HookOrderFollowsPQuantMLsTrainModel) {
 TEST(Schedule, StageChangesRunAlsoWithEmptyStages) {
   std::vector<std::string> log;
   auto model = recorded_model(&log);
-  train::Trainer trainer(model, options(), "", schedule(0, 1, 1, 0));
+  test::RunTrainer trainer(model, options(), "", schedule(0, 1, 1, 0));
   trainer.fit(blobs(64, 1), blobs(32, 2));
   EXPECT_EQ(only(log, "fc1 "), (std::vector<std::string>{"post_pretrain", "pre_epoch 0/1 training", "post_epoch 0/1",
                                                           "update_mask", "pre_finetune"}));
@@ -173,11 +171,11 @@ TEST(Schedule, RewindPolicies) {
   {
     std::vector<std::string> log;
     auto model = recorded_model(&log);
-    train::Trainer trainer(model, options(), "", schedule(1, 3, 2, 0, Rewind::EveryRound, 1));
+    test::RunTrainer trainer(model, options(), "", schedule(1, 3, 2, 0, Rewind::EveryRound, 1));
     // Weights at the snapshot: train the same run up to that point.
     std::vector<std::string> ignore;
     auto probe = recorded_model(&ignore);
-    train::Trainer probe_trainer(probe, options(), "", schedule(1, 3, 2, 0, Rewind::EveryRound, 1));
+    test::RunTrainer probe_trainer(probe, options(), "", schedule(1, 3, 2, 0, Rewind::EveryRound, 1));
     probe_trainer.fit(train, eval, false, /*stop_after=*/2);
     auto snapshot = weight_of(probe, "fc1");
     trainer.fit(train, eval);
@@ -189,7 +187,7 @@ TEST(Schedule, RewindPolicies) {
   {
     std::vector<std::string> log;
     auto model = recorded_model(&log);
-    train::Trainer trainer(model, options(), "", schedule(0, 2, 3, 1, Rewind::PostTrainingStage, 0));
+    test::RunTrainer trainer(model, options(), "", schedule(0, 2, 3, 1, Rewind::PostTrainingStage, 0));
     std::vector<std::string> ignore;
     auto probe = recorded_model(&ignore);
     auto initial = weight_of(probe, "fc2");
@@ -205,7 +203,7 @@ TEST(Schedule, RewindPolicies) {
     std::vector<std::string> log;
     auto model = recorded_model(&log);
     auto initial = weight_of(model, "fc2");
-    train::Trainer trainer(model, options(), "", schedule(0, 2, 2, 0, Rewind::Never, 0));
+    test::RunTrainer trainer(model, options(), "", schedule(0, 2, 2, 0, Rewind::Never, 0));
     trainer.fit(train, eval);
     EXPECT_FALSE(weight_of(model, "fc2").equal(initial));
     EXPECT_EQ(only(log, "fc1 post_round").size(), 1u);
@@ -224,7 +222,7 @@ TEST(Schedule, ResumeMidStageContinuesTheSameSchedule) {
     stops.push_back(-1);
     for (int64_t stop : stops) {
       auto model = recorded_model(nullptr);
-      train::Trainer trainer(model, options(), dir, s);
+      test::RunTrainer trainer(model, options(), dir, s);
       last = trainer.fit(train, eval, resume, stop);
       resume = true;
       state.clear();
@@ -254,6 +252,6 @@ TEST(Schedule, ResumeMidStageContinuesTheSameSchedule) {
 
 TEST(Schedule, BadSchedulesAreRejected) {
   auto model = recorded_model(nullptr);
-  EXPECT_THROW(train::Trainer(model, options(), "", schedule(0, 2, 0, 0)), Error);
-  EXPECT_THROW(train::Trainer(model, options(), "", schedule(0, 2, 1, 0, Rewind::Never, 2)), Error);
+  EXPECT_THROW(test::RunTrainer(model, options(), "", schedule(0, 2, 0, 0)), Error);
+  EXPECT_THROW(test::RunTrainer(model, options(), "", schedule(0, 2, 1, 0, Rewind::Never, 2)), Error);
 }

@@ -44,7 +44,7 @@ std::vector<torch::Tensor> weights_after(const std::string& optimizer, int64_t e
                                          const data::Dataset& train, bool resume = false) {
   train::seed_everything(5);
   models::Graph model(mlp_with_dropout());
-  train::Trainer trainer(model, options(optimizer, epochs), dir);
+  test::RunTrainer trainer(model, options(optimizer, epochs), dir);
   trainer.fit(train, blobs(64, 9), resume);
   std::vector<torch::Tensor> w;
   for (const auto& p : model->parameters()) w.push_back(p.detach().clone());
@@ -64,7 +64,7 @@ TEST(Trainer, LearnsASeparableProblem) {
   train::seed_everything(1);
   models::Graph model(models::zoo_spec("mlp", {8}, 3, {{16}}));
   auto o = options("adam", 8);
-  train::Trainer trainer(model, o, "");
+  test::RunTrainer trainer(model, o, "");
   auto history = trainer.fit(blobs(600, 1), blobs(300, 2));
   ASSERT_EQ(history.size(), 8u);
   EXPECT_LT(history.back().train_loss, history.front().train_loss);
@@ -110,7 +110,7 @@ TEST(Trainer, MseRegression) {
   auto o = options("adam", 30);
   o.loss = "mse";
   o.lr = 0.05;
-  train::Trainer trainer(model, o, "");
+  test::RunTrainer trainer(model, o, "");
   auto history = trainer.fit(ds, ds);
   EXPECT_LT(history.back().eval.loss, 0.01);
 }
@@ -119,7 +119,7 @@ TEST(Trainer, RejectsMismatchedCheckpointsAndBadOptions) {
   test::TempDir dir("ckpt");
   weights_after("adam", 1, dir.path().string(), blobs(64, 1));
   models::Graph other(models::zoo_spec("mlp", {8}, 3, {{5}}));
-  train::Trainer trainer(other, options("adam", 2), dir.path().string());
+  test::RunTrainer trainer(other, options("adam", 2), dir.path().string());
   try {
     trainer.fit(blobs(64, 1), blobs(8, 1), true);
     FAIL() << "a checkpoint of another model was accepted";
@@ -127,11 +127,11 @@ TEST(Trainer, RejectsMismatchedCheckpointsAndBadOptions) {
     EXPECT_NE(std::string(e.what()).find("checkpoint does not fit this model"), std::string::npos) << e.what();
   }
   test::TempDir empty("empty");
-  train::Trainer fresh(other, options("adam", 2), empty.path().string());
+  test::RunTrainer fresh(other, options("adam", 2), empty.path().string());
   EXPECT_THROW(fresh.fit(blobs(64, 1), blobs(8, 1), true), Error);
   auto bad = options("adam", 1);
   bad.device = "tpu";
-  EXPECT_THROW(train::Trainer(other, bad, ""), Error);
+  EXPECT_THROW(test::RunTrainer(other, bad, ""), Error);
 }
 
 TEST(Trainer, ResumeOfAQuantizedModelEqualsAnUninterruptedRun) {
@@ -140,12 +140,9 @@ TEST(Trainer, ResumeOfAQuantizedModelEqualsAnUninterruptedRun) {
   auto run = [&](int64_t epochs, const std::string& dir, bool resume) {
     train::seed_everything(5);
     models::Graph model(mlp_with_dropout());
-    Plan plan;
-    plan.quantization = QuantPlan{};
-    plan.quantization->weight.granularity = quant::Granularity::PerChannel;
-    plan.quantization->data = quant::QuantSpec{1, 3, 4};
-    compress(model, plan);
-    train::Trainer trainer(model, options("adam", epochs), dir);
+    compress(model, test::pquant_plan("quantization_parameters: {granularity: per_channel, default_data_keep_negatives: 1, "
+                                      "default_data_integer_bits: 3, default_data_fractional_bits: 4}"));
+    test::RunTrainer trainer(model, options("adam", epochs), dir);
     trainer.fit(train, blobs(64, 9), resume);
     std::vector<torch::Tensor> state;
     for (const auto& p : model->parameters()) state.push_back(p.detach().clone());
@@ -166,7 +163,7 @@ TEST(Trainer, CudaRunReachesTheCpuAccuracy) {
     models::Graph model(models::zoo_spec("mlp", {8}, 3, {{16}}));
     auto o = options("adam", 8);
     o.device = device;
-    train::Trainer trainer(model, o, "");
+    test::RunTrainer trainer(model, o, "");
     return trainer.fit(blobs(600, 1), blobs(300, 2)).back().eval.accuracy;
   };
   double cpu = accuracy("cpu"), gpu = accuracy("cuda");

@@ -1,10 +1,12 @@
-// compress(graph, plan): puts PQ layers in place of the float nodes of a Graph, copying weights,
-// biases and BatchNorm statistics, with the per-layer formats of the plan.
+// compress(graph, plan): resolves the plan's rules on the graph, then puts PQ layers in place of
+// the float nodes the rules select, copying weights, biases and BatchNorm statistics, with the
+// resolved quantizer of every target and the pruning method of every weight.
 #pragma once
 
 #include <string>
 #include <vector>
 
+#include "sparq/compress/resolve.h"
 #include "sparq/layers/pq_layers.h"
 #include "sparq/models/graph.h"
 #include "sparq/plan.h"
@@ -17,16 +19,12 @@ struct CompressReport {
   std::vector<std::string> left_float;
 };
 
-/// Replaces Linear, Conv1d/2d, AvgPool1d/2d, BatchNorm1d/2d and activation nodes by PQ layers,
-/// and gives every weight layer the plan's pruning method (enabled or not per layer) and order of
-/// pruning and quantization. Weight layers are replaced even with quantization off (pruning lives
-/// in them). Throws ConfigError for names the graph lacks, formats that are not valid, and
-/// methods not implemented.
+/// Builds the PQ layer of every node the resolution selects whose op has one (through the op
+/// registry), with its targets' quantizers, its weight's pruning method (active or not) and its
+/// module settings. Throws ConfigError for formats that are not valid and methods not implemented.
+CompressReport compress(models::Graph& graph, const Resolution& resolution);
+/// resolve(plan, graph), then compress.
 CompressReport compress(models::Graph& graph, const Plan& plan);
-
-/// Throws ConfigError if the plan names layers the graph lacks (layer_specific, or weight layers
-/// in disable_pruning_for_layers), with the nearest name.
-void check_plan_names(const models::Graph& graph, const Plan& plan);
 
 /// Costs of every PQ layer of a graph and their sum.
 struct GraphCost {

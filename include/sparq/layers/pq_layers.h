@@ -4,6 +4,7 @@
 // float nodes by compress().
 #pragma once
 
+#include <torch/arg.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
@@ -13,21 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "sparq/layers/targets.h"
 #include "sparq/prune/pruning_method.h"
 #include "sparq/quant/quantizer.h"
 
 namespace sparq::layers {
-
-using quant::QuantSpec;
-
-/// Which targets a layer quantizes and how. An unset spec leaves that target in float.
-struct QuantTargets {
-  std::optional<QuantSpec> input, weight, bias, output;
-  bool enable_quantization = true;  ///< global switch: false makes every quantizer the identity
-  /// Sample shapes (no batch axis) of the layer's input and output: HGQ data lanes with
-  /// per-channel or per-weight widths are built with them.
-  std::vector<int64_t> input_shape, output_shape;
-};
 
 /// Cost figures of one layer for reports and the EBOPs penalty.
 struct LayerCost {
@@ -98,83 +89,138 @@ class PQWeightLayer : public PQLayer {
   std::shared_ptr<prune::PruningMethod> pruning_;
 };
 
+struct PQDenseOptions {
+  PQDenseOptions(int64_t in_features, int64_t out_features) : in_features_(in_features), out_features_(out_features) {}
+  TORCH_ARG(int64_t, in_features);
+  TORCH_ARG(int64_t, out_features);
+  TORCH_ARG(bool, bias) = true;
+  TORCH_ARG(QuantTargets, targets);
+};
+
 class PQDenseImpl : public PQWeightLayer {
  public:
-  PQDenseImpl(int64_t in_features, int64_t out_features, bool bias, QuantTargets targets);
+  explicit PQDenseImpl(const PQDenseOptions& options);
+  PQDenseImpl(int64_t in_features, int64_t out_features, bool bias, QuantTargets targets)
+      : PQDenseImpl(PQDenseOptions(in_features, out_features).bias(bias).targets(std::move(targets))) {}
   /// From a float Linear: copies its weight and bias.
   PQDenseImpl(const torch::nn::Linear& linear, QuantTargets targets);
   torch::Tensor forward(const torch::Tensor& x);
+  const PQDenseOptions& options() const { return options_; }
 
  private:
   torch::Tensor ebops_of(const torch::Tensor& bits_w, const torch::Tensor& bits_in,
                          const torch::Tensor& mean_bits_b) override;
+  PQDenseOptions options_;
 };
 TORCH_MODULE(PQDense);
 
-/// PQConv1d and PQConv2d (dimension 1 or 2).
+/// PQConv1d and PQConv2d (dimension 1 or 2); kernel/stride/padding/dilation have `dims` entries.
+struct PQConvOptions {
+  PQConvOptions(int dims, int64_t in_channels, int64_t out_channels, std::vector<int64_t> kernel_size)
+      : dims_(dims), in_channels_(in_channels), out_channels_(out_channels), kernel_size_(std::move(kernel_size)),
+        stride_(dims, 1), padding_(dims, 0), dilation_(dims, 1) {}
+  TORCH_ARG(int, dims);
+  TORCH_ARG(int64_t, in_channels);
+  TORCH_ARG(int64_t, out_channels);
+  TORCH_ARG(std::vector<int64_t>, kernel_size);
+  TORCH_ARG(std::vector<int64_t>, stride);
+  TORCH_ARG(std::vector<int64_t>, padding);
+  TORCH_ARG(std::vector<int64_t>, dilation);
+  TORCH_ARG(int64_t, groups) = 1;
+  TORCH_ARG(bool, bias) = true;
+  TORCH_ARG(QuantTargets, targets);
+};
+
 class PQConvImpl : public PQWeightLayer {
  public:
-  /// `dims` 1 or 2; kernel/stride/padding/dilation have `dims` entries.
-  PQConvImpl(int dims, int64_t in_channels, int64_t out_channels, std::vector<int64_t> kernel,
-             std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation,
-             int64_t groups, bool bias, QuantTargets targets);
+  explicit PQConvImpl(const PQConvOptions& options);
   torch::Tensor forward(const torch::Tensor& x);
+  const PQConvOptions& options() const { return options_; }
 
  private:
   torch::Tensor ebops_of(const torch::Tensor& bits_w, const torch::Tensor& bits_in,
                          const torch::Tensor& mean_bits_b) override;
-  int dims_;
-  std::vector<int64_t> stride_, padding_, dilation_;
-  int64_t groups_ = 1;
+  PQConvOptions options_;
 };
 TORCH_MODULE(PQConv);
 
-/// Average pooling with quantized input and output (dims 1 or 2).
+/// Average pooling with quantized input and output (dims 1 or 2); stride defaults to the kernel.
+struct PQAvgPoolOptions {
+  PQAvgPoolOptions(int dims, std::vector<int64_t> kernel_size)
+      : dims_(dims), kernel_size_(kernel_size), stride_(std::move(kernel_size)), padding_(dims, 0) {}
+  TORCH_ARG(int, dims);
+  TORCH_ARG(std::vector<int64_t>, kernel_size);
+  TORCH_ARG(std::vector<int64_t>, stride);
+  TORCH_ARG(std::vector<int64_t>, padding);
+  TORCH_ARG(QuantTargets, targets);
+};
+
 class PQAvgPoolImpl : public PQLayer {
  public:
-  PQAvgPoolImpl(int dims, std::vector<int64_t> kernel, std::vector<int64_t> stride,
-                std::vector<int64_t> padding, QuantTargets targets);
+  explicit PQAvgPoolImpl(const PQAvgPoolOptions& options);
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor ebops(bool deployed) override;
+  const PQAvgPoolOptions& options() const { return options_; }
 
  private:
-  int dims_;
-  std::vector<int64_t> kernel_, stride_, padding_;
+  PQAvgPoolOptions options_;
 };
 TORCH_MODULE(PQAvgPool);
 
 /// Batch normalisation with quantized input, scale (weight) and shift (bias); running statistics
 /// stay float. No output quantizer.
+struct PQBatchNormOptions {
+  explicit PQBatchNormOptions(int64_t num_features) : num_features_(num_features) {}
+  TORCH_ARG(int64_t, num_features);
+  TORCH_ARG(double, eps) = 1e-5;
+  TORCH_ARG(double, momentum) = 0.1;
+  TORCH_ARG(QuantTargets, targets);
+};
+
 class PQBatchNormImpl : public PQLayer {
  public:
-  PQBatchNormImpl(int64_t num_features, double eps, double momentum, QuantTargets targets);
+  explicit PQBatchNormImpl(const PQBatchNormOptions& options);
   /// From a float BatchNorm1d/2d: copies weight, bias and the running statistics.
-  PQBatchNormImpl(const torch::nn::Module& batchnorm, double eps, double momentum, QuantTargets targets);
+  PQBatchNormImpl(const torch::nn::Module& batchnorm, PQBatchNormOptions options);
   torch::Tensor forward(const torch::Tensor& x);
   LayerCost cost() override;
   torch::Tensor ebops(bool deployed) override;
+  const PQBatchNormOptions& options() const { return options_; }
 
   torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
-  double eps, momentum;
+
+ private:
+  PQBatchNormOptions options_;
 };
 TORCH_MODULE(PQBatchNorm);
 
 /// An activation between a quantized input and a quantized output.
 /// Functions: relu, tanh (real), hard_tanh (clip to [min, max]), leaky_relu, sigmoid, gelu, softmax.
+struct PQActivationOptions {
+  explicit PQActivationOptions(std::string function) : function_(std::move(function)) {}
+  TORCH_ARG(std::string, function);
+  TORCH_ARG(double, negative_slope) = 0.1015625;   ///< leaky_relu (PQuantML's 13/128)
+  TORCH_ARG(double, min_val) = -1.0;               ///< hard_tanh
+  TORCH_ARG(double, max_val) = 1.0;
+  TORCH_ARG(int64_t, dim) = 1;                     ///< softmax axis (counting the batch axis)
+  TORCH_ARG(bool, relu_multiplier) = false;        ///< learned power-of-two scale before a ReLU
+  TORCH_ARG(QuantTargets, targets);
+};
+
 class PQActivationImpl : public PQLayer {
  public:
-  PQActivationImpl(std::string function, QuantTargets targets, bool use_relu_multiplier = false);
+  explicit PQActivationImpl(const PQActivationOptions& options);
+  PQActivationImpl(std::string function, QuantTargets targets)
+      : PQActivationImpl(PQActivationOptions(std::move(function)).targets(std::move(targets))) {}
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor ebops(bool deployed) override;
+  const PQActivationOptions& options() const { return options_; }
+  const std::string& function() const { return options_.function(); }
 
-  const std::string& function() const { return function_; }
-  double negative_slope = 0.1015625;   ///< leaky_relu (PQuantML's 13/128)
-  double min_val = -1.0, max_val = 1.0;  ///< hard_tanh
-  int64_t softmax_dim = 1;
   torch::Tensor multiplier;  ///< learned power-of-two ReLU input scale (exponent), when enabled
 
  private:
-  std::string function_;
+  PQActivationOptions options_;
 };
 TORCH_MODULE(PQActivation);
 

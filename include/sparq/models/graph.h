@@ -14,10 +14,9 @@
 #include <variant>
 #include <vector>
 
-namespace sparq::models {
+#include "sparq/models/op.h"
 
-/// A node attribute: integer, number, flag, text or integer list (kernel sizes, shapes).
-using Attr = std::variant<int64_t, double, bool, std::string, std::vector<int64_t>>;
+namespace sparq::models {
 
 /// One node as described by a model YAML file or the zoo.
 struct NodeSpec {
@@ -35,28 +34,12 @@ struct GraphSpec {
   std::string output;                ///< empty: the last node
 };
 
-/// The kinds of attribute an op accepts.
-enum class AttrType { Int, Double, Bool, IntOrList, IntList };
-struct AttrInfo {
-  std::string name;
-  AttrType type;
-  bool required = false;
-};
-struct OpInfo {
-  std::string name;            ///< canonical PyTorch-style name
-  std::vector<AttrInfo> attrs;
-  bool builtin = false;        ///< tensor op without parameters (add, concat, flatten, reshape)
-  int min_inputs = 1, max_inputs = 1;
-};
-/// The op of `name` (canonical name or alias such as "Dense"), or nullptr.
-const OpInfo* find_op(const std::string& name);
-/// Canonical names of every op, for error messages.
-std::vector<std::string> op_names();
-
 /// A node of a built graph.
 struct Node {
   std::string name;
-  std::string op;
+  std::string op;                   ///< the module's class: "Linear", "PQDense", ... ("add" for built-ins)
+  std::string source_op;            ///< the op the model described ("Linear" for a PQDense too)
+  const OpInfo* info = nullptr;     ///< the registered op of source_op
   std::vector<int> inputs;          ///< node indices; -1 is the graph input
   torch::nn::AnyModule module;      ///< empty for built-in ops
   std::map<std::string, Attr> attrs;
@@ -77,7 +60,8 @@ class GraphImpl : public torch::nn::Module {
   /// Index of node `name`; throws ModelError if there is none.
   int index_of(const std::string& name) const;
   const Node& node(const std::string& name) const { return nodes_[index_of(name)]; }
-  /// Puts `module` in place of node `name`, keeping its edges (used by compression).
+  /// Puts `module` in place of node `name`, keeping its edges and source op (used by compression);
+  /// `op` is the new module's class name.
   void replace(const std::string& name, torch::nn::AnyModule module, const std::string& op);
 
  private:

@@ -6,36 +6,13 @@
 
 #include <torch/types.h>
 
+#include "sparq/quant/format.h"
+
 #include <cmath>
 #include <cstdint>
 #include <string>
 
 namespace sparq::quant {
-
-enum class RoundMode { TRN, TRN_ZERO, RND, RND_ZERO, RND_INF, RND_MIN_INF, RND_CONV };
-enum class OverflowMode { SAT, SAT_SYM, WRAP, WRAP_SM };
-
-/// "TRN", "RND", ... (also with the hardware prefix "AP_"; case-insensitive). Throws sparq::Error.
-RoundMode parse_round_mode(const std::string& name);
-OverflowMode parse_overflow_mode(const std::string& name);
-const char* to_string(RoundMode mode);
-const char* to_string(OverflowMode mode);
-
-/// One format, for validation, type names and the calculator.
-struct FixedFormat {
-  int k = 1, i = 0, f = 7;
-  RoundMode round = RoundMode::RND;
-  OverflowMode overflow = OverflowMode::SAT;
-
-  int width() const { return k + i + f; }
-  /// Throws sparq::Error unless k is 0 or 1, W >= 1, and the modes fit (no unsigned WRAP_SM).
-  void validate() const;
-  /// "ap_fixed<8,2,AP_RND,AP_SAT>" or "ap_ufixed<...>".
-  std::string type_name() const;
-  double step() const { return std::ldexp(1.0, -f); }
-  double min_value() const;  ///< smallest representable value (SAT_SYM: symmetric)
-  double max_value() const { return std::ldexp(1.0, i) - step(); }
-};
 
 /// The integer code n (value = n * 2^-f) that a hardware variable stores for x, in eval semantics.
 /// Exact in T for |n| < 2^digits(T). Used by the fused kernel, the calculator and the tests.

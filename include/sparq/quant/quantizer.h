@@ -1,8 +1,11 @@
-// The Quantizer module: a fixed-point format (k, i, f) per tensor, per output channel or per
-// element, applied in forward. Two kinds:
-// - fixed: bit widths are buffers. Weight quantizers with per-channel/per-weight granularity
+// The Quantizer interface and the fixed-point family behind it.
+// - Quantizer: what every quantizer kind offers the PQ layers, the losses and the exporters:
+//   forward, its bit widths, an optional width loss, freezing, and describe() -> QuantFormat.
+//   Kinds register a factory by name ("fixed", "hgq"); make_quantizer(spec) builds one.
+// - FixedPointQuantizer: a format (k, i, f) per tensor, per output channel or per element.
+//   fixed: bit widths are buffers; weight quantizers with per-channel/per-weight granularity
 //   re-split their budget b = k + i + f from the data at every training forward (PQuantML).
-// - HGQ (High Granularity Quantization): i and f are trainable parameters of a shape known at
+//   HGQ (High Granularity Quantization): i and f are trainable parameters of a shape known at
 //   construction, rounded half-to-even with a straight-through gradient; the task loss reaches
 //   them through the rounding and saturation, the EBOPs and gamma terms push them down (spec
 //   pquantml §3, anchors §1). Elements whose width reaches zero output 0 in evaluation.
@@ -12,63 +15,81 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "sparq/quant/fixed_point.h"
+#include "sparq/quant/format.h"
 
 namespace sparq::quant {
 
-enum class Granularity { PerTensor, PerChannel, PerWeight };
-/// "per_tensor", "per_channel", "per_weight"; throws sparq::Error.
-Granularity parse_granularity(const std::string& name);
-const char* to_string(Granularity g);
-
-/// A quantizer's format and behaviour, as a Plan gives it for one target.
-struct QuantSpec {
-  int k = 1, i = 0, f = 7;
-  RoundMode round = RoundMode::RND;
-  OverflowMode overflow = OverflowMode::SAT;
-  Granularity granularity = Granularity::PerTensor;
-  bool dynamic = false;  ///< data lanes: re-split i/f from the batch maximum while training
-  bool hgq = false;        ///< trainable bit widths
-  double hgq_gamma = 0;    ///< HGQ: coefficient of the L1 term gamma * (sum f + sum i)
-
-  FixedFormat format() const { return {k, i, f, round, overflow}; }
-  bool operator==(const QuantSpec& o) const {
-    return k == o.k && i == o.i && f == o.f && round == o.round && overflow == o.overflow &&
-           granularity == o.granularity && dynamic == o.dynamic && hgq == o.hgq && hgq_gamma == o.hgq_gamma;
-  }
-};
-
+/// The interface of every quantizer kind.
 class QuantizerImpl : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(const torch::Tensor& x) = 0;
+  /// The registered kind ("fixed", "hgq").
+  virtual const char* kind() const = 0;
+  /// How it quantizes now: widths per element, modes, granularity.
+  virtual QuantFormat describe() const = 0;
+  /// Bit width of every element of the widths' shape, differentiable where widths are trained.
+  virtual torch::Tensor total_bits() const = 0;
+  /// The width loss (HGQ: gamma * (sum f + sum i)) as a 0-d tensor; undefined when there is none.
+  virtual torch::Tensor bits_loss() const { return {}; }
+  /// Makes trained widths final (rounded, clamped); nothing for kinds that train none.
+  virtual void freeze() {}
+  /// Whether the widths are trained (they then take part in the EBOPs and width losses).
+  virtual bool trains_widths() const { return false; }
+  /// Whether every output is >= 0 with no gradient below 0 (an unsigned saturating format), so a
+  /// ReLU after it is the identity.
+  virtual bool clips_negatives() const { return false; }
+
+  bool enabled = true;  ///< false: forward is the identity
+};
+TORCH_MODULE(Quantizer);
+
+/// Builds a quantizer of one kind. `shape`: the parameter's shape for weight quantizers; for data
+/// lanes (`is_data`) the sample shape without the batch axis.
+using QuantizerFactory =
+    std::function<Quantizer(const QuantizerSpec& spec, const std::vector<int64_t>& shape, bool is_data)>;
+/// Registers a kind (called once, by the file that defines it).
+bool register_quantizer_kind(const std::string& kind, QuantizerFactory factory);
+/// The quantizer of `spec`'s kind. Throws sparq::Error for an invalid format.
+Quantizer make_quantizer(const QuantizerSpec& spec, const std::vector<int64_t>& shape = {}, bool is_data = false);
+std::vector<std::string> quantizer_kinds();
+
+/// Fixed-point quantizers, fixed or trained (HGQ) widths.
+class FixedPointQuantizerImpl : public QuantizerImpl {
  public:
   /// `shape`: the parameter's shape for weight quantizers (per-channel bits have shape
   /// [C, 1, ...], per-weight bits the full shape); for data lanes the sample shape without the
   /// batch axis (HGQ per-weight data bits have shape [1, *shape], per-channel [1, C, 1, ...];
   /// fixed data lanes are per tensor and ignore it). Throws sparq::Error for an invalid format.
-  explicit QuantizerImpl(QuantSpec spec, std::vector<int64_t> shape = {}, bool is_data = false);
+  explicit FixedPointQuantizerImpl(const QuantizerSpec& spec, std::vector<int64_t> shape = {}, bool is_data = false);
 
-  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor forward(const torch::Tensor& x) override;
+  const char* kind() const override { return hgq_ ? "hgq" : "fixed"; }
+  QuantFormat describe() const override;
+  /// k + i + f (fixed); k + relu(i + f) with the straight-through rounding (HGQ).
+  torch::Tensor total_bits() const override;
+  /// HGQ: gamma * (sum f + sum i), i left out under WRAP (a 0-d tensor); undefined otherwise.
+  torch::Tensor bits_loss() const override;
+  /// HGQ: clamps i and f to their bounds and rounds them in place (the widths are then final).
+  void freeze() override;
+  bool trains_widths() const override { return hgq_; }
+  bool clips_negatives() const override;
 
-  const QuantSpec& spec() const { return spec_; }
+  const FixedSpec& spec() const { return spec_; }
+  double gamma() const { return gamma_; }
   bool is_data() const { return is_data_; }
-  bool is_hgq() const { return spec_.hgq; }
-  /// Bit width of every element of the bits tensor: k + i + f (fixed), k + relu(i + f) with the
-  /// straight-through rounding (HGQ: differentiable in i and f).
-  torch::Tensor total_bits() const;
   /// The integer (k, i, f) tensors of the bits shape, no gradient (HGQ: clamped and rounded;
   /// an element with k + i + f <= 0 has zero width and holds 0).
   std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> integer_bits() const;
-  /// HGQ: gamma * (sum f + sum i), i left out under WRAP (a 0-d tensor); undefined otherwise.
-  torch::Tensor bits_loss() const;
-  /// HGQ: clamps i and f to their bounds and rounds them in place (the widths are then final).
-  void freeze();
   /// The format of a per-tensor quantizer, or of the first element otherwise.
   FixedFormat format() const;
 
-  bool enabled = true;  ///< false: forward is the identity
   /// Fixed: buffers; b = k + i + f is the budget the dynamic split keeps. HGQ: k buffer, f
   /// parameter, i parameter (buffer tracked from the data under WRAP), b undefined.
   torch::Tensor k, i, f, b;
@@ -79,10 +100,15 @@ class QuantizerImpl : public torch::nn::Module {
  private:
   void split_bits(const torch::Tensor& magnitude);
   torch::Tensor hgq_forward(const torch::Tensor& x);
-  QuantSpec spec_;
+  FixedSpec spec_;
+  bool hgq_ = false;
+  double gamma_ = 0;
   bool is_data_;
   torch::Tensor host_k_, host_i_, host_f_;  ///< per-tensor bits on the host, read once (GPU path)
 };
-TORCH_MODULE(Quantizer);
+TORCH_MODULE(FixedPointQuantizer);
+
+/// The fixed-point quantizer behind `q`, or nullptr for another kind.
+std::shared_ptr<FixedPointQuantizerImpl> as_fixed_point(const Quantizer& q);
 
 }  // namespace sparq::quant

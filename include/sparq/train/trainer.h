@@ -1,11 +1,16 @@
-// The Trainer: the staged schedule (pretraining -> rounds of training with rewind -> fine-tuning)
-// with the hook calls into pruning methods, losses, optimizers, progress, metrics.jsonl,
-// checkpoints and resume. Deterministic on CPU for a given seed and thread count.
+// The Trainer: a public step() over one batch and the epoch loop around it, with callbacks at
+// train/epoch/step begin and end and after backward, loss terms from a registered list, optimizer
+// parameter groups per graph node (learning rate, weight decay and trainability can change
+// mid-run), and the Plan's events fired at the step of their fractional epoch. What a run adds
+// comes as callbacks: the stage schedule's hooks into pruning methods (train/stages.h), HGQ's
+// loss terms, metrics.jsonl and checkpoints (train/callbacks.h); console output is the CLI's. The
+// library never prints. Deterministic on CPU for a given seed and thread count.
 #pragma once
 
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
 
 #include <cstdint>
 #include <map>
@@ -37,10 +42,7 @@ struct TrainOptions {
   uint64_t seed = 0;
   std::string loss = "cross_entropy";  ///< cross_entropy | mse
   std::string device = "cpu";      ///< "cpu", "cuda", "cuda:N"
-  Progress progress = Progress::Auto;
-  /// HGQ: beta per epoch of the EBOPs loss term (added with the gamma terms from the end of
-  /// pretraining on, for models with HGQ quantizers).
-  BetaSchedule hgq_beta;
+  Progress progress = Progress::Auto;  ///< for the console callback of the CLI
 };
 
 struct EvalResult {
@@ -57,13 +59,28 @@ struct EpochSlot {
 };
 /// The slot of 0-based global epoch `g` (0 <= g < total_epochs()).
 EpochSlot slot_of(const Schedule& schedule, int64_t g);
+/// "training round 2/3 epoch 1/4", "pretraining 1/2".
+std::string slot_text(const Schedule& schedule, const EpochSlot& slot);
+
+/// Where training is, as every callback sees it.
+struct TrainContext {
+  int64_t global_step = 0;      ///< optimizer steps done (0-based index of the step about to run)
+  int64_t epoch_index = 0;      ///< 0-based global epoch
+  double epoch = 0;             ///< fractional: epoch_index + step_in_epoch / steps_per_epoch
+  int64_t step_in_epoch = 0;
+  int64_t steps_per_epoch = 0;
+  int64_t total_epochs = 0;
+  int64_t start_epoch = 0;      ///< the first epoch of this fit() (> 0 when resumed)
+  bool resumed = false;
+  EpochSlot slot;               ///< stage, round, stage-local epoch
+};
 
 struct EpochMetrics {
   int64_t epoch = 0;               ///< 1-based global epoch
   EpochSlot slot;
-  double extra_loss = 0;           ///< mean per batch of the pruning methods' loss terms
-  double hgq_loss = 0;             ///< mean per batch of beta·EBOPs + gamma·bits (HGQ)
-  double beta = 0;                 ///< HGQ beta of this epoch (0 while the terms are off)
+  /// Loss terms (mean per batch, by the term's name: "extra_loss", "hgq_loss") and values the
+  /// callbacks add ("beta").
+  std::map<std::string, double> values;
   double train_loss = 0, train_accuracy = 0;
   EvalResult eval;
   double seconds = 0;              ///< training pass only
@@ -73,70 +90,135 @@ struct EpochMetrics {
   std::vector<std::pair<std::string, layers::LayerCost>> layer_costs;
   layers::LayerCost cost;
   double sparsity = 0;             ///< pruned (zero) fraction of the effective weights
+  double value(const std::string& name) const;  ///< 0 when absent
+};
+
+class Trainer;
+
+/// Hooks into training. Default: nothing. `save`/`load` put the callback's state in checkpoints.
+class Callback {
+ public:
+  virtual ~Callback() = default;
+  virtual void on_train_begin(Trainer& trainer, const TrainContext& ctx) {}
+  virtual void on_epoch_begin(Trainer& trainer, const TrainContext& ctx) {}
+  virtual void on_step_begin(Trainer& trainer, const TrainContext& ctx) {}
+  /// After backward, before the optimizer step: gradients are there (Taylor, movement).
+  virtual void on_after_backward(Trainer& trainer, const TrainContext& ctx) {}
+  virtual void on_step_end(Trainer& trainer, const TrainContext& ctx) {}
+  /// After the training pass and evaluation; may change the model (masks).
+  virtual void on_epoch_end(Trainer& trainer, const TrainContext& ctx, EpochMetrics& metrics) {}
+  /// After costs are measured: the epoch's final numbers (reports, files, checkpoints).
+  virtual void on_epoch_report(Trainer& trainer, const TrainContext& ctx, const EpochMetrics& metrics) {}
+  virtual void on_train_end(Trainer& trainer, const TrainContext& ctx) {}
+  virtual void save(torch::serialize::OutputArchive& root) {}
+  virtual void load(torch::serialize::InputArchive& root) {}
+};
+
+/// A term added to the task loss each step (its mean per batch is reported under name()).
+class LossTerm : public Callback {
+ public:
+  virtual std::string name() const = 0;
+  /// This step's term; undefined: none.
+  virtual torch::Tensor compute(Trainer& trainer, const TrainContext& ctx) = 0;
+};
+
+/// What one step returns (detached).
+struct StepResult {
+  torch::Tensor loss;    ///< the task loss
+  torch::Tensor output;  ///< the model's output
 };
 
 /// Seeds LibTorch's generators; call before building the model so initial weights repeat.
 void seed_everything(uint64_t seed);
 
+struct FitOptions {
+  std::string resume_from;  ///< a checkpoint to continue from: the result equals an uninterrupted run
+  int64_t stop_after = -1;  ///< > 0: stop after that many global epochs
+};
+
 class Trainer {
  public:
-  /// `run_dir` receives metrics.jsonl and checkpoint.pt (created if missing; "" writes nothing).
-  /// Without a schedule the run is one training stage of options.epochs.
-  Trainer(models::Graph model, TrainOptions options, std::string run_dir,
-          std::optional<Schedule> schedule = std::nullopt);
+  /// Without a schedule the run is one training stage of options.epochs. `events`: the Plan's
+  /// (learning rate, weight decay, trainability, quantization on/off, HGQ's beta curve).
+  Trainer(models::Graph model, TrainOptions options, std::optional<Schedule> schedule = std::nullopt,
+          std::vector<Event> events = {});
   ~Trainer();
 
-  /// Trains on `train` through the schedule, evaluating `eval` after every epoch. With `resume`,
-  /// continues from run_dir/checkpoint.pt: the result equals an uninterrupted run bit for bit.
-  /// `stop_after` > 0 stops after that many global epochs (the checkpoint allows resuming).
-  std::vector<EpochMetrics> fit(const data::Dataset& train, const data::Dataset& eval,
-                                bool resume = false, int64_t stop_after = -1);
+  /// Runs after the built-in callbacks (stage hooks, HGQ, events), in the order added.
+  void add_callback(std::shared_ptr<Callback> callback);
+  /// Adds a term to the loss (after the built-in pruning and HGQ terms).
+  void add_loss_term(std::shared_ptr<LossTerm> term);
+
+  /// Trains on `train` through the schedule, evaluating `eval` after every epoch.
+  std::vector<EpochMetrics> fit(const data::Dataset& train, const data::Dataset& eval, const FitOptions& fit = {});
   /// Loss and accuracy of the model on `ds` (eval mode, no gradients).
   EvalResult evaluate(const data::Dataset& ds);
 
-  /// Writes weights, optimizer state, generator state and the number of completed epochs.
+  // The pieces fit() is made of, for loops of one's own (the bench times step()).
+  void begin_training(int64_t steps_per_epoch, int64_t start_epoch = 0, bool resumed = false);
+  void begin_epoch(int64_t epoch_index);
+  /// One optimizer step on a batch: zero gradients, forward, task loss + loss terms, backward,
+  /// after-backward callbacks, optimizer step; the epoch's sums stay on the device.
+  StepResult step(const torch::Tensor& x, const torch::Tensor& y);
+  /// Metrics of the epoch's steps, evaluation on `eval` (if not empty), epoch-end callbacks, costs.
+  EpochMetrics end_epoch(const data::Dataset& eval, double seconds);
+  void end_training();
+
+  /// Writes weights, optimizer state, generator state, callback state and the epochs done.
   void save_checkpoint(const std::string& path, int64_t epochs_done);
   /// Restores what save_checkpoint wrote; returns the number of completed epochs.
   int64_t load_checkpoint(const std::string& path);
+
+  // Parameter groups: one per graph node with parameters, named by the node.
+  const std::vector<std::string>& group_names() const { return group_names_; }
+  /// Sets the learning rate / weight decay of the groups whose name matches `regex` ("" all).
+  void set_lr(const std::string& regex, double lr);
+  void set_weight_decay(const std::string& regex, double weight_decay);
+  /// Freezes (false) or unfreezes the parameters of the matching groups.
+  void set_trainable(const std::string& regex, bool trainable);
+  /// Turns every quantizer of the model on or off.
+  void set_quantization(bool enabled);
 
   models::Graph& model() { return model_; }
   torch::optim::Optimizer& optimizer() { return *optimizer_; }
   const TrainOptions& options() const { return options_; }
   const Schedule& schedule() const { return schedule_; }
+  const std::vector<Event>& events() const { return events_; }
+  const TrainContext& context() const { return ctx_; }
+  torch::Device device() const { return device_; }
+  /// Whether some weight layer has a pruning method.
+  bool prunes() const;
 
  private:
-  struct WeightLayer {
-    std::string name;
-    std::shared_ptr<layers::PQWeightLayer> layer;
-  };
-  /// The hooks due between global epochs b-1 and b (stage changes, post-round rule, snapshot).
-  void run_boundary(int64_t b);
-  void post_round_rule(int64_t round);
-  void rewind();
-  /// PDP/Wanda: each layer's share of the global sparsity target (at the start of training).
-  void apply_global_budget();
-  /// Multiplies every pruning layer's weight by its hard mask (at the end of the schedule).
-  void prune_weights();
-  /// Sum of the pruning methods' loss terms of this step (undefined when there are none).
-  torch::Tensor pruning_loss();
-  /// Sum of the HGQ layers' beta·EBOPs + gamma·bits (undefined when there are none).
-  torch::Tensor hgq_loss(double beta);
-
-  void load_weights(torch::serialize::InputArchive& weights, const std::string& path);
+  std::vector<Callback*> all_callbacks() const;
   torch::Tensor loss_of(const torch::Tensor& output, const torch::Tensor& target) const;
+  void load_weights(torch::serialize::InputArchive& weights, const std::string& path);
+  std::vector<size_t> matching_groups(const std::string& regex) const;
 
   models::Graph model_;
   TrainOptions options_;
-  std::string run_dir_;
-  std::unique_ptr<torch::optim::Optimizer> optimizer_;
   Schedule schedule_;
-  std::vector<WeightLayer> weight_layers_;
-  std::vector<std::shared_ptr<layers::PQLayer>> hgq_layers_;  ///< PQ layers with HGQ quantizers
-  std::map<std::string, torch::Tensor> snapshot_;  ///< weights kept for rewinding, by layer
+  std::vector<Event> events_;
+  torch::Device device_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::vector<std::string> group_names_;
+  std::vector<std::shared_ptr<Callback>> builtin_, callbacks_;
+  std::vector<std::shared_ptr<LossTerm>> terms_;
+  TrainContext ctx_;
+  // The epoch's sums, on the device (read once per epoch, so steps never wait for the host).
+  torch::Tensor loss_sum_, correct_;
+  std::vector<torch::Tensor> term_sums_;
+  int64_t epoch_samples_ = 0, epoch_steps_ = 0;
 };
 
-/// The optimizer named by `options` over `parameters`; throws sparq::Error for unknown names.
+/// The optimizer named by `options` over parameter groups (one options copy per group); throws
+/// sparq::Error for unknown names.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<std::vector<torch::Tensor>> groups,
+                                                        const TrainOptions& options);
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::Tensor> parameters,
                                                         const TrainOptions& options);
+
+/// The device a name asks for ("auto" picks CUDA when there is one); throws sparq::Error.
+torch::Device resolve_device(const std::string& name);
 
 }  // namespace sparq::train

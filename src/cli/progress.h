@@ -8,7 +8,9 @@
 
 #include "sparq/train/trainer.h"
 
-namespace sparq::train {
+namespace sparq::cli {
+
+using train::Progress;
 
 class ProgressDisplay {
  public:
@@ -26,4 +28,4 @@ class ProgressDisplay {
   int64_t last_line_decile_ = 0;
 };
 
-}  // namespace sparq::train
+}  // namespace sparq::cli

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-namespace sparq::config {
+namespace sparq::yaml {
 
 /// A parsed YAML document and the name used in its error messages.
 struct YamlDoc {
@@ -72,4 +72,4 @@ double as_double(const std::string& file, const YAML::Node& node, const std::str
 bool as_bool(const std::string& file, const YAML::Node& node, const std::string& what);
 std::string as_string(const std::string& file, const YAML::Node& node, const std::string& what);
 
-}  // namespace sparq::config
+}  // namespace sparq::yaml

@@ -1,4 +1,4 @@
-#include "sparq/config/yaml.h"
+#include "sparq/yaml/reader.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -13,7 +13,7 @@
 
 #include "sparq/error.h"
 
-namespace sparq::config {
+namespace sparq::yaml {
 
 namespace {
 
@@ -135,11 +135,11 @@ MapReader::MapReader(std::string file, const YAML::Node& node, std::string what,
     std::string key = it->first.Scalar();
     auto [first, fresh] = seen.emplace(key, it->first);
     if (!fresh)
-      throw ConfigError(fmt::format("{}: {}: key '{}' appears twice (first at {})", config::where(file_, it->first),
-                                    what_, key, config::where(file_, first->second)));
+      throw ConfigError(fmt::format("{}: {}: key '{}' appears twice (first at {})", yaml::where(file_, it->first),
+                                    what_, key, yaml::where(file_, first->second)));
     if (std::find(allowed_.begin(), allowed_.end(), key) != allowed_.end()) continue;
     throw ConfigError(fmt::format("{}: {}: unknown key '{}', did you mean '{}'? (valid keys: {})",
-                                  config::where(file_, it->first), what_, key,
+                                  yaml::where(file_, it->first), what_, key,
                                   nearest(key, allowed_), fmt::join(allowed_, ", ")));
   }
 }
@@ -151,7 +151,7 @@ bool MapReader::has(const std::string& key) const {
 YAML::Node MapReader::node(const std::string& key) const { return node_[key]; }
 
 std::string MapReader::where(const std::string& key) const {
-  return config::where(file_, has(key) ? node_[key] : node_);
+  return yaml::where(file_, has(key) ? node_[key] : node_);
 }
 
 void MapReader::fail(const std::string& key, const std::string& message) const {
@@ -211,4 +211,4 @@ std::vector<int64_t> MapReader::get_int_list(const std::string& key,
   return out;
 }
 
-}  // namespace sparq::config
+}  // namespace sparq::yaml

@@ -1,11 +1,13 @@
-#include "train/progress.h"
+#include "cli/progress.h"
 
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstdio>
 
-namespace sparq::train {
+namespace sparq::cli {
+
+using train::Progress;
 
 namespace {
 std::string duration(double s) {
@@ -62,4 +64,4 @@ void ProgressDisplay::finish() {
   }
 }
 
-}  // namespace sparq::train
+}  // namespace sparq::cli

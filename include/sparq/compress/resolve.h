@@ -1,0 +1,46 @@
+// Resolution: a Plan's rules applied to a Graph give one table, module x target -> settings,
+// with the dialect's precedence. compress() builds the PQ layers from it; `sparq inspect --json`
+// prints it.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sparq/models/graph.h"
+#include "sparq/plan.h"
+
+namespace sparq {
+
+struct ResolvedTarget {
+  std::optional<quant::QuantizerSpec> quantizer;  ///< unset: the target stays in float
+  std::optional<PruningSpec> pruning;             ///< weights: the method object of the layer
+  bool pruning_active = false;                    ///< false: the method runs but the weight is not pruned
+};
+
+struct ResolvedModule {
+  std::string name, op;  ///< op: the source op (PyTorch name)
+  bool selected = false; ///< some rule selects it: it becomes a PQ layer when its op has one
+  std::map<std::string, ResolvedTarget> targets;  ///< every target the op has
+  ModuleSetting module;
+  std::string where;     ///< config position of the last rule that set a target, for errors
+};
+
+struct Resolution {
+  std::string dialect;
+  std::vector<ResolvedModule> modules;  ///< every node of the graph, in order
+  const ResolvedModule* find(const std::string& name) const;
+};
+
+/// Applies the plan's rules to the graph's nodes. Throws ConfigError where a rule names a module
+/// the graph lacks (with the nearest name) or a setting does not fit its target.
+Resolution resolve(const Plan& plan, const models::Graph& graph);
+
+/// The resolution and the plan's schedule as JSON (docs/inspect-json.md).
+nlohmann::json resolution_json(const Resolution& resolution, const Plan& plan);
+nlohmann::json quantizer_json(const quant::QuantizerSpec& spec);
+
+}  // namespace sparq

@@ -1,0 +1,107 @@
+// Quantization formats as plain data (no LibTorch): the fixed-point modes and format, the specs a
+// Plan gives a target (a std::variant over the quantizer kinds), and the QuantFormat every
+// quantizer describes itself as, which printers, precision.json and exporters read.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace sparq::quant {
+
+enum class RoundMode { TRN, TRN_ZERO, RND, RND_ZERO, RND_INF, RND_MIN_INF, RND_CONV };
+enum class OverflowMode { SAT, SAT_SYM, WRAP, WRAP_SM };
+enum class Granularity { PerTensor, PerChannel, PerWeight };
+
+/// "TRN", "RND", ... (also with the hardware prefix "AP_"; case-insensitive). Throws sparq::Error.
+RoundMode parse_round_mode(const std::string& name);
+OverflowMode parse_overflow_mode(const std::string& name);
+/// "per_tensor", "per_channel", "per_weight"; throws sparq::Error.
+Granularity parse_granularity(const std::string& name);
+const char* to_string(RoundMode mode);
+const char* to_string(OverflowMode mode);
+const char* to_string(Granularity g);
+
+/// The integer codes a format (k, i, f) holds: n in [lo, nmax], value n * 2^-f. `nmin` is the
+/// two's-complement minimum (-k * 2^(i+f)); `lo` the saturation bound (SAT_SYM drops nmin, except
+/// for 1-bit signed types, which keep it as the hardware does); `modulus` 2^W for wrap-around.
+template <typename T>
+struct CodeBounds {
+  T nmax, nmin, lo, modulus;
+};
+template <typename T>
+inline CodeBounds<T> bounds(T k, T i, T f, OverflowMode overflow) {
+  const T span = i + f;  // magnitude bits
+  CodeBounds<T> b;
+  b.nmax = std::ldexp(T(1), static_cast<int>(span)) - 1;
+  b.nmin = -k * std::ldexp(T(1), static_cast<int>(span));
+  b.lo = (overflow == OverflowMode::SAT_SYM && k > 0 && span > 0) ? -b.nmax : b.nmin;
+  b.modulus = std::ldexp(T(1), static_cast<int>(k + span));
+  return b;
+}
+
+/// One format, for validation, type names and the calculator.
+struct FixedFormat {
+  int k = 1, i = 0, f = 7;
+  RoundMode round = RoundMode::RND;
+  OverflowMode overflow = OverflowMode::SAT;
+
+  int width() const { return k + i + f; }
+  /// Throws sparq::Error unless k is 0 or 1, W >= 1, and the modes fit (no unsigned WRAP_SM).
+  void validate() const;
+  /// "ap_fixed<8,2,AP_RND,AP_SAT>" or "ap_ufixed<...>".
+  std::string type_name() const;
+  double step() const { return std::ldexp(1.0, -f); }
+  double min_value() const;  ///< smallest representable value (SAT_SYM: symmetric)
+  double max_value() const { return std::ldexp(1.0, i) - step(); }
+};
+
+/// A fixed-point quantizer: (k, i, f) with its modes, per tensor, channel or weight.
+struct FixedSpec {
+  int k = 1, i = 0, f = 7;
+  RoundMode round = RoundMode::RND;
+  OverflowMode overflow = OverflowMode::SAT;
+  Granularity granularity = Granularity::PerTensor;
+  bool dynamic = false;  ///< data lanes: re-split i/f from the batch maximum while training
+
+  FixedFormat format() const { return {k, i, f, round, overflow}; }
+  bool operator==(const FixedSpec& o) const {
+    return k == o.k && i == o.i && f == o.f && round == o.round && overflow == o.overflow &&
+           granularity == o.granularity && dynamic == o.dynamic;
+  }
+};
+
+/// HGQ: a fixed-point quantizer whose i and f are trained (k, i, f are the initial widths).
+struct HgqSpec : FixedSpec {
+  double gamma = 0;  ///< coefficient of the L1 term gamma * (sum f + sum i)
+  bool operator==(const HgqSpec& o) const { return FixedSpec::operator==(o) && gamma == o.gamma; }
+};
+
+/// What a Plan says one target's quantizer is. Integer affine quantizers join with their issue.
+using QuantizerSpec = std::variant<FixedSpec, HgqSpec>;
+
+/// "fixed" or "hgq": the registered quantizer kind of a spec.
+const char* kind_of(const QuantizerSpec& spec);
+/// The fixed-point part of a spec (every kind today is fixed-point).
+const FixedSpec& fixed_part(const QuantizerSpec& spec);
+FixedSpec& fixed_part(QuantizerSpec& spec);
+
+/// How a quantizer quantizes, as it describes itself: the one record printers and exporters read.
+struct QuantFormat {
+  std::string kind;  ///< "fixed" | "hgq"
+  bool enabled = true;
+  Granularity granularity = Granularity::PerTensor;
+  RoundMode round = RoundMode::RND;
+  OverflowMode overflow = OverflowMode::SAT;
+  std::vector<int64_t> shape;  ///< shape of the per-element widths ([] per tensor)
+  std::vector<int> k, i, f;    ///< integer widths per element (one entry per tensor); W = k + i + f
+  /// The format of element `e` (zero width when k + i + f <= 0).
+  FixedFormat element(size_t e = 0) const { return {k.at(e), i.at(e), f.at(e), round, overflow}; }
+  /// Largest width over the elements.
+  int max_bits() const;
+  bool is_signed() const;  ///< any element keeps a sign bit
+};
+
+}  // namespace sparq::quant

@@ -1,0 +1,65 @@
+// run_job: a whole run as one library call (data -> model -> plan -> compress -> train -> export),
+// what `sparq run`, the benches and C++ users call alike. An observer sees each step and can add
+// training callbacks (the CLI's progress bar and tables are one); the library prints nothing.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sparq/compress/compress.h"
+#include "sparq/config/job.h"
+#include "sparq/data/dataset.h"
+#include "sparq/models/graph.h"
+#include "sparq/train/trainer.h"
+
+namespace sparq {
+
+struct RunOptions {
+  bool resume = false;      ///< continue from the run folder's checkpoint
+  int64_t stop_after = -1;  ///< > 0: stop after that many global epochs
+};
+
+struct RunResult {
+  models::Graph model{nullptr};
+  std::vector<train::EpochMetrics> history;
+  train::EvalResult test;               ///< samples = 0 without a test split
+  bool classification = true;
+  std::string run_dir;
+  CompressReport compression;
+  std::optional<nlohmann::json> precision;  ///< precision.json, when the model quantizes
+};
+
+/// Sees a run's steps, in order. Default: nothing.
+class RunObserver {
+ public:
+  virtual ~RunObserver() = default;
+  virtual void on_data(const config::Job& job, const data::Splits& splits) {}
+  virtual void on_model(const config::Job& job, const models::Graph& model, const torch::Device& device) {}
+  virtual void on_compressed(const config::Job& job, const CompressReport& report) {}
+  /// Before training starts: add callbacks here.
+  virtual void on_trainer(const config::Job& job, train::Trainer& trainer) {}
+  virtual void on_finished(const config::Job& job, const RunResult& result) {}
+};
+
+/// The generator state of one run: swapped into LibTorch's default CPU generator while the run
+/// builds and trains, and back out after, so runs in one process do not share a random stream.
+class RunRng {
+ public:
+  explicit RunRng(uint64_t seed);
+  ~RunRng();
+  RunRng(const RunRng&) = delete;
+  RunRng& operator=(const RunRng&) = delete;
+
+ private:
+  torch::Tensor outer_state_;
+};
+
+/// Runs the job; writes metrics.jsonl, checkpoint.pt, model.pt and precision.json (when the
+/// model quantizes) to job.output. Throws sparq::Error on bad input.
+RunResult run_job(const config::Job& job, RunObserver& observer, const RunOptions& options = {});
+
+}  // namespace sparq

@@ -1,0 +1,40 @@
+// Callbacks a run folder needs: metrics.jsonl (one JSON object per epoch) and checkpoint.pt
+// (everything to resume bit for bit).
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <string>
+
+#include "sparq/train/trainer.h"
+
+namespace sparq::train {
+
+/// Appends each epoch to `dir`/metrics.jsonl; a resumed run first drops the lines after its start.
+class MetricsWriter : public Callback {
+ public:
+  /// `classification`: accuracies are written (null for regression).
+  MetricsWriter(std::string dir, bool classification) : dir_(std::move(dir)), classification_(classification) {}
+  void on_train_begin(Trainer& t, const TrainContext& ctx) override;
+  void on_epoch_report(Trainer& t, const TrainContext& ctx, const EpochMetrics& m) override;
+
+ private:
+  std::string dir_;
+  bool classification_;
+};
+
+/// Saves `dir`/checkpoint.pt after every epoch (after the hooks between epochs ran).
+class Checkpointer : public Callback {
+ public:
+  explicit Checkpointer(std::string dir) : dir_(std::move(dir)) {}
+  void on_epoch_report(Trainer& t, const TrainContext& ctx, const EpochMetrics& m) override;
+  std::string path() const;
+
+ private:
+  std::string dir_;
+};
+
+/// One metrics.jsonl line.
+nlohmann::json metrics_json(const EpochMetrics& m, bool classification);
+
+}  // namespace sparq::train

@@ -1,0 +1,65 @@
+#include "sparq/train/callbacks.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace sparq::train {
+
+namespace fs = std::filesystem;
+
+nlohmann::json metrics_json(const EpochMetrics& m, bool classification) {
+  nlohmann::json j = {{"epoch", m.epoch},           {"stage", prune::to_string(m.slot.stage)},
+                      {"round", m.slot.round + 1},  {"stage_epoch", m.slot.epoch + 1},
+                      {"train_loss", m.train_loss}, {"eval_loss", m.eval.loss},
+                      {"seconds", m.seconds},       {"samples_per_second", m.samples_per_second},
+                      {"lr", m.lr}};
+  // The documented loss terms are always written (0 when the run has none), then any others.
+  for (const char* key : {"extra_loss", "hgq_loss", "beta"}) j[key] = m.value(key);
+  for (const auto& [key, v] : m.values) j[key] = v;
+  j["train_accuracy"] = classification ? nlohmann::json(m.train_accuracy) : nlohmann::json(nullptr);
+  j["eval_accuracy"] = classification ? nlohmann::json(m.eval.accuracy) : nlohmann::json(nullptr);
+  if (!m.layer_costs.empty()) {
+    auto cost_json = [](const layers::LayerCost& c) {
+      double sparsity = c.weights ? 1.0 - static_cast<double>(c.nonzero) / c.weights : 0.0;
+      return nlohmann::json{{"ebops", c.ebops},     {"weight_bits", c.weight_bits}, {"nonzero_weights", c.nonzero},
+                            {"weights", c.weights}, {"sparsity", sparsity}};
+    };
+    j.update(cost_json(m.cost));
+    nlohmann::json per_layer;
+    for (const auto& [name, c] : m.layer_costs) per_layer[name] = cost_json(c);
+    j["layers"] = per_layer;
+  }
+  return j;
+}
+
+void MetricsWriter::on_train_begin(Trainer& t, const TrainContext& ctx) {
+  fs::create_directories(dir_);
+  fs::path path = fs::path(dir_) / "metrics.jsonl";
+  std::vector<std::string> keep;
+  if (ctx.resumed) {  // keep the lines of the epochs the checkpoint holds; the rest is trained again
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) {
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (!j.is_discarded() && j.value("epoch", int64_t{0}) <= ctx.start_epoch) keep.push_back(line);
+    }
+  }
+  std::ofstream out(path, std::ios::trunc);
+  for (const auto& line : keep) out << line << '\n';
+}
+
+void MetricsWriter::on_epoch_report(Trainer& t, const TrainContext&, const EpochMetrics& m) {
+  std::ofstream(fs::path(dir_) / "metrics.jsonl", std::ios::app) << metrics_json(m, classification_).dump() << '\n';
+}
+
+std::string Checkpointer::path() const { return (fs::path(dir_) / "checkpoint.pt").string(); }
+
+void Checkpointer::on_epoch_report(Trainer& t, const TrainContext& ctx, const EpochMetrics& m) {
+  fs::create_directories(dir_);
+  t.save_checkpoint(path(), m.epoch);
+}
+
+}  // namespace sparq::train

@@ -1,7 +1,8 @@
 // Training throughput (samples/s): one Trainer::step per iteration (zeroing, forward, loss with
 // the model's loss terms, backward, Adam, the epoch sums), float, with 8-bit fixed-point weights
 // and activations, and with HGQ (per-weight trainable widths, the beta·EBOPs + gamma·bits terms),
-// in the same run.
+// in the same run; BM_bare_* is a bare LibTorch step on the same float model (what the Trainer's
+// own bookkeeping costs on top).
 //   build/bench/sparq_bench --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 #include <torch/cuda.h>
@@ -40,7 +41,7 @@ torch::Device bench_device() {
   return d ? torch::Device(d) : torch::Device(torch::kCPU);
 }
 
-enum class Mode { Float, Fixed8, Hgq };
+enum class Mode { Float, Fixed8, Hgq, BareFloat };
 
 /// The 8-bit config of examples/lenet_fashion_mnist_8bit.yaml (weights ap_fixed<8,2>, data
 /// ap_fixed<8,4>); HGQ: per-weight trainable widths from there, beta 1e-5.
@@ -59,7 +60,8 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
   train::TrainOptions options;
   options.device = device.str();
   options.batch_size = batch;
-  train::Trainer trainer(model, options, std::nullopt, mode == Mode::Float ? std::vector<Event>{} : eight_bit_plan(mode).events);
+  const bool quantized = mode == Mode::Fixed8 || mode == Mode::Hgq;
+  train::Trainer trainer(model, options, std::nullopt, quantized ? eight_bit_plan(mode).events : std::vector<Event>{});
   int64_t epoch = 0, b = 0;
   auto batches = std::make_unique<data::Batches>(ds, batch, true, 0, epoch);
   trainer.begin_training(batches->count());
@@ -95,7 +97,17 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
     }
   }
 #endif
-  if (!graph_mode) {
+  if (!graph_mode && mode == Mode::BareFloat) {
+    // The baseline: a bare LibTorch step on the same model (no loss terms, callbacks or epoch sums).
+    auto opt = train::make_optimizer(model->parameters(), options);
+    for (auto _ : state) {
+      auto [x, y] = next_batch(false);
+      model->zero_grad(/*set_to_none=*/true);
+      torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+      opt->step();
+      if (device.is_cuda()) torch::cuda::synchronize();
+    }
+  } else if (!graph_mode) {
     for (auto _ : state) {
       auto [x, y] = next_batch(false);
       trainer.step(x, y);
@@ -110,7 +122,7 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
 models::Graph build(const std::string& zoo, std::vector<int64_t> shape, int64_t classes, Mode mode) {
   torch::manual_seed(0);
   models::Graph g(models::zoo_spec(zoo, shape, classes));
-  if (mode != Mode::Float) compress(g, eight_bit_plan(mode));
+  if (mode == Mode::Fixed8 || mode == Mode::Hgq) compress(g, eight_bit_plan(mode));
   return g;
 }
 
@@ -130,6 +142,7 @@ void BM_jet_tagger(benchmark::State& state) {
   if (!cache.count(batch)) cache[batch] = random_jets(batch);
   run_steps(state, M, build("jet_tagger", {16}, 5, M), cache[batch], batch);
 }
+BENCHMARK_TEMPLATE(BM_jet_tagger, Mode::BareFloat)->Name("BM_bare_float_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_jet_tagger, Mode::Float)->Name("BM_float_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_jet_tagger, Mode::Fixed8)->Name("BM_fixed8_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_jet_tagger, Mode::Hgq)->Name("BM_hgq_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -149,6 +162,7 @@ void BM_lenet_fashion_mnist(benchmark::State& state) {
   static data::Dataset ds = data::load_data(c).train;
   run_steps(state, M, build("lenet", {1, 28, 28}, 10, M), ds, state.range(0));
 }
+BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::BareFloat)->Name("BM_bare_float_lenet_fashion_mnist")->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::Float)->Name("BM_float_lenet_fashion_mnist")->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::Fixed8)->Name("BM_fixed8_lenet_fashion_mnist")->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 

@@ -121,3 +121,40 @@ compression: {fitcompress_parameters: {enable_fitcompress: true}}
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("FITCompress is not implemented"), std::string::npos) << r.output;
 }
+
+TEST(ConfigCli, InspectJsonListsEveryModuleAndTarget) {
+  TempDir dir("inspectjson");
+  write_file(dir.file("c.yaml"), R"(quantization_parameters:
+  default_weight_integer_bits: 1
+  default_weight_fractional_bits: 6
+  layer_specific:
+    conv2: {weight: {integer_bits: 3, fractional_bits: 2}}
+pruning_parameters: {pruning_method: wanda, sparsity: 0.5}
+)");
+  auto r = run_sparq("inspect " + dir.file("c.yaml") + " --model lenet --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto json = nlohmann::json::parse(r.output);
+  EXPECT_EQ(json["dialect"], "pquantml");
+  const auto& modules = json["modules"];
+  for (const char* name : {"conv1", "bn1", "relu1", "pool1", "conv2", "flatten", "fc1", "fc2"})
+    EXPECT_TRUE(modules.contains(name)) << name;
+  for (const auto& [name, m] : modules.items()) {
+    if (m["op"] != "Conv2d" && m["op"] != "Linear") continue;
+    int bits = name == "conv2" ? 6 : 8;  // the override shows on exactly its layer
+    EXPECT_EQ(m["targets"]["weight"]["quantizer"]["bits"], bits) << name;
+    EXPECT_EQ(m["targets"]["weight"]["pruning"]["method"], "wanda") << name;
+    EXPECT_EQ(m["targets"]["weight"]["pruning"]["sparse_ratio"], 0.5) << name;
+    EXPECT_TRUE(m["targets"]["_output_0"]["quantizer"].is_null()) << name;
+  }
+  EXPECT_TRUE(json["schedule"]["stages"].empty());
+  // A job without compression says so in one line.
+  write_file(dir.file("float.yaml"), "model: mlp\ndata: {dataset: random}\n");
+  auto plain = run_sparq("inspect " + dir.file("float.yaml") + " --model mlp");
+  EXPECT_EQ(plain.exit_code, 2);
+  EXPECT_NE(plain.output.find("has no compression section: it trains a float model"), std::string::npos) << plain.output;
+  // An NNI config list is recognised and named.
+  write_file(dir.file("nni.yaml"), "- op_types: [Linear]\n  sparse_ratio: 0.5\n");
+  auto nni = run_sparq("inspect " + dir.file("nni.yaml") + " --model mlp");
+  EXPECT_EQ(nni.exit_code, 2);
+  EXPECT_NE(nni.output.find("NNI config list: not supported yet"), std::string::npos) << nni.output;
+}

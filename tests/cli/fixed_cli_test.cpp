@@ -31,7 +31,7 @@ TEST(FixedCli, PrintsValueCodeAndType) {
 
 TEST(FixedCli, GoldenTableThroughCsvMode) {
   std::string golden = sparq::test::golden_table();
-  if (!std::filesystem::exists(golden)) GTEST_SKIP() << "golden table not found";
+  ASSERT_TRUE(std::filesystem::exists(golden)) << golden << " is missing";
   TempDir dir("fixed_csv");
   auto r = run_sparq("fixed --csv " + golden + " --out " + dir.file("out.csv"));
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -39,6 +39,17 @@ std::vector<GoldenRow> golden_rows() {
   return rows;
 }
 
+TEST(FixedPoint, GoldenCopyEqualsTheWorkplaceTable) {
+  // The suite reads its own copy; where the workplace's original is beside the checkout, they agree.
+  std::ifstream original(sparq::test::golden_source_table());
+  if (!original) GTEST_SKIP() << "no ../shared/golden here; the copy in tests/fixtures/golden is used";
+  std::ifstream copy(sparq::test::golden_table());
+  std::string a((std::istreambuf_iterator<char>(original)), std::istreambuf_iterator<char>());
+  std::string b((std::istreambuf_iterator<char>(copy)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(a.size(), b.size());
+  EXPECT_TRUE(a == b);
+}
+
 bool identical(double a, double b) { return a == b && std::signbit(a) == std::signbit(b); }
 
 torch::Tensor scalar(double v) { return torch::tensor(v, torch::kFloat64); }
@@ -47,7 +58,7 @@ torch::Tensor scalar(double v) { return torch::tensor(v, torch::kFloat64); }
 
 TEST(FixedPoint, EveryGoldenRowBitExactInFloat64) {
   auto rows = golden_rows();
-  if (rows.empty()) GTEST_SKIP() << "../shared/golden/fixed_point_ap.csv not found";
+  ASSERT_EQ(rows.size(), 49728u) << sparq::test::golden_table() << " is missing or cut short";
   ASSERT_EQ(rows.size(), 49728u);
   // One tensor per format, per-tensor bits: the fused kernel and the composed-ops version.
   std::map<std::tuple<int, int, int, std::string, std::string>, std::vector<size_t>> groups;
@@ -82,7 +93,7 @@ TEST(FixedPoint, EveryGoldenRowBitExactInFloat64) {
 TEST(FixedPoint, PerElementFormatsInOneTensor) {
   // All golden rows of one mode pair in one tensor, with per-element k, i, f.
   auto rows = golden_rows();
-  if (rows.empty()) GTEST_SKIP();
+  ASSERT_FALSE(rows.empty()) << sparq::test::golden_table() << " is missing";
   std::vector<double> xs, ks, is, fs, expected;
   for (const auto& r : rows)
     if (r.round == "RND_CONV" && r.overflow == "WRAP")
@@ -187,7 +198,7 @@ TEST(FixedPoint, FormatValidationAndNames) {
 TEST(FixedPointCuda, GoldenRowsOnTheGpuEqualTheCpu) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   auto rows = golden_rows();
-  if (rows.empty()) GTEST_SKIP() << "golden table not found (set SPARQ_GOLDEN_DIR)";
+  ASSERT_FALSE(rows.empty()) << sparq::test::golden_table() << " is missing";
   std::map<std::tuple<int, int, int, std::string, std::string>, std::vector<size_t>> groups;
   for (size_t r = 0; r < rows.size(); ++r)
     groups[{rows[r].k, rows[r].i, rows[r].f, rows[r].round, rows[r].overflow}].push_back(r);

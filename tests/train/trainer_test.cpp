@@ -170,3 +170,35 @@ TEST(Trainer, CudaRunReachesTheCpuAccuracy) {
   EXPECT_GT(gpu, 0.85);
   EXPECT_NEAR(gpu, cpu, 0.03);
 }
+
+TEST(Trainer, CheckpointRestoresLearnedBitWidths) {
+  // HGQ widths are trained state: a model loaded from the checkpoint must compute with them, not
+  // with the initial widths it was built with (a missing restore leaves f at its initial 7).
+  auto train = blobs(200, 6);
+  test::TempDir dir("hgq_restore");
+  auto build = [] {
+    train::seed_everything(5);
+    models::Graph model(mlp_with_dropout());
+    compress(model, test::pquant_plan("quantization_parameters: {use_hgq: true, granularity: per_weight, hgq_beta: 1.0e-3, hgq_gamma: 0.01}"));
+    return model;
+  };
+  auto widths = [](const models::Graph& m) {
+    return quant::as_fixed_point(pq_layer(m, "fc1")->quantizers()[1].second)->f.detach().clone();
+  };
+  auto model = build();
+  auto initial = widths(model);
+  auto o = options("adam", 2);
+  o.lr = 0.05;
+  test::RunTrainer trainer(model, o, dir.path().string());
+  trainer.fit(train, blobs(64, 9));
+  auto learned = widths(model);
+  ASSERT_FALSE(learned.equal(initial)) << "the widths did not move, so this test could not fail";
+  auto fresh = build();
+  ASSERT_TRUE(widths(fresh).equal(initial));
+  test::RunTrainer reloaded(fresh, o, "");
+  EXPECT_EQ(reloaded->load_checkpoint(dir.file("checkpoint.pt")), 2);
+  EXPECT_TRUE(widths(fresh).equal(learned));
+  fresh->eval(), model->eval();
+  auto x = blobs(16, 3).x;
+  EXPECT_TRUE(fresh->forward(x).equal(model->forward(x)));
+}

@@ -1,0 +1,53 @@
+// PDP (spec §2.3): the worked examples, structured pruning and the ramp.
+#include "prune/method_test_util.h"
+
+using namespace sparq;
+using namespace sparq::test;
+
+TEST(PDP, WorkedExampleUnstructured) {
+  auto w = torch::tensor({0.9f, -0.1f, 0.5f, 0.05f, -0.7f, 0.3f, 0.02f, -0.4f}).view({1, 8});
+  for (auto [tau, want] : {std::pair{1e-5, std::vector<float>{1, 0, 1, 0, 1, 0, 0, 1}},
+                           std::pair{0.05, std::vector<float>{1.0f, 0.095f, 0.928f, 0.083f, 0.999f, 0.343f, 0.080f,
+                                                              0.679f}}}) {
+    auto pdp = prune::make_method(spec("pdp", {{"sparsity", 0.5}, {"epsilon", 1.0}, {"temperature", tau}}), {1, 8},
+                                  LayerKind::Linear);
+    pdp->pre_epoch(0, 10);  // r = min(1, 1.0 * 1) * 0.5
+    EXPECT_EQ(buffer(*pdp, "mask").sum().item<float>(), 8.0f);  // pretraining: mask of ones
+    pdp->post_pretrain();
+    expect_near(values(pdp->apply(w) / w), want, 1e-3f);
+    // The stored mask (soft) becomes 0/1 at fine-tuning: >= 0.5 is kept.
+    pdp->update_mask(w);
+    pdp->pre_finetune();
+    expect_near(values(buffer(*pdp, "mask")), {1, 0, 1, 0, 1, 0, 0, 1}, 0);
+    expect_near(values(pdp->apply(w)), {0.9f, 0, 0.5f, 0, -0.7f, 0, 0, -0.4f}, 0);
+  }
+}
+
+TEST(PDP, WorkedExampleStructuredAndRamp) {
+  auto w = torch::tensor({3.0f, -1.0f, 2.0f, 0.5f}).view({4, 1});  // row norms 3, 1, 2, 0.5
+  auto pdp = prune::make_method(spec("pdp", {{"sparsity", 0.5}, {"epsilon", 1.0}, {"structured_pruning", true}}),
+                                {4, 1}, LayerKind::Linear);
+  EXPECT_EQ(buffer(*pdp, "mask").sizes(), (std::vector<int64_t>{4, 1}));
+  pdp->pre_epoch(0, 1);
+  pdp->post_pretrain();
+  expect_near(values(pdp->apply(w)), {3, 0, 2, 0}, 0);  // t = (2 + 1) / 2
+
+  // Ramp: r = min(1, epsilon (e + 1)) r0, restarting with the stage-local epoch.
+  auto ramp = prune::make_method(spec("pdp", {}), {4, 4}, LayerKind::Linear);
+  ramp->pre_epoch(0, 100);
+  EXPECT_FLOAT_EQ(buffer(*ramp, "r").item<float>(), 0.015f * 0.8f);
+  ramp->pre_epoch(65, 100);
+  EXPECT_FLOAT_EQ(buffer(*ramp, "r").item<float>(), 0.99f * 0.8f);
+  ramp->pre_epoch(66, 100);
+  EXPECT_FLOAT_EQ(buffer(*ramp, "r").item<float>(), 0.8f);
+  // The global budget replaces the configured target from the next epoch on.
+  ramp->set_budget(0.25);
+  ramp->pre_epoch(99, 100);
+  EXPECT_FLOAT_EQ(buffer(*ramp, "r").item<float>(), 0.25f);
+  // r = 0 prunes nothing (PQuantML would still prune the smallest weight).
+  auto none = prune::make_method(spec("pdp", {{"sparsity", 0.0}}), {1, 8}, LayerKind::Linear);
+  none->pre_epoch(0, 1);
+  none->post_pretrain();
+  auto v = torch::rand({1, 8}) + 0.1;
+  EXPECT_TRUE(none->apply(v).equal(v));
+}

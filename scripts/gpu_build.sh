@@ -42,7 +42,5 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARQ_TORCH_WHEEL=O
   -DCMAKE_BUILD_RPATH="$lib"
 cmake --build "$build" -j"$(nproc)"
 if [ "${1:-}" = test ]; then
-  # The golden ap_fixed table, when carried along (cp ../shared/golden/*.csv build-deps/golden/).
-  [ -d "$debs/golden" ] && export SPARQ_GOLDEN_DIR=${SPARQ_GOLDEN_DIR:-$PWD/$debs/golden}
   cd "$build" && ctest --output-on-failure -j8
 fi

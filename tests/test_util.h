@@ -8,6 +8,7 @@
 
 #include "sparq/data/dataset.h"
 #include "sparq/error.h"
+#include "sparq/models/graph.h"
 #include "sparq/config/pquant.h"
 #include "sparq/train/callbacks.h"
 #include "sparq/yaml/reader.h"
@@ -22,6 +23,17 @@ inline data::Dataset blobs(int64_t n, uint64_t seed) {
   auto y = at::randint(3, {n}, gen, torch::kInt64);
   auto x = at::normal(0.0, 1.0, {n, 8}, gen) + y.unsqueeze(1).to(torch::kFloat32) * 2.0;
   return data::make_dataset(x, y, data::Task::Classification, 3, "blobs");
+}
+
+/// 8 -> 16 -> ReLU -> 3: a small model for blobs().
+inline models::GraphSpec blobs_mlp() {
+  return models::parse_model_yaml(R"(
+input_shape: [8]
+layers:
+  - {name: fc1, op: Linear, out_features: 16}
+  - {name: relu1, op: ReLU}
+  - {name: fc2, op: Linear, out_features: 3}
+)", "mlp.yaml");
 }
 
 /// A fresh folder under the system temp dir, removed when the object goes away.

@@ -33,23 +33,19 @@ torch::nn::AnyModule pq_batchnorm(const Node& node, const layers::PQSettings& s)
 
 const std::vector<AttrInfo> kAttrs = {{"num_features", AttrType::Int}, {"eps", AttrType::Double}, {"momentum", AttrType::Double}};
 
-const bool registered = register_op({
-    .name = "BatchNorm1d",
-    .aliases = {"BatchNormalization1D"},
-    .attrs = kAttrs,
-    .build = build_batchnorm<1>,
-    .targets = {"weight", "bias", kInput},
-    .pq = pq_batchnorm,
-    .pq_class = "PQBatchNorm1d",
-}) && register_op({
-    .name = "BatchNorm2d",
-    .aliases = {"BatchNormalization"},
-    .attrs = kAttrs,
-    .build = build_batchnorm<2>,
-    .targets = {"weight", "bias", kInput},
-    .pq = pq_batchnorm,
-    .pq_class = "PQBatchNorm2d",
-});
+OpInfo batchnorm_op(int dims) {
+  OpInfo info;
+  info.name = fmt::format("BatchNorm{}d", dims);
+  info.aliases = {dims == 1 ? "BatchNormalization1D" : "BatchNormalization"};
+  info.attrs = kAttrs;
+  info.build = dims == 1 ? build_batchnorm<1> : build_batchnorm<2>;
+  info.targets = {"weight", "bias", kInput};  // no output quantizer
+  info.pq = pq_batchnorm;
+  info.pq_class = fmt::format("PQBatchNorm{}d", dims);
+  return info;
+}
+
+const bool registered = register_op(batchnorm_op(1)) && register_op(batchnorm_op(2));
 
 }  // namespace
 }  // namespace sparq::ops

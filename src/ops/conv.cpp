@@ -54,26 +54,20 @@ const std::vector<AttrInfo> kConvAttrs = {{"in_channels", AttrType::Int},       
                                           {"padding", AttrType::IntOrList},     {"dilation", AttrType::IntOrList},
                                           {"groups", AttrType::Int},            {"bias", AttrType::Bool}};
 
-const bool registered_1d = register_op({
-    .name = "Conv1d",
-    .aliases = {"Conv1D"},
-    .attrs = kConvAttrs,
-    .prunable = true,
-    .build = build_conv<1>,
-    .targets = {"weight", "bias", kInput, kOutput},
-    .pq = [](const Node& node, const layers::PQSettings& s) { return pq_conv(node, s, 1); },
-    .pq_class = "PQConv1d",
-});
-const bool registered_2d = register_op({
-    .name = "Conv2d",
-    .aliases = {"Conv2D"},
-    .attrs = kConvAttrs,
-    .prunable = true,
-    .build = build_conv<2>,
-    .targets = {"weight", "bias", kInput, kOutput},
-    .pq = [](const Node& node, const layers::PQSettings& s) { return pq_conv(node, s, 2); },
-    .pq_class = "PQConv2d",
-});
+OpInfo conv_op(int dims) {
+  OpInfo info;
+  info.name = fmt::format("Conv{}d", dims);
+  info.aliases = {fmt::format("Conv{}D", dims)};
+  info.attrs = kConvAttrs;
+  info.prunable = true;
+  info.build = dims == 1 ? build_conv<1> : build_conv<2>;
+  info.targets = {"weight", "bias", kInput, kOutput};
+  info.pq = [dims](const Node& node, const layers::PQSettings& s) { return pq_conv(node, s, dims); };
+  info.pq_class = fmt::format("PQConv{}d", dims);
+  return info;
+}
+
+const bool registered = register_op(conv_op(1)) && register_op(conv_op(2));
 
 }  // namespace
 }  // namespace sparq::ops

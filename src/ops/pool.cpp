@@ -1,4 +1,5 @@
 // AvgPool1d/2d (PQ replacement PQAvgPool1d/2d) and MaxPool1d/2d (keeps the grid: no replacement).
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "sparq/layers/pq_layers.h"
@@ -40,35 +41,23 @@ torch::nn::AnyModule pq_avg_pool(const Node& node, const layers::PQSettings& s, 
       layers::PQAvgPoolOptions(dims, kernel).stride(stride).padding(dims_attr(node, "padding", n, 0)).targets(s.targets)));
 }
 
-const bool registered = register_op({
-    .name = "AvgPool1d",
-    .aliases = {"AveragePooling1D"},
-    .attrs = kPoolAttrs,
-    .build = build_pool<1, false>,
-    .targets = {kInput, kOutput},
-    .pq = [](const Node& node, const layers::PQSettings& s) { return pq_avg_pool(node, s, 1); },
-    .pq_class = "PQAvgPool1d",
-}) && register_op({
-    .name = "AvgPool2d",
-    .aliases = {"AveragePooling2D"},
-    .attrs = kPoolAttrs,
-    .build = build_pool<2, false>,
-    .targets = {kInput, kOutput},
-    .pq = [](const Node& node, const layers::PQSettings& s) { return pq_avg_pool(node, s, 2); },
-    .pq_class = "PQAvgPool2d",
-}) && register_op({
-    .name = "MaxPool1d",
-    .aliases = {"MaxPooling1D"},
-    .attrs = kPoolAttrs,
-    .keeps_grid = true,
-    .build = build_pool<1, true>,
-}) && register_op({
-    .name = "MaxPool2d",
-    .aliases = {"MaxPooling2D"},
-    .attrs = kPoolAttrs,
-    .keeps_grid = true,
-    .build = build_pool<2, true>,
-});
+OpInfo pool_op(int dims, bool max) {
+  OpInfo info;
+  info.name = fmt::format("{}Pool{}d", max ? "Max" : "Avg", dims);
+  info.aliases = {fmt::format("{}Pooling{}D", max ? "Max" : "Average", dims)};
+  info.attrs = kPoolAttrs;
+  info.keeps_grid = max;  // max pooling picks values: they stay on their grid (no replacement needed)
+  info.build = dims == 1 ? (max ? build_pool<1, true> : build_pool<1, false>)
+                         : (max ? build_pool<2, true> : build_pool<2, false>);
+  if (max) return info;
+  info.targets = {kInput, kOutput};
+  info.pq = [dims](const Node& node, const layers::PQSettings& s) { return pq_avg_pool(node, s, dims); };
+  info.pq_class = fmt::format("PQAvgPool{}d", dims);
+  return info;
+}
+
+const bool registered = register_op(pool_op(1, false)) && register_op(pool_op(2, false)) &&
+                        register_op(pool_op(1, true)) && register_op(pool_op(2, true));
 
 }  // namespace
 }  // namespace sparq::ops

@@ -56,8 +56,12 @@ TEST(Resolve, EveryModuleAndTargetWithTheOverrideOnExactlyItsLayer) {
       } else {
         EXPECT_TRUE(t["pruning"].is_null());
       }
-      if (target == "bias" && weights) EXPECT_EQ(t["quantizer"]["type"], "ap_fixed<8,2,AP_RND,AP_SAT>");
-      if (target == kOutput) EXPECT_TRUE(t["quantizer"].is_null());  // quantize_output defaults to false
+      if (target == "bias" && weights) {
+        EXPECT_EQ(t["quantizer"]["type"], "ap_fixed<8,2,AP_RND,AP_SAT>");
+      }
+      if (target == kOutput) {
+        EXPECT_TRUE(t["quantizer"].is_null());  // quantize_output defaults to false
+      }
     }
   }
   EXPECT_EQ(json["modules"]["relu1"]["targets"][kInput]["quantizer"]["type"], "ap_ufixed<8,3,AP_RND,AP_SAT>");

@@ -11,16 +11,6 @@ using namespace sparq;
 
 namespace {
 
-models::GraphSpec mlp() {
-  return models::parse_model_yaml(R"(
-input_shape: [8]
-layers:
-  - {name: fc1, op: Linear, out_features: 16}
-  - {name: relu1, op: ReLU}
-  - {name: fc2, op: Linear, out_features: 3}
-)", "mlp.yaml");
-}
-
 train::TrainOptions options(int64_t batch, int64_t epochs) {
   train::TrainOptions o;
   o.batch_size = batch, o.epochs = epochs, o.seed = 2, o.progress = train::Progress::None;
@@ -57,7 +47,7 @@ TEST(Events, FireAtTheStepOfTheirFractionalEpochAlsoWhenResumed) {
   const std::vector<Event> events = {event(Event::Kind::LearningRate, 1.5, 0.25)};
   auto run = [&](const std::string& dir, int64_t stop, bool resume) {
     train::seed_everything(2);
-    models::Graph model(mlp());
+    models::Graph model(test::blobs_mlp());
     test::RunTrainer trainer(model, options(4, 3), dir, std::nullopt, events);
     auto log = std::make_shared<LrLog>();
     trainer->add_callback(log);
@@ -84,7 +74,7 @@ TEST(Events, FireAtTheStepOfTheirFractionalEpochAlsoWhenResumed) {
 TEST(Events, StepEventsGroupsTrainabilityAndQuantization) {
   auto train = test::blobs(64, 3), eval = test::blobs(16, 4);
   train::seed_everything(2);
-  models::Graph model(mlp());
+  models::Graph model(test::blobs_mlp());
   compress(model, test::pquant_plan("quantization_parameters: {}"));
   Event freeze = event(Event::Kind::Trainable, 0, 0, "fc1");
   Event off = event(Event::Kind::Quantization, 0, 0);
@@ -140,7 +130,7 @@ struct Constant : train::LossTerm {
 TEST(Trainer, CallbacksSeeEveryPhaseInOrderAndLossTermsAreReported) {
   auto train = test::blobs(32, 5);
   train::seed_everything(2);
-  models::Graph model(mlp());
+  models::Graph model(test::blobs_mlp());
   train::Trainer trainer(model, options(16, 2));
   auto phases = std::make_shared<PhaseLog>();
   trainer.add_callback(phases);
@@ -166,7 +156,7 @@ TEST(Trainer, CallbacksSeeEveryPhaseInOrderAndLossTermsAreReported) {
 TEST(Trainer, StepIsUsableOnItsOwn) {
   // What the bench times: begin_training / begin_epoch, then step() per batch.
   train::seed_everything(2);
-  models::Graph model(mlp());
+  models::Graph model(test::blobs_mlp());
   train::Trainer trainer(model, options(8, 1));
   auto ds = test::blobs(64, 6);
   data::Batches batches(ds, 8, false);

@@ -56,16 +56,6 @@ class Recording : public prune::PruningMethod {
   torch::Tensor last_;
 };
 
-models::GraphSpec mlp() {
-  return models::parse_model_yaml(R"(
-input_shape: [8]
-layers:
-  - {name: fc1, op: Linear, out_features: 16}
-  - {name: relu1, op: ReLU}
-  - {name: fc2, op: Linear, out_features: 3}
-)", "mlp.yaml");
-}
-
 train::TrainOptions options() {
   train::TrainOptions o;
   o.lr = 0.01;
@@ -78,7 +68,7 @@ train::TrainOptions options() {
 /// An MLP with quantized PQ layers and a Recording method on each weight layer (fc2's pruning off).
 models::Graph recorded_model(std::vector<std::string>* log) {
   train::seed_everything(3);
-  models::Graph model(mlp());
+  models::Graph model(test::blobs_mlp());
   compress(model, test::pquant_plan("quantization_parameters: {}"));
   for (const char* name : {"fc1", "fc2"}) {
     auto layer = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(model, name));

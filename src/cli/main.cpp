@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "cli/commands.h"
+#include "sparq/config/pquant.h"
 #include "sparq/error.h"
 
 int main(int argc, char** argv) {
@@ -41,6 +42,7 @@ int main(int argc, char** argv) {
   auto* default_cmd = config_cmd->add_subcommand("default", "Print PQuantML's packaged config of a pruning method");
   default_cmd->add_option("method", method, "cs, dst, pdp, wanda, autosparse, activation_pruning, mdmm, fitcompress")
       ->required();
+  auto* keys_cmd = config_cmd->add_subcommand("keys", "Print every PQuantML config key (default, meaning, what sparq does) as a Markdown table");
   config_cmd->require_subcommand(1);
 
   sparq::cli::FixedArgs fixed;
@@ -72,6 +74,10 @@ int main(int argc, char** argv) {
     if (fixed_cmd->parsed()) return sparq::cli::fixed_command(fixed);
     if (inspect_cmd->parsed()) return sparq::cli::inspect_command(inspect);
     if (default_cmd->parsed()) return sparq::cli::config_default_command(method);
+    if (keys_cmd->parsed()) {
+      fmt::print("{}", sparq::config::pquant_keys_markdown());
+      return 0;
+    }
   } catch (const sparq::Error& e) {
     fmt::print(stderr, "sparq: error: {}\n", e.what());
     return 2;

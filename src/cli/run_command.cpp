@@ -119,6 +119,9 @@ class Console : public RunObserver, public train::Callback {
     if (!report.left_float.empty()) fmt::print("; in float: {}", fmt::join(report.left_float, "; "));
     fmt::print("\n");
   }
+  void on_warning(const config::Job& job, const std::string& message) override {
+    fmt::print(stderr, "sparq: warning: {}\n", message);
+  }
   void on_trainer(const config::Job& job, train::Trainer& trainer) override {
     if (job.plan.schedule) {
       const auto& s = *job.plan.schedule;

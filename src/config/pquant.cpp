@@ -25,8 +25,10 @@ const std::vector<std::string> kSamplers = {"GridSampler",  "RandomSampler",  "T
 // The fine-tuning/HPO section: the spec's name first, then the seeds' "finetuning" spellings.
 const std::vector<std::string> kSearchSections = {"hpo_parameters", "finetuning_parameters",
                                                   "fine_tuning_parameters"};
-const std::vector<std::string> kScheduleKeys = {"epochs", "fine_tuning_epochs", "pretraining_epochs", "rewind",
-                                                "rounds", "save_weights_epoch", "pruning_first"};
+const std::vector<std::string>& schedule_keys() {
+  static const std::vector<std::string> keys = pquant_section_keys("training_parameters");
+  return keys;
+}
 
 int bits(const MapReader& r, const std::string& key, int fallback, int min, int max) {
   return static_cast<int>(r.get_int(key, fallback, min, max));
@@ -110,14 +112,7 @@ LayerOverride parse_layer(const std::string& file, const YAML::Node& node, const
 }
 
 PquantQuantization parse_quantization(const std::string& file, const YAML::Node& node) {
-  MapReader r(file, node, "quantization_parameters",
-              {"default_weight_keep_negatives", "default_weight_integer_bits", "default_weight_fractional_bits",
-               "default_data_keep_negatives", "default_data_integer_bits", "default_data_fractional_bits",
-               "quantize_input", "quantize_output", "granularity", "dynamic_data_quantization",
-               "enable_quantization", "hgq_gamma", "hgq_beta", "hgq_heterogeneous", "layer_specific",
-               "use_high_granularity_quantization", "use_hgq", "use_real_tanh", "overflow_mode_parameters",
-               "overflow_mode_data", "overflow", "round_mode", "use_relu_multiplier", "use_symmetric_quantization",
-               "hgq_beta_schedule"});
+  MapReader r(file, node, "quantization_parameters", pquant_section_keys("quantization_parameters"));
   PquantQuantization q;
   q.where = where(file, node);
   q.weight.k = bits(r, "default_weight_keep_negatives", 1, 0, 1);
@@ -180,7 +175,7 @@ PquantPruning parse_pruning(const std::string& file, const YAML::Node& node) {
     }
   }
   const prune::MethodInfo& info = *prune::find_method(method);
-  std::vector<std::string> keys = {"pruning_method", "disable_pruning_for_layers", "enable_pruning"};
+  std::vector<std::string> keys = pquant_section_keys("pruning_parameters");
   for (const auto& p : info.params) keys.push_back(p.name);
   MapReader r(file, node, "pruning_parameters (method " + method + ")", keys);
   PquantPruning plan;
@@ -239,7 +234,7 @@ Rewind parse_rewind(const MapReader& r) {
 Schedule parse_schedule(const std::string& file, const YAML::Node& node, bool& pruning_first) {
   if (!node.IsMap()) MapReader(file, node, "training_parameters", {});  // throws "expected a mapping"
   // Any key is allowed here (PQuantML keeps user keys); known keys are checked, the rest kept.
-  std::vector<std::string> keys = kScheduleKeys;
+  std::vector<std::string> keys = schedule_keys();
   for (auto it = node.begin(); it != node.end(); ++it)
     if (std::find(keys.begin(), keys.end(), it->first.Scalar()) == keys.end()) keys.push_back(it->first.Scalar());
   MapReader r(file, node, "training_parameters", keys);
@@ -261,8 +256,8 @@ Schedule parse_schedule(const std::string& file, const YAML::Node& node, bool& p
   pruning_first = r.get_bool("pruning_first", false);
   for (auto it = node.begin(); it != node.end(); ++it) {
     std::string key = it->first.Scalar();
-    if (std::find(kScheduleKeys.begin(), kScheduleKeys.end(), key) != kScheduleKeys.end()) continue;
-    std::string close = nearest(key, kScheduleKeys);
+    if (std::find(schedule_keys().begin(), schedule_keys().end(), key) != schedule_keys().end()) continue;
+    std::string close = nearest(key, schedule_keys());
     if (close.size() > 3 && close.rfind(key.substr(0, 3), 0) == 0 && key.size() + 2 >= close.size() &&
         close.size() + 2 >= key.size())
       warn(fmt::format("{}: training_parameters.{} is kept as a user key; did you mean '{}'?",
@@ -273,9 +268,7 @@ Schedule parse_schedule(const std::string& file, const YAML::Node& node, bool& p
 }
 
 FitCompressPlan parse_fitcompress(const std::string& file, const YAML::Node& node) {
-  MapReader r(file, node, "fitcompress_parameters",
-              {"enable_fitcompress", "optimize_quantization", "quantization_schedule", "pruning_schedule",
-               "compression_goal", "optimize_pruning", "greedy_astar", "approximate", "f_lambda"});
+  MapReader r(file, node, "fitcompress_parameters", pquant_section_keys("fitcompress_parameters"));
   FitCompressPlan f;
   f.enabled = r.get_bool("enable_fitcompress", false);
   f.optimize_quantization = r.get_bool("optimize_quantization", true);
@@ -315,7 +308,7 @@ bool written_as_float(const YAML::Node& n) {
 }
 
 SearchSpace parse_search(const std::string& file, const YAML::Node& node, const std::string& section) {
-  MapReader r(file, node, section, {"experiment_name", "model_name", "sampler", "num_trials", "hyperparameter_search"});
+  MapReader r(file, node, section, pquant_section_keys("hpo_parameters"));
   SearchSpace s;
   s.experiment_name = r.get_string("experiment_name", "experiment_1");
   s.model_name = r.get_string("model_name", "example_model");

@@ -90,7 +90,8 @@ const bool registered = register_method({"autosparse", 5,
                       choice("threshold_type", "channelwise", {"channelwise", "layerwise", "weightwise"})},
                                          [](const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
                                            return make_autosparse(spec, shape);
-                                         }});
+                                         },
+                                         nullptr});  // prunes from the first training epoch
 
 }  // namespace
 

@@ -75,7 +75,8 @@ const bool registered = register_method({"cs", 1,
                                          {integer("final_temp", 200, 1), number("threshold_init", 0.0)},
                                          [](const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
                                            return make_cs(spec, shape);
-                                         }});
+                                         },
+                                         nullptr});  // prunes from the first training epoch
 
 }  // namespace
 

@@ -82,7 +82,8 @@ const bool registered = register_method({"dst", 2,
                       choice("threshold_type", "channelwise", {"channelwise", "layerwise", "weightwise"})},
                                          [](const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
                                            return make_dst(spec, shape);
-                                         }});
+                                         },
+                                         nullptr});  // prunes from the first training epoch
 
 }  // namespace
 

@@ -129,7 +129,8 @@ const bool registered = register_method({"mdmm", 7,
                       number("constraint_lr", 1e-3, 0.0)},
                                          [](const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
                                            return make_mdmm(spec, shape);
-                                         }});
+                                         },
+                                         nullptr});  // prunes from the first training epoch
 
 }  // namespace
 

@@ -96,7 +96,8 @@ const bool registered = register_method({"pdp", 3,
                       flag("structured_pruning", false)},
                                          [](const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
                                            return make_pdp(spec, shape, kind);
-                                         }});
+                                         },
+                                         nullptr});  // prunes from the first training epoch
 
 }  // namespace
 

@@ -7,6 +7,7 @@
 
 #include "sparq/error.h"
 #include "sparq/export/precision.h"
+#include "sparq/prune/methods.h"
 #include "sparq/train/callbacks.h"
 
 namespace sparq {
@@ -34,6 +35,41 @@ bool quantizes(const models::Graph& model) {
 }
 }  // namespace
 
+std::vector<std::string> ineffective_settings(const config::Job& job, int64_t steps_per_epoch) {
+  std::vector<std::string> out;
+  const Plan& plan = job.plan;
+  const Schedule s = plan.schedule.value_or(Schedule::single_stage(job.training.epochs));
+  const int64_t training = s.rounds * s.epochs, total = s.total_epochs();
+  std::vector<std::string> told;
+  for (const auto& rule : plan.rules)
+    for (const auto& [target, t] : rule.targets) {
+      if (!t.prune || !t.prune->method || !t.prune->active.value_or(true)) continue;
+      const PruningSpec& spec = *t.prune->method;
+      if (std::find(told.begin(), told.end(), spec.method) != told.end()) continue;
+      told.push_back(spec.method);
+      const auto* info = prune::find_method(spec.method);
+      int64_t first = info && info->first_pruning_epoch ? info->first_pruning_epoch(spec, steps_per_epoch) : 1;
+      if (training == 0)
+        out.push_back(fmt::format("pruning method {} prunes in the training stage, but the schedule has none "
+                                  "({} pretraining, {} fine-tuning epoch(s)): nothing will be pruned",
+                                  spec.method, s.pretraining_epochs, s.fine_tuning_epochs));
+      else if (first > training)
+        out.push_back(fmt::format("pruning method {} first prunes at the end of training epoch {} ({} batches per "
+                                  "epoch), but the training stage ends after epoch {} (global epoch {} of {}): nothing "
+                                  "will be pruned; give it more epochs or start it earlier",
+                                  spec.method, first, steps_per_epoch, training, s.pretraining_epochs + training, total));
+    }
+  if (!plan.events_of(Event::Kind::HgqBeta).empty() && total <= s.pretraining_epochs)
+    out.push_back(fmt::format("HGQ's loss terms start after pretraining, but all {} epoch(s) are pretraining: the "
+                              "bit widths will not be trained",
+                              total));
+  if (!plan.search.empty())
+    out.push_back(fmt::format("the config's search section ('{}', {} trial(s)) is not run by `sparq run`, which "
+                              "trains once with the config's own values; `sparq tune` (not in this version yet) runs studies",
+                              plan.search.experiment_name, plan.search.num_trials));
+  return out;
+}
+
 RunResult run_job(const config::Job& job, RunObserver& observer, const RunOptions& options) {
   auto splits = data::load_data(job.data);
   observer.on_data(job, splits);
@@ -53,6 +89,8 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
     result.compression = compress(model, job.plan);
     observer.on_compressed(job, result.compression);
   }
+  const int64_t steps = (train.size() + job.training.batch_size - 1) / std::max<int64_t>(job.training.batch_size, 1);
+  for (const auto& message : ineffective_settings(job, steps)) observer.on_warning(job, message);
   train::Trainer trainer(model, job.training, job.plan.schedule, job.plan.events);
   trainer.add_callback(std::make_shared<train::MetricsWriter>(job.output, result.classification));
   trainer.add_callback(std::make_shared<train::Checkpointer>(job.output));

@@ -37,7 +37,8 @@ const bool registered = prune::register_method(
     {"keep_top", 100, {prune::number("keep", 0.5, 0.0, 1.0)},
      [](const PruningSpec& spec, const std::vector<int64_t>& shape, prune::LayerKind) {
        return std::make_shared<KeepTop>(spec, shape);
-     }});
+     },
+     nullptr});
 
 }  // namespace
 

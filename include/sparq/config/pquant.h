@@ -98,6 +98,17 @@ std::string write_pquant(const PquantConfig& config);
 PquantConfig packaged_config(const std::string& method);
 std::vector<std::string> packaged_config_names();
 
+/// One key of the dialect, for the reader's allowed keys and the docs' table.
+struct KeyDoc {
+  std::string section, key, fallback, meaning, sparq;
+};
+/// Every key of every section except the pruning methods' own parameters (from their registry).
+const std::vector<KeyDoc>& pquant_keys();
+/// The keys of one section, in the table's order.
+std::vector<std::string> pquant_section_keys(const std::string& section);
+/// The table of every key, the methods' parameters included, as docs/pquantml-config.md holds it.
+std::string pquant_keys_markdown();
+
 /// Prints "sparq: warning: <message>" on stderr (config keys accepted but without effect).
 void warn(const std::string& message);
 

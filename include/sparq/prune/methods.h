@@ -42,6 +42,9 @@ struct MethodInfo {
   int order = 0;                  ///< position in PQuantML's documentation (listings follow it)
   std::vector<ParamInfo> params;  ///< including the shared `threshold_decay`
   MethodFactory factory;          ///< empty: parsed and shown, but `sparq run` refuses it
+  /// The training-stage epoch (1-based) at whose end the method first prunes, for `steps` batches
+  /// per epoch; empty: the first (the method acts from the start of the training stage).
+  std::function<int64_t(const PruningSpec& spec, int64_t steps)> first_pruning_epoch;
   bool implemented() const { return static_cast<bool>(factory); }
 };
 

@@ -40,6 +40,8 @@ class RunObserver {
   virtual void on_data(const config::Job& job, const data::Splits& splits) {}
   virtual void on_model(const config::Job& job, const models::Graph& model, const torch::Device& device) {}
   virtual void on_compressed(const config::Job& job, const CompressReport& report) {}
+  /// A configured setting that cannot take effect in this run (told once, before training).
+  virtual void on_warning(const config::Job& job, const std::string& message) {}
   /// Before training starts: add callbacks here.
   virtual void on_trainer(const config::Job& job, train::Trainer& trainer) {}
   virtual void on_finished(const config::Job& job, const RunResult& result) {}
@@ -57,6 +59,11 @@ class RunRng {
  private:
   torch::Tensor outer_state_;
 };
+
+/// What the job configures that cannot take effect: pruning that starts after its schedule ends,
+/// HGQ without epochs after pretraining, a search section under `run`. `steps_per_epoch`: the
+/// training batches per epoch.
+std::vector<std::string> ineffective_settings(const config::Job& job, int64_t steps_per_epoch);
 
 /// Runs the job; writes metrics.jsonl, checkpoint.pt, model.pt and precision.json (when the
 /// model quantizes) to job.output. Throws sparq::Error on bad input.

@@ -40,11 +40,11 @@ int main() {
   models::Graph g(models::zoo_spec("lenet", {1, 28, 28}, 10));
   Plan plan;
   Rule all;
-  all.targets["weight"].quant = QuantSetting{quant::FixedSpec{1, 1, 6}};
-  all.targets[kInput].quant = QuantSetting{quant::FixedSpec{1, 3, 4}};
+  all.targets["weight"].quant = QuantSetting::of(quant::FixedSpec{1, 1, 6});
+  all.targets[kInput].quant = QuantSetting::of(quant::FixedSpec{1, 3, 4});
   Rule relus;
   relus.select.op_types = {"ReLU"};
-  relus.targets[kInput].quant = QuantSetting{quant::FixedSpec{0, 3, 5}};
+  relus.targets[kInput].quant = QuantSetting::of(quant::FixedSpec{0, 3, 5});
   plan.rules = {all, relus};
   auto report = compress(g, plan);
   fmt::print("lenet: {} layers quantized; in float: {}\n", report.replaced.size(), fmt::join(report.left_float, "; "));

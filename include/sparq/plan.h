@@ -35,6 +35,12 @@ struct QuantSetting {
   std::optional<quant::QuantizerSpec> spec;
   std::optional<int> k, i, f;
   std::optional<bool> enabled;
+  /// A setting that gives the target this spec.
+  static QuantSetting of(quant::QuantizerSpec spec) {
+    QuantSetting q;
+    q.spec = std::move(spec);
+    return q;
+  }
   bool operator==(const QuantSetting& o) const {
     return spec == o.spec && k == o.k && i == o.i && f == o.f && enabled == o.enabled;
   }

@@ -46,8 +46,10 @@ TEST(Warnings, PruningThatNeverStartsIsSaidOnce) {
   EXPECT_LT(r.output.find(warning), r.output.find("epoch 1/4")) << "said before training";
   // Long enough: no warning, and the run prunes.
   write_file(dir.file("long.yaml"), job(3));
-  r = run_sparq("run " + dir.file("long.yaml") + " --output " + dir.file("long"));
+  r = run_sparq("run " + dir.file("long.yaml") + " --device auto --output " + dir.file("long"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  // What auto picked, and why ("cpu (auto: no CUDA device)" here, "cuda (auto: CUDA is available)" on a GPU).
+  EXPECT_NE(r.output.find(" (auto: "), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("warning"), std::string::npos) << r.output;
   std::ifstream metrics(dir.file("long/metrics.jsonl"));
   std::string line, last;

@@ -17,6 +17,8 @@ namespace sparq {
 
 /// A value of a method parameter: null, bool, integer, number or text.
 using ParamValue = std::variant<std::monostate, bool, int64_t, double, std::string>;
+/// "null", "true", "3", "0.5", or the text.
+std::string to_string(const ParamValue& v);
 
 /// Which modules a rule applies to. An empty include list means every module; a module is
 /// selected when it matches any include entry and no exclude entry. Op types are PyTorch names.

@@ -63,14 +63,6 @@ std::string format_of(const layers::PQLayer& layer, const std::string& target) {
   return "-";
 }
 
-std::string value_text(const ParamValue& v) {
-  if (std::holds_alternative<std::monostate>(v)) return "null";
-  if (auto b = std::get_if<bool>(&v)) return *b ? "true" : "false";
-  if (auto i = std::get_if<int64_t>(&v)) return std::to_string(*i);
-  if (auto d = std::get_if<double>(&v)) return fmt::format("{}", *d);
-  return std::get<std::string>(v);
-}
-
 std::string selector_text(const Selector& s) {
   std::vector<std::string> parts;
   if (!s.names.empty()) parts.push_back(fmt::format("modules {}", fmt::join(s.names, ", ")));
@@ -120,7 +112,7 @@ void print_plan_sections(const Plan& plan) {
       if (t.prune && t.prune->method && !pruning) pruning = &*t.prune->method;
   if (pruning) {
     std::vector<std::string> params;
-    for (const auto& [k, v] : pruning->params) params.push_back(fmt::format("{} {}", k, value_text(v)));
+    for (const auto& [k, v] : pruning->params) params.push_back(fmt::format("{} {}", k, to_string(v)));
     fmt::print("pruning: {} ({})\n", pruning->method, fmt::join(params, ", "));
   } else {
     fmt::print("pruning: none\n");

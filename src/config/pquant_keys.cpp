@@ -17,14 +17,6 @@ std::string cell(std::string s) {
   return s;
 }
 
-std::string value_text(const ParamValue& v) {
-  if (std::holds_alternative<std::monostate>(v)) return "null";
-  if (auto b = std::get_if<bool>(&v)) return *b ? "true" : "false";
-  if (auto i = std::get_if<int64_t>(&v)) return std::to_string(*i);
-  if (auto d = std::get_if<double>(&v)) return fmt::format("{}", *d);
-  return std::get<std::string>(v);
-}
-
 }  // namespace
 
 const std::vector<KeyDoc>& pquant_keys() {
@@ -120,7 +112,7 @@ std::string pquant_keys_markdown() {
   for (const auto* m : prune::pruning_methods())
     for (const auto& p : m->params)
       out += fmt::format("| `pruning_parameters` ({}) | `{}` | {} | a parameter of {} | {} |\n", m->name, p.name,
-                         cell(value_text(p.fallback)), m->name,
+                         cell(to_string(p.fallback)), m->name,
                          m->implemented() ? "see docs/pruning.md" : "parsed and shown; not run yet");
   return out;
 }

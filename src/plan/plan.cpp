@@ -70,6 +70,14 @@ const ParamValue& param(const PruningSpec& s, const std::string& key) {
 }
 }  // namespace
 
+std::string to_string(const ParamValue& v) {
+  if (std::holds_alternative<std::monostate>(v)) return "null";
+  if (auto b = std::get_if<bool>(&v)) return *b ? "true" : "false";
+  if (auto i = std::get_if<int64_t>(&v)) return std::to_string(*i);
+  if (auto d = std::get_if<double>(&v)) return fmt::format("{}", *d);
+  return std::get<std::string>(v);
+}
+
 double PruningSpec::number(const std::string& key) const {
   const auto& v = param(*this, key);
   if (auto d = std::get_if<double>(&v)) return *d;

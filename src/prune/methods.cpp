@@ -86,6 +86,11 @@ PruningSpec default_spec(const std::string& name) {
   return spec;
 }
 
+int64_t epoch_after_collection(const PruningSpec& spec, int64_t steps) {
+  steps = std::max<int64_t>(steps, 1);
+  return spec.integer("t_start_collecting_batch") + (spec.integer("t_delta") + steps - 1) / steps;
+}
+
 std::vector<int64_t> row_shape(const std::vector<int64_t>& shape) {
   std::vector<int64_t> rows(shape.size(), 1);
   rows[0] = shape[0];

@@ -131,12 +131,7 @@ const bool registered = register_method({"wanda", 4,
                                          [](const PruningSpec& spec, const std::vector<int64_t>& shape, LayerKind kind) {
                                            return make_wanda(spec, shape, kind);
                                          },
-                                         // Waits t_start_collecting_batch training epochs, then needs t_delta batches.
-                                         [](const PruningSpec& spec, int64_t steps) {
-                                           int64_t batches = spec.integer("t_delta");
-                                           return spec.integer("t_start_collecting_batch") +
-                                                  (batches + std::max<int64_t>(steps, 1) - 1) / std::max<int64_t>(steps, 1);
-                                         }});
+                                         epoch_after_collection});
 
 }  // namespace
 

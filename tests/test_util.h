@@ -113,18 +113,12 @@ class RunTrainer {
   RunTrainer(models::Graph model, train::TrainOptions options, std::string dir,
              std::optional<Schedule> schedule = std::nullopt, std::vector<Event> events = {})
       : trainer_(std::move(model), std::move(options), std::move(schedule), std::move(events)), dir_(std::move(dir)) {
-    if (dir_.empty()) return;
-    trainer_.add_callback(std::make_shared<train::MetricsWriter>(dir_, true));
-    trainer_.add_callback(std::make_shared<train::Checkpointer>(dir_));
+    if (!dir_.empty()) train::write_run_folder(trainer_, dir_, true);
   }
   std::vector<train::EpochMetrics> fit(const data::Dataset& train, const data::Dataset& eval, bool resume = false,
                                        int64_t stop_after = -1) {
     train::FitOptions f;
-    if (resume) {
-      auto path = std::filesystem::path(dir_) / "checkpoint.pt";
-      if (dir_.empty() || !std::filesystem::exists(path)) throw Error("--resume: no checkpoint at " + path.string());
-      f.resume_from = path.string();
-    }
+    if (resume) f.resume_from = train::resume_checkpoint(dir_);
     f.stop_after = stop_after;
     return trainer_.fit(train, eval, f);
   }

@@ -164,6 +164,9 @@ struct Event {
 const char* to_string(Event::Kind k);
 const char* to_string(Event::Interp i);
 
+/// The events of one kind, in order of their epoch.
+std::vector<Event> events_of(const std::vector<Event>& events, Event::Kind kind);
+
 /// A piecewise curve read per epoch from the events of one kind (HGQ's beta: HGQ2's
 /// PieceWiseSchedule): the first value before the first point, the last after the last; between
 /// points constant, linear, or geometric (log).
@@ -212,8 +215,10 @@ struct Plan {
 
   /// Whether the plan compresses anything (a float run otherwise).
   bool compresses() const { return !rules.empty(); }
-  /// The events of one kind, in order of their epoch.
-  std::vector<Event> events_of(Event::Kind kind) const;
+  std::vector<Event> events_of(Event::Kind kind) const { return sparq::events_of(events, kind); }
+  /// The pruning method of every rule that sets one, once per method name, in rule order;
+  /// `active_only`: leave out rules that switch pruning off.
+  std::vector<PruningSpec> pruning_methods(bool active_only = false) const;
   bool operator==(const Plan& o) const;
   bool operator!=(const Plan& o) const { return !(*this == o); }
 };

@@ -106,17 +106,13 @@ void print_plan_sections(const Plan& plan) {
     fmt::print("  {}. {}: {}{}\n", n + 1, selector_text(rule.select), sets.empty() ? "PQ layers" : fmt::format("{}", fmt::join(sets, "; ")),
                rule.where.empty() ? "" : fmt::format("  ({})", rule.where));
   }
-  const PruningSpec* pruning = nullptr;
-  for (const auto& rule : plan.rules)
-    for (const auto& [target, t] : rule.targets)
-      if (t.prune && t.prune->method && !pruning) pruning = &*t.prune->method;
-  if (pruning) {
+  auto methods = plan.pruning_methods();
+  for (const auto& spec : methods) {
     std::vector<std::string> params;
-    for (const auto& [k, v] : pruning->params) params.push_back(fmt::format("{} {}", k, to_string(v)));
-    fmt::print("pruning: {} ({})\n", pruning->method, fmt::join(params, ", "));
-  } else {
-    fmt::print("pruning: none\n");
+    for (const auto& [k, v] : spec.params) params.push_back(fmt::format("{} {}", k, to_string(v)));
+    fmt::print("pruning: {} ({})\n", spec.method, fmt::join(params, ", "));
   }
+  if (methods.empty()) fmt::print("pruning: none\n");
   if (plan.schedule) {
     const auto& s = *plan.schedule;
     fmt::print("schedule: {} pretraining epoch(s), {} round(s) x {} training epoch(s), {} fine-tuning epoch(s) "
@@ -153,18 +149,6 @@ void print_plan_sections(const Plan& plan) {
              space.empty() ? "" : fmt::format(", space: {}", fmt::join(space, "; ")));
 }
 
-/// The compression node of a job file, or the config file itself.
-std::pair<std::string, YAML::Node> config_node(const std::string& path, bool& is_job) {
-  auto doc = yaml::YamlDoc::load_file(path);
-  is_job = doc.root.IsMap() && doc.root["compression"];
-  if (!is_job) return {doc.file, doc.root};
-  YAML::Node c = doc.root["compression"];
-  if (!c.IsScalar()) return {doc.file, c};
-  auto file = (std::filesystem::path(path).parent_path() / c.Scalar()).string();
-  auto inner = yaml::YamlDoc::load_file(file);
-  return {inner.file, inner.root};
-}
-
 }  // namespace
 
 int inspect_command(const InspectArgs& args) {
@@ -182,16 +166,13 @@ int inspect_command(const InspectArgs& args) {
     return 0;
   }
   // A job file: its `compression` config; otherwise a config file of any dialect.
-  auto doc = yaml::YamlDoc::load_file(args.config);
-  bool job = doc.root.IsMap() && doc.root["compression"];
-  if (doc.root.IsMap() && (doc.root["model"] || doc.root["data"]) && !job)
-    config::load_job_plan(args.config);  // says plainly that the job compresses nothing
-  Plan plan = job ? config::load_job_plan(args.config) : config::load_plan(args.config);
+  auto doc = config::load_config_file(args.config);
+  const bool job = config::is_job(doc);
+  const auto config = job ? config::load_job_compression(doc) : doc;
+  Plan plan = config::load_plan(config.file, config.root);
   if (args.yaml) {
     if (plan.dialect != "pquantml") throw ConfigError(fmt::format("{}: --yaml writes PQuantML configs only", args.config));
-    bool is_job = false;
-    auto [file, node] = config_node(args.config, is_job);
-    fmt::print("{}", config::write_pquant(config::read_pquant(file, node)));
+    fmt::print("{}", config::write_pquant(config::read_pquant(config.file, config.root)));
     return 0;
   }
   if (args.model.empty()) throw ConfigError("inspect: --model is required with a config file (or give a run folder)");

@@ -110,12 +110,9 @@ class Console : public RunObserver, public train::Callback {
   }
   void on_compressed(const config::Job& job, const CompressReport& report) override {
     fmt::print("compression: {} layer(s) replaced by PQ layers", report.replaced.size());
-    std::string methods;
-    for (const auto& rule : job.plan.rules)
-      for (const auto& [target, t] : rule.targets)
-        if (t.prune && t.prune->method && methods.find(t.prune->method->method) == std::string::npos)
-          methods += (methods.empty() ? "" : ", ") + t.prune->method->method;
-    if (!methods.empty()) fmt::print(", pruning {}", methods);
+    std::vector<std::string> methods;
+    for (const auto& spec : job.plan.pruning_methods()) methods.push_back(spec.method);
+    if (!methods.empty()) fmt::print(", pruning {}", fmt::join(methods, ", "));
     if (!report.left_float.empty()) fmt::print("; in float: {}", fmt::join(report.left_float, "; "));
     fmt::print("\n");
   }
@@ -129,6 +126,7 @@ class Console : public RunObserver, public train::Callback {
                  s.pretraining_epochs, s.rounds, s.epochs, to_string(s.rewind), s.fine_tuning_epochs);
     }
     mode_ = job.training.progress;
+    // The console outlives the run it watches: the trainer holds it without owning it.
     trainer.add_callback(std::shared_ptr<train::Callback>(this, [](train::Callback*) {}));
   }
   void on_epoch_begin(train::Trainer& t, const train::TrainContext& ctx) override {

@@ -80,11 +80,15 @@ Plan load_plan(const std::string& file, const YAML::Node& root) {
                                 fmt::join(known, ", ")));
 }
 
-Plan load_plan(const std::string& path) {
+yaml::YamlDoc load_config_file(const std::string& path) {
   auto ext = std::filesystem::path(path).extension().string();
   if (ext != ".yaml" && ext != ".yml" && ext != ".json")
     throw ConfigError(fmt::format("{}: unsupported config file type '{}', expected .yaml, .yml or .json", path, ext));
-  auto doc = yaml::YamlDoc::load_file(path);  // JSON is YAML
+  return yaml::YamlDoc::load_file(path);  // JSON is YAML
+}
+
+Plan load_plan(const std::string& path) {
+  auto doc = load_config_file(path);
   return load_plan(doc.file, doc.root);
 }
 

@@ -172,12 +172,17 @@ train::TrainOptions parse_training(const std::string& file, const YAML::Node& no
 }
 
 /// The job's `compression:` section: a config file of any dialect (relative to the job) or inline.
-Plan compression_plan(const YamlDoc& doc, const MapReader& r, const std::string& base) {
+YamlDoc compression_doc(const YamlDoc& doc, const MapReader& r, const std::string& base) {
   YAML::Node c = r.node("compression");
-  if (!c.IsScalar()) return load_plan(doc.file, c);
+  if (!c.IsScalar()) return {doc.file, c};
   std::string path = resolve(base, c.Scalar());
   if (!fs::exists(path)) r.fail("compression", fmt::format("file '{}' does not exist", path));
-  return load_plan(path);
+  return load_config_file(path);
+}
+
+Plan compression_plan(const YamlDoc& doc, const MapReader& r, const std::string& base) {
+  auto config = compression_doc(doc, r, base);
+  return load_plan(config.file, config.root);
 }
 
 Job parse(const YamlDoc& doc, const std::string& base) {
@@ -210,14 +215,22 @@ Job parse(const YamlDoc& doc, const std::string& base) {
 
 }  // namespace
 
-Plan load_job_plan(const std::string& path) {
-  auto doc = YamlDoc::load_file(path);
-  MapReader r(doc.file, doc.root, "job", {"name", "model", "data", "training", "output", "compression"});
+YamlDoc load_job_compression(const YamlDoc& job) {
+  MapReader r(job.file, job.root, "job", {"name", "model", "data", "training", "output", "compression"});
   if (!r.has("compression"))
     throw ConfigError(fmt::format("{}: this job has no compression section: it trains a float model, so there is "
                                   "nothing to inspect",
-                                  doc.file));
-  return compression_plan(doc, r, fs::path(path).parent_path().string());
+                                  job.file));
+  return compression_doc(job, r, fs::path(job.file).parent_path().string());
+}
+
+bool is_job(const YamlDoc& doc) {
+  return doc.root.IsMap() && (doc.root["model"] || doc.root["data"] || doc.root["compression"]);
+}
+
+Plan load_job_plan(const std::string& path) {
+  auto config = load_job_compression(YamlDoc::load_file(path));
+  return load_plan(config.file, config.root);
 }
 
 Job load_job(const std::string& path) {

@@ -1,6 +1,8 @@
 // The PQuantML dialect: five sections read into a PquantConfig (pquant_lower.cpp makes the Plan).
 #include "sparq/config/pquant.h"
 
+#include "sparq/config/dialect.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -404,10 +406,7 @@ PquantConfig read_pquant(const std::string& file, const YAML::Node& root) {
 }
 
 PquantConfig load_pquant(const std::string& path) {
-  auto ext = path.substr(path.find_last_of('.') == std::string::npos ? path.size() : path.find_last_of('.'));
-  if (ext != ".yaml" && ext != ".yml" && ext != ".json")
-    throw ConfigError(fmt::format("{}: unsupported config file type '{}', expected .yaml, .yml or .json", path, ext));
-  auto doc = YamlDoc::load_file(path);  // JSON is YAML
+  auto doc = load_config_file(path);
   return read_pquant(doc.file, doc.root);
 }
 

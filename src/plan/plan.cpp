@@ -15,7 +15,19 @@ bool Selector::operator==(const Selector& o) const {
          exclude_op_types == o.exclude_op_types;
 }
 
-std::vector<Event> Plan::events_of(Event::Kind kind) const {
+std::vector<PruningSpec> Plan::pruning_methods(bool active_only) const {
+  std::vector<PruningSpec> out;
+  for (const auto& rule : rules)
+    for (const auto& [target, t] : rule.targets) {
+      if (!t.prune || !t.prune->method || (active_only && !t.prune->active.value_or(true))) continue;
+      const auto& spec = *t.prune->method;
+      if (std::none_of(out.begin(), out.end(), [&](const PruningSpec& s) { return s.method == spec.method; }))
+        out.push_back(spec);
+    }
+  return out;
+}
+
+std::vector<Event> events_of(const std::vector<Event>& events, Event::Kind kind) {
   std::vector<Event> out;
   for (const auto& e : events)
     if (e.kind == kind) out.push_back(e);

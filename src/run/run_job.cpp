@@ -40,25 +40,19 @@ std::vector<std::string> ineffective_settings(const config::Job& job, int64_t st
   const Plan& plan = job.plan;
   const Schedule s = plan.schedule.value_or(Schedule::single_stage(job.training.epochs));
   const int64_t training = s.rounds * s.epochs, total = s.total_epochs();
-  std::vector<std::string> told;
-  for (const auto& rule : plan.rules)
-    for (const auto& [target, t] : rule.targets) {
-      if (!t.prune || !t.prune->method || !t.prune->active.value_or(true)) continue;
-      const PruningSpec& spec = *t.prune->method;
-      if (std::find(told.begin(), told.end(), spec.method) != told.end()) continue;
-      told.push_back(spec.method);
-      const auto* info = prune::find_method(spec.method);
-      int64_t first = info && info->first_pruning_epoch ? info->first_pruning_epoch(spec, steps_per_epoch) : 1;
-      if (training == 0)
-        out.push_back(fmt::format("pruning method {} prunes in the training stage, but the schedule has none "
-                                  "({} pretraining, {} fine-tuning epoch(s)): nothing will be pruned",
-                                  spec.method, s.pretraining_epochs, s.fine_tuning_epochs));
-      else if (first > training)
-        out.push_back(fmt::format("pruning method {} first prunes at the end of training epoch {} ({} batches per "
-                                  "epoch), but the training stage ends after epoch {} (global epoch {} of {}): nothing "
-                                  "will be pruned; give it more epochs or start it earlier",
-                                  spec.method, first, steps_per_epoch, training, s.pretraining_epochs + training, total));
-    }
+  for (const auto& spec : plan.pruning_methods(/*active_only=*/true)) {
+    const auto* info = prune::find_method(spec.method);
+    int64_t first = info && info->first_pruning_epoch ? info->first_pruning_epoch(spec, steps_per_epoch) : 1;
+    if (training == 0)
+      out.push_back(fmt::format("pruning method {} prunes in the training stage, but the schedule has none "
+                                "({} pretraining, {} fine-tuning epoch(s)): nothing will be pruned",
+                                spec.method, s.pretraining_epochs, s.fine_tuning_epochs));
+    else if (first > training)
+      out.push_back(fmt::format("pruning method {} first prunes at the end of training epoch {} ({} batches per "
+                                "epoch), but the training stage ends after epoch {} (global epoch {} of {}): nothing "
+                                "will be pruned; give it more epochs or start it earlier",
+                                spec.method, first, steps_per_epoch, training, s.pretraining_epochs + training, total));
+  }
   if (!plan.events_of(Event::Kind::HgqBeta).empty() && total <= s.pretraining_epochs)
     out.push_back(fmt::format("HGQ's loss terms start after pretraining, but all {} epoch(s) are pretraining: the "
                               "bit widths will not be trained",
@@ -77,9 +71,9 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   RunResult result;
   result.classification = train.task == data::Task::Classification;
   result.run_dir = job.output;
-  const fs::path checkpoint = fs::path(job.output) / "checkpoint.pt";
-  if (options.resume && !fs::exists(checkpoint))
-    throw Error(fmt::format("--resume: no checkpoint at {}", checkpoint.string()));
+  train::FitOptions fit;
+  if (options.resume) fit.resume_from = train::resume_checkpoint(job.output);  // before any work
+  fit.stop_after = options.stop_after;
 
   int64_t outputs = result.classification ? train.num_classes : (train.y.dim() > 1 ? train.y.size(1) : 1);
   RunRng rng(job.training.seed);
@@ -92,13 +86,9 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   const int64_t steps = (train.size() + job.training.batch_size - 1) / std::max<int64_t>(job.training.batch_size, 1);
   for (const auto& message : ineffective_settings(job, steps)) observer.on_warning(job, message);
   train::Trainer trainer(model, job.training, job.plan.schedule, job.plan.events);
-  trainer.add_callback(std::make_shared<train::MetricsWriter>(job.output, result.classification));
-  trainer.add_callback(std::make_shared<train::Checkpointer>(job.output));
+  train::write_run_folder(trainer, job.output, result.classification);
   observer.on_trainer(job, trainer);
   const auto& eval = splits.validation.size() > 0 ? splits.validation : splits.test;
-  train::FitOptions fit;
-  if (options.resume) fit.resume_from = checkpoint.string();
-  fit.stop_after = options.stop_after;
   result.history = trainer.fit(train, eval, fit);
   if (splits.test.size() > 0) result.test = trainer.evaluate(splits.test);
   fs::create_directories(job.output);

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "sparq/error.h"
+
 namespace sparq::train {
 
 namespace fs = std::filesystem;
@@ -55,11 +57,22 @@ void MetricsWriter::on_epoch_report(Trainer& t, const TrainContext&, const Epoch
   std::ofstream(fs::path(dir_) / "metrics.jsonl", std::ios::app) << metrics_json(m, classification_).dump() << '\n';
 }
 
-std::string Checkpointer::path() const { return (fs::path(dir_) / "checkpoint.pt").string(); }
-
 void Checkpointer::on_epoch_report(Trainer& t, const TrainContext& ctx, const EpochMetrics& m) {
   fs::create_directories(dir_);
-  t.save_checkpoint(path(), m.epoch);
+  t.save_checkpoint(checkpoint_path(dir_), m.epoch);
+}
+
+void write_run_folder(Trainer& trainer, const std::string& dir, bool classification) {
+  trainer.add_callback(std::make_shared<MetricsWriter>(dir, classification));
+  trainer.add_callback(std::make_shared<Checkpointer>(dir));
+}
+
+std::string checkpoint_path(const std::string& dir) { return (fs::path(dir) / "checkpoint.pt").string(); }
+
+std::string resume_checkpoint(const std::string& dir) {
+  auto path = checkpoint_path(dir);
+  if (dir.empty() || !fs::exists(path)) throw Error(fmt::format("--resume: no checkpoint at {}", path));
+  return path;
 }
 
 }  // namespace sparq::train

@@ -131,41 +131,36 @@ Trainer::Trainer(models::Graph model, TrainOptions options, std::optional<Schedu
   }
   if (!weight_layers.empty()) {
     builtin_.push_back(std::make_shared<StageHooks>(weight_layers));
-    bool prunes = false;
-    for (const auto& wl : weight_layers) prunes |= wl.layer->pruning() != nullptr;
-    if (prunes) terms_.push_back(std::make_shared<PruningLoss>(weight_layers));
+    for (const auto& wl : weight_layers) prunes_ |= wl.layer->pruning() != nullptr;
+    if (prunes_) terms_.push_back(std::make_shared<PruningLoss>(weight_layers));
   }
   builtin_.push_back(std::make_shared<EventFirer>(events_));
   if (!hgq_layers.empty()) {
-    std::vector<Event> beta;
-    for (const auto& e : events_)
-      if (e.kind == Event::Kind::HgqBeta) beta.push_back(e);
-    std::stable_sort(beta.begin(), beta.end(), [](const Event& a, const Event& b) { return a.at_epoch < b.at_epoch; });
-    terms_.push_back(std::make_shared<HgqLoss>(hgq_layers, beta));
+    terms_.push_back(std::make_shared<HgqLoss>(hgq_layers, events_of(events_, Event::Kind::HgqBeta)));
   }
   model_->to(device_);
   optimizer_ = make_optimizer(std::move(groups), options_);
   ctx_.total_epochs = schedule_.total_epochs();
+  list_callbacks();
 }
 
 Trainer::~Trainer() = default;
 
-void Trainer::add_callback(std::shared_ptr<Callback> callback) { callbacks_.push_back(std::move(callback)); }
-void Trainer::add_loss_term(std::shared_ptr<LossTerm> term) { terms_.push_back(std::move(term)); }
-
-std::vector<Callback*> Trainer::all_callbacks() const {
-  std::vector<Callback*> all;
-  for (const auto& c : builtin_) all.push_back(c.get());
-  for (const auto& t : terms_) all.push_back(t.get());
-  for (const auto& c : callbacks_) all.push_back(c.get());
-  return all;
+void Trainer::add_callback(std::shared_ptr<Callback> callback) {
+  callbacks_.push_back(std::move(callback));
+  list_callbacks();
 }
 
-bool Trainer::prunes() const {
-  for (const auto& node : model_->nodes())
-    if (auto layer = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(model_, node.name)))
-      if (layer->pruning()) return true;
-  return false;
+void Trainer::add_loss_term(std::shared_ptr<LossTerm> term) {
+  terms_.push_back(std::move(term));
+  list_callbacks();
+}
+
+void Trainer::list_callbacks() {
+  all_.clear();
+  for (const auto& c : builtin_) all_.push_back(c.get());
+  for (const auto& t : terms_) all_.push_back(t.get());
+  for (const auto& c : callbacks_) all_.push_back(c.get());
 }
 
 std::vector<size_t> Trainer::matching_groups(const std::string& regex) const {
@@ -238,7 +233,7 @@ void Trainer::begin_training(int64_t steps_per_epoch, int64_t start_epoch, bool 
   ctx_.epoch = static_cast<double>(start_epoch);
   ctx_.resumed = resumed;
   ctx_.total_epochs = schedule_.total_epochs();
-  for (auto* c : all_callbacks()) c->on_train_begin(*this, ctx_);
+  for (auto* c : all_) c->on_train_begin(*this, ctx_);
 }
 
 void Trainer::begin_epoch(int64_t epoch_index) {
@@ -254,14 +249,13 @@ void Trainer::begin_epoch(int64_t epoch_index) {
   term_sums_.assign(terms_.size(), torch::Tensor());
   for (auto& s : term_sums_) s = torch::zeros({}, f64);
   epoch_samples_ = epoch_steps_ = 0;
-  for (auto* c : all_callbacks()) c->on_epoch_begin(*this, ctx_);
+  for (auto* c : all_) c->on_epoch_begin(*this, ctx_);
 }
 
 StepResult Trainer::step(const torch::Tensor& x, const torch::Tensor& y) {
   if (ctx_.steps_per_epoch > 0)
     ctx_.epoch = ctx_.epoch_index + static_cast<double>(ctx_.step_in_epoch) / static_cast<double>(ctx_.steps_per_epoch);
-  auto callbacks = all_callbacks();
-  for (auto* c : callbacks) c->on_step_begin(*this, ctx_);
+  for (auto* c : all_) c->on_step_begin(*this, ctx_);
   model_->zero_grad(/*set_to_none=*/true);  // as PyTorch 2: parameters outside the graph stay untouched
   auto out = model_->forward(x);
   auto loss = loss_of(out, y);
@@ -272,7 +266,7 @@ StepResult Trainer::step(const torch::Tensor& x, const torch::Tensor& y) {
     if (terms[t].defined()) objective = objective + terms[t];
   }
   objective.backward();
-  for (auto* c : callbacks) c->on_after_backward(*this, ctx_);
+  for (auto* c : all_) c->on_after_backward(*this, ctx_);
   optimizer_->step();
   loss_sum_ += loss.detach().to(torch::kFloat64) * x.size(0);
   for (size_t t = 0; t < terms.size(); ++t)
@@ -281,7 +275,7 @@ StepResult Trainer::step(const torch::Tensor& x, const torch::Tensor& y) {
   if (y.scalar_type() == torch::kInt64) correct_ += (output.argmax(1) == y).sum();
   epoch_samples_ += x.size(0);
   ++epoch_steps_;
-  for (auto* c : callbacks) c->on_step_end(*this, ctx_);
+  for (auto* c : all_) c->on_step_end(*this, ctx_);
   ++ctx_.global_step;
   ++ctx_.step_in_epoch;
   return {loss.detach(), output};
@@ -300,8 +294,7 @@ EpochMetrics Trainer::end_epoch(const data::Dataset& eval, double seconds) {
   m.samples_per_second = static_cast<double>(epoch_samples_) / std::max(m.seconds, 1e-9);
   m.lr = lr_of(*optimizer_);
   if (eval.size() > 0) m.eval = evaluate(eval);
-  auto callbacks = all_callbacks();
-  for (auto* c : callbacks) c->on_epoch_end(*this, ctx_, m);
+  for (auto* c : all_) c->on_epoch_end(*this, ctx_, m);
   auto cost = graph_cost(model_);
   m.layer_costs = cost.layers;
   m.cost = cost.total;
@@ -311,12 +304,12 @@ EpochMetrics Trainer::end_epoch(const data::Dataset& eval, double seconds) {
   if (!std::isfinite(m.train_loss) || !std::isfinite(terms))
     throw Error(fmt::format("epoch {}: training loss is {} (diverged); lower the learning rate", m.epoch,
                             m.train_loss + terms));
-  for (auto* c : callbacks) c->on_epoch_report(*this, ctx_, m);
+  for (auto* c : all_) c->on_epoch_report(*this, ctx_, m);
   return m;
 }
 
 void Trainer::end_training() {
-  for (auto* c : all_callbacks()) c->on_train_end(*this, ctx_);
+  for (auto* c : all_) c->on_train_end(*this, ctx_);
 }
 
 std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data::Dataset& eval_in, const FitOptions& fit) {
@@ -381,7 +374,7 @@ void Trainer::save_checkpoint(const std::string& path, int64_t epochs_done) {
   root.write("optimizer", optim);
   root.write("epochs_done", torch::tensor(epochs_done));
   root.write("cpu_rng_state", at::detail::getDefaultCPUGenerator().get_state());
-  for (auto* c : all_callbacks()) c->save(root);
+  for (auto* c : all_) c->save(root);
   // Write then rename, so an interrupted save never leaves a broken checkpoint behind.
   std::string tmp = path + ".tmp";
   root.save_to(tmp);
@@ -401,7 +394,7 @@ int64_t Trainer::load_checkpoint(const std::string& path) {
     root.read("cpu_rng_state", rng);
     auto gen = at::detail::getDefaultCPUGenerator();
     gen.set_state(rng);
-    for (auto* c : all_callbacks()) c->load(root);
+    for (auto* c : all_) c->load(root);
     return epochs.item<int64_t>();
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "sparq/plan.h"
+#include "sparq/yaml/reader.h"
 
 namespace sparq::config {
 
@@ -28,7 +29,9 @@ const std::vector<Dialect>& dialects();
 /// The Plan of a config document in any registered dialect. Throws ConfigError naming the
 /// dialect it recognised when that dialect cannot be read yet, or listing the shapes it knows.
 Plan load_plan(const std::string& file, const YAML::Node& root);
-/// load_plan of a config file (.yaml, .yml, .json, or a SparseML .md recipe).
+/// load_plan of a config file (.yaml, .yml or .json).
 Plan load_plan(const std::string& path);
+/// A config file read as YAML (JSON is YAML); throws ConfigError for other file types.
+yaml::YamlDoc load_config_file(const std::string& path);
 
 }  // namespace sparq::config

@@ -8,6 +8,7 @@
 #include "sparq/models/graph.h"
 #include "sparq/plan.h"
 #include "sparq/train/trainer.h"
+#include "sparq/yaml/reader.h"
 
 namespace sparq::config {
 
@@ -33,6 +34,11 @@ struct Job {
 Job load_job(const std::string& path);
 /// Only the `compression:` plan of a job file (no data or model is loaded or checked).
 Plan load_job_plan(const std::string& path);
+/// The compression config of a loaded job file: inline, or the file it names (relative to the
+/// job). Throws ConfigError when the job has none.
+yaml::YamlDoc load_job_compression(const yaml::YamlDoc& job);
+/// Whether a document is a job file (a mapping with model, data or compression) rather than a config.
+bool is_job(const yaml::YamlDoc& doc);
 Job parse_job(const std::string& text, const std::string& name, const std::string& base_dir = ".");
 /// The built-in default job: Fashion-MNIST, lenet with 8-bit weights and activations, 3 epochs.
 Job default_job();

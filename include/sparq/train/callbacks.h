@@ -28,11 +28,17 @@ class Checkpointer : public Callback {
  public:
   explicit Checkpointer(std::string dir) : dir_(std::move(dir)) {}
   void on_epoch_report(Trainer& t, const TrainContext& ctx, const EpochMetrics& m) override;
-  std::string path() const;
 
  private:
   std::string dir_;
 };
+
+/// Gives `trainer` the run folder `dir`: a MetricsWriter and a Checkpointer (what run_job does).
+void write_run_folder(Trainer& trainer, const std::string& dir, bool classification);
+/// `dir`/checkpoint.pt.
+std::string checkpoint_path(const std::string& dir);
+/// checkpoint_path(dir) when it exists; otherwise throws sparq::Error ("--resume: no checkpoint at ...").
+std::string resume_checkpoint(const std::string& dir);
 
 /// One metrics.jsonl line.
 nlohmann::json metrics_json(const EpochMetrics& m, bool classification);

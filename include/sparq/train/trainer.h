@@ -187,10 +187,12 @@ class Trainer {
   const TrainContext& context() const { return ctx_; }
   torch::Device device() const { return device_; }
   /// Whether some weight layer has a pruning method.
-  bool prunes() const;
+  bool prunes() const { return prunes_; }
 
  private:
-  std::vector<Callback*> all_callbacks() const;
+  /// Built-ins, then loss terms, then added callbacks: the order every hook is called in (kept as
+  /// one list, so a step does not rebuild it).
+  void list_callbacks();
   torch::Tensor loss_of(const torch::Tensor& output, const torch::Tensor& target) const;
   void load_weights(torch::serialize::InputArchive& weights, const std::string& path);
   std::vector<size_t> matching_groups(const std::string& regex) const;
@@ -204,6 +206,8 @@ class Trainer {
   std::vector<std::string> group_names_;
   std::vector<std::shared_ptr<Callback>> builtin_, callbacks_;
   std::vector<std::shared_ptr<LossTerm>> terms_;
+  std::vector<Callback*> all_;
+  bool prunes_ = false;
   TrainContext ctx_;
   // The epoch's sums, on the device (read once per epoch, so steps never wait for the host).
   torch::Tensor loss_sum_, correct_;

@@ -20,8 +20,9 @@ using ParamValue = std::variant<std::monostate, bool, int64_t, double, std::stri
 /// "null", "true", "3", "0.5", or the text.
 std::string to_string(const ParamValue& v);
 
-/// Which modules a rule applies to. An empty include list means every module; a module is
-/// selected when it matches any include entry and no exclude entry. Op types are PyTorch names.
+/// Which modules a rule applies to (NNI's selection): the modules named or matched by a regex
+/// (every module when neither is given), of the op types when those are given, minus any module
+/// an exclude entry matches. Regexes match the whole name. Op types are PyTorch names.
 struct Selector {
   std::vector<std::string> names, name_regexes, op_types;
   std::vector<std::string> exclude_names, exclude_name_regexes, exclude_op_types;
@@ -61,13 +62,56 @@ struct PruningSpec {
   bool operator==(const PruningSpec& o) const { return method == o.method && params == o.params; }
 };
 
-/// What a rule says about pruning one target (a weight). `method` replaces the one in force;
-/// `active` false keeps the method object (its hooks run, it joins global budgets) but leaves
-/// the weight unpruned (PQuantML's disable_pruning_for_layers).
+/// How a pruner's metric is reduced into blocks (NNI's granularity, spec nni-config §1.8).
+struct MaskGranularity {
+  enum class Kind {
+    Default,     ///< the pruner's own choice (out_channel for parameters; element-wise for Level)
+    Element,     ///< null: one metric value per element
+    OutChannel,  ///< one block per index of dim 0 (Linear row, Conv filter)
+    InChannel,   ///< one block per index of dim 1 (Linear column, Conv input channel)
+    PerChannel,  ///< inputs/outputs: one block per index of dim 1
+    Block,       ///< `kernel`, padded to the tensor's rank (front with 1 or back with -1)
+  };
+  Kind kind = Kind::Default;
+  std::vector<int64_t> kernel;  ///< Block: block size per dim; -1 = the whole dim
+  bool pad_front = true;        ///< Block: pad the kernel at the front (NNI's default for lists)
+  int64_t pad_value = 1;
+  bool operator==(const MaskGranularity& o) const {
+    return kind == o.kind && kernel == o.kernel && pad_front == o.pad_front && pad_value == o.pad_value;
+  }
+};
+
+/// A target whose mask follows another target's mask along `dims` (bias follows weight rows).
+struct MaskAlign {
+  std::string module;  ///< empty: the same module
+  std::string target = "weight";
+  std::vector<int64_t> dims{0};
+  bool operator==(const MaskAlign& o) const { return module == o.module && target == o.target && dims == o.dims; }
+};
+
+/// How a target's mask is made from the pruner's metric (NNI's pruning target settings, spec
+/// nni-config §1.5, §2.1-2.7). Group ids keep their YAML type: "1" (int) and "'1'" (text) differ.
+struct MaskSetting {
+  std::optional<double> sparse_ratio, sparse_threshold, max_sparse_ratio, min_sparse_ratio;
+  std::optional<std::string> global_group, dependency_group;
+  std::optional<int64_t> internal_metric_block;
+  MaskGranularity granularity;
+  std::string apply_method = "mul";  ///< mul: target x mask; add: target + (0 kept, -1000 masked)
+  std::optional<MaskAlign> align;
+  /// Whether a rule makes a mask from the metric (a ratio or a threshold is set).
+  bool active() const { return sparse_ratio || sparse_threshold; }
+  bool operator==(const MaskSetting& o) const;
+};
+
+/// What a rule says about pruning one target. `method` (PQuantML: a weight's own method object)
+/// replaces the one in force; `active` false keeps the method object (its hooks run, it joins
+/// global budgets) but leaves the weight unpruned (PQuantML's disable_pruning_for_layers).
+/// `mask`: the target's settings for the plan's model-wide pruner (NNI, SparseML).
 struct PruneSetting {
   std::optional<PruningSpec> method;
   std::optional<bool> active;
-  bool operator==(const PruneSetting& o) const { return method == o.method && active == o.active; }
+  std::optional<MaskSetting> mask;
+  bool operator==(const PruneSetting& o) const { return method == o.method && active == o.active && mask == o.mask; }
 };
 
 /// A rule's settings of one target.
@@ -98,13 +142,17 @@ struct Rule {
   std::map<std::string, TargetSetting> targets;
   ModuleSetting module;
   std::string where;   ///< config position ("file:line:col"), for errors
-  std::string origin;  ///< the config key it came from ("layer_specific"), for errors
+  std::string origin;  ///< the config key it came from ("layer_specific", "config list entry 2"), for errors
   /// Names the rule must find in the model (layer_specific, disable_pruning_for_layers): an
   /// error names the nearest one otherwise. `weights_only`: the names must be weight layers.
   bool names_must_exist = false, weights_only = false;
+  /// NNI: every target the rule sets must exist on each module it selects, and a selected module
+  /// must have a pruning target (a ReLU cannot be pruned).
+  bool targets_must_exist = false;
   bool operator==(const Rule& o) const {
     return select == o.select && targets == o.targets && module == o.module &&
-           names_must_exist == o.names_must_exist && weights_only == o.weights_only;
+           names_must_exist == o.names_must_exist && weights_only == o.weights_only &&
+           targets_must_exist == o.targets_must_exist;
   }
 };
 
@@ -210,11 +258,16 @@ struct Plan {
   Precedence precedence = Precedence::LaterWins;
   std::optional<Schedule> schedule; ///< absent: the job's epochs as one training stage
   std::vector<Event> events;        ///< in any order; fired by step
+  /// The model-wide pruner the targets' mask settings are for (NNI's pruner classes, chosen in
+  /// the job: L1NormPruner, AGPPruner, ...), with its arguments.
+  std::optional<PruningSpec> pruner;
   FitCompressPlan fitcompress;
   SearchSpace search;
 
   /// Whether the plan compresses anything (a float run otherwise).
   bool compresses() const { return !rules.empty(); }
+  /// Whether some rule gives a target mask settings (for the model-wide pruner).
+  bool uses_masks() const;
   std::vector<Event> events_of(Event::Kind kind) const { return sparq::events_of(events, kind); }
   /// The pruning method of every rule that sets one, once per method name, in rule order;
   /// `active_only`: leave out rules that switch pruning off.

@@ -37,6 +37,13 @@ struct InspectArgs {
 
 int inspect_command(const InspectArgs& args);
 
+struct ConvertArgs {
+  std::string config;  ///< a config file of any dialect, or a job
+  std::string to;      ///< nni-v3, pquantml
+};
+
+int convert_command(const ConvertArgs& args);
+
 /// `sparq config default METHOD`: PQuantML's packaged config of a pruning method.
 int config_default_command(const std::string& method);
 

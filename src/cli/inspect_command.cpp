@@ -74,6 +74,24 @@ std::string selector_text(const Selector& s) {
   return fmt::format("{}", fmt::join(parts, " "));
 }
 
+/// "ratio 0.5 out_channel, global group 'g'": the keys a mask setting has.
+std::string mask_text(const MaskSetting& m) {
+  std::vector<std::string> parts;
+  if (m.sparse_ratio) parts.push_back(fmt::format("ratio {}", *m.sparse_ratio));
+  if (m.sparse_threshold) parts.push_back(fmt::format("threshold {}", *m.sparse_threshold));
+  if (m.sparse_ratio || m.sparse_threshold) parts.push_back(to_string(m.granularity));
+  if (m.min_sparse_ratio) parts.push_back(fmt::format("min {}", *m.min_sparse_ratio));
+  if (m.max_sparse_ratio) parts.push_back(fmt::format("max {}", *m.max_sparse_ratio));
+  if (m.global_group) parts.push_back("global group " + *m.global_group);
+  if (m.dependency_group) parts.push_back("dependency group " + *m.dependency_group);
+  if (m.internal_metric_block) parts.push_back(fmt::format("block {}", *m.internal_metric_block));
+  if (m.align && parts.empty())
+    parts.push_back(fmt::format("aligned to {}.{} dims [{}]", m.align->module.empty() ? "this" : m.align->module,
+                                m.align->target, fmt::join(m.align->dims, ", ")));
+  if (m.apply_method != "mul") parts.push_back("apply " + m.apply_method);
+  return parts.empty() ? "no mask" : fmt::format("{}", fmt::join(parts, " "));
+}
+
 std::string setting_text(const TargetSetting& t) {
   std::vector<std::string> parts;
   if (t.quant) {
@@ -89,6 +107,7 @@ std::string setting_text(const TargetSetting& t) {
   if (t.prune) {
     if (t.prune->method) parts.push_back("prune " + t.prune->method->method);
     if (t.prune->active) parts.push_back(*t.prune->active ? "pruning on" : "pruning off");
+    if (t.prune->mask) parts.push_back("mask " + mask_text(*t.prune->mask));
   }
   return fmt::format("{}", fmt::join(parts, " "));
 }
@@ -106,13 +125,20 @@ void print_plan_sections(const Plan& plan) {
     fmt::print("  {}. {}: {}{}\n", n + 1, selector_text(rule.select), sets.empty() ? "PQ layers" : fmt::format("{}", fmt::join(sets, "; ")),
                rule.where.empty() ? "" : fmt::format("  ({})", rule.where));
   }
+  if (plan.pruner) {
+    std::vector<std::string> params;
+    for (const auto& [k, v] : plan.pruner->params) params.push_back(fmt::format("{} {}", k, to_string(v)));
+    fmt::print("pruner: {} ({})\n", plan.pruner->method, fmt::join(params, ", "));
+  } else if (plan.uses_masks()) {
+    fmt::print("pruner: none named (a job names it: compression: {{pruner: {{type: L1NormPruner}}, config_list: ...}})\n");
+  }
   auto methods = plan.pruning_methods();
   for (const auto& spec : methods) {
     std::vector<std::string> params;
     for (const auto& [k, v] : spec.params) params.push_back(fmt::format("{} {}", k, to_string(v)));
     fmt::print("pruning: {} ({})\n", spec.method, fmt::join(params, ", "));
   }
-  if (methods.empty()) fmt::print("pruning: none\n");
+  if (methods.empty() && !plan.uses_masks()) fmt::print("pruning: none\n");
   if (plan.schedule) {
     const auto& s = *plan.schedule;
     fmt::print("schedule: {} pretraining epoch(s), {} round(s) x {} training epoch(s), {} fine-tuning epoch(s) "
@@ -180,6 +206,7 @@ int inspect_command(const InspectArgs& args) {
   auto spec = inspect_model_spec(args);
   models::Graph graph(spec);
   auto resolution = resolve(plan, graph);
+  for (const auto& w : resolution.warnings) fmt::print(stderr, "warning: {}\n", w);
   if (args.json) {
     fmt::print("{}\n", resolution_json(resolution, plan).dump(2));
     return 0;
@@ -202,7 +229,8 @@ int inspect_command(const InspectArgs& args) {
     std::string pruning = "-";
     if (std::dynamic_pointer_cast<layers::PQWeightLayer>(pq)) {
       const auto& w = pruned.find(node.name)->targets.at("weight");
-      if (!w.pruning) pruning = "none";
+      if (w.mask) pruning = (plan.pruner ? plan.pruner->method + " " : "") + mask_text(*w.mask);
+      else if (!w.pruning) pruning = "none";
       else if (!w.pruning_active) pruning = "off (disabled)";
       else pruning = w.pruning->method;
     }

@@ -45,6 +45,11 @@ int main(int argc, char** argv) {
   auto* keys_cmd = config_cmd->add_subcommand("keys", "Print every PQuantML config key (default, meaning, what sparq does) as a Markdown table");
   config_cmd->require_subcommand(1);
 
+  sparq::cli::ConvertArgs convert;
+  auto* convert_cmd = app.add_subcommand("convert", "Print a config in another dialect (NNI v2 -> v3, ...)");
+  convert_cmd->add_option("config", convert.config, "Config file (any dialect) or job")->required();
+  convert_cmd->add_option("--to", convert.to, "nni-v3 or pquantml")->required();
+
   sparq::cli::FixedArgs fixed;
   auto* fixed_cmd = app.add_subcommand("fixed", "Fixed-point calculator: what values become in ap_fixed<W,I,Q,O>");
   fixed_cmd->add_option("values", fixed.values, "Values to quantize")->allow_extra_args();
@@ -73,6 +78,7 @@ int main(int argc, char** argv) {
     if (run_cmd->parsed()) return sparq::cli::run_command(run);
     if (fixed_cmd->parsed()) return sparq::cli::fixed_command(fixed);
     if (inspect_cmd->parsed()) return sparq::cli::inspect_command(inspect);
+    if (convert_cmd->parsed()) return sparq::cli::convert_command(convert);
     if (default_cmd->parsed()) return sparq::cli::config_default_command(method);
     if (keys_cmd->parsed()) {
       fmt::print("{}", sparq::config::pquant_keys_markdown());

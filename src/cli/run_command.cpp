@@ -112,6 +112,7 @@ class Console : public RunObserver, public train::Callback {
     fmt::print("compression: {} layer(s) replaced by PQ layers", report.replaced.size());
     std::vector<std::string> methods;
     for (const auto& spec : job.plan.pruning_methods()) methods.push_back(spec.method);
+    if (job.plan.pruner) methods.push_back(job.plan.pruner->method + " (" + job.plan.dialect + " config list)");
     if (!methods.empty()) fmt::print(", pruning {}", fmt::join(methods, ", "));
     if (!report.left_float.empty()) fmt::print("; in float: {}", fmt::join(report.left_float, "; "));
     fmt::print("\n");

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "sparq/error.h"
+#include "sparq/prune/mask_pruner.h"
 #include "sparq/prune/methods.h"
 
 namespace sparq {
@@ -80,6 +81,7 @@ CompressReport compress(models::Graph& graph, const Resolution& resolution) {
     layer->set_pruning(method);
     layer->enable_pruning = weight.pruning_active;
   }
+  prune::install_masks(resolution, graph);
   // Coverage: what computes in float. Shape-only ops and max pooling keep values on their grid.
   for (const auto& node : graph->nodes()) {
     if (node.info && node.info->keeps_grid) continue;

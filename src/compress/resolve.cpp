@@ -1,6 +1,7 @@
 #include "sparq/compress/resolve.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -32,10 +33,13 @@ void merge(QuantSetting& into, const QuantSetting& s, Precedence precedence) {
   if (s.enabled) into.enabled = s.enabled;
 }
 
-void merge(PruneSetting& into, const PruneSetting& s, Precedence precedence) {
-  if (precedence == Precedence::FirstWins && into.method) return;
+/// Returns false when the setting is ignored (first wins and the target is set already).
+bool merge(PruneSetting& into, const PruneSetting& s, Precedence precedence) {
+  if (precedence == Precedence::FirstWins && (into.method || into.mask)) return false;
   if (s.method) into.method = s.method;
   if (s.active) into.active = s.active;
+  if (s.mask) into.mask = s.mask;
+  return true;
 }
 
 void merge(ModuleSetting& into, const ModuleSetting& s) {
@@ -66,8 +70,8 @@ void check_names(const Rule& rule, const models::Graph& graph) {
 }  // namespace
 
 bool Selector::matches(const std::string& name, const std::string& op) const {
-  bool included = (names.empty() && name_regexes.empty() && op_types.empty()) || contains(names, name) ||
-                  contains(op_types, op) || any_match(name_regexes, name);
+  bool by_name = (names.empty() && name_regexes.empty()) || contains(names, name) || any_match(name_regexes, name);
+  bool included = by_name && (op_types.empty() || contains(op_types, op));
   return included && !contains(exclude_names, name) && !contains(exclude_op_types, op) &&
          !any_match(exclude_name_regexes, name);
 }
@@ -79,10 +83,23 @@ const ResolvedModule* Resolution::find(const std::string& name) const {
 }
 
 Resolution resolve(const Plan& plan, const models::Graph& graph) {
-  for (const auto& rule : plan.rules)
-    if (rule.names_must_exist) check_names(rule, graph);
   Resolution r;
   r.dialect = plan.dialect;
+  std::vector<std::string> names;
+  for (const auto& n : graph->nodes()) names.push_back(n.name);
+  for (const auto& rule : plan.rules) {
+    if (rule.names_must_exist) check_names(rule, graph);
+    if (!rule.targets_must_exist) continue;
+    std::string at = rule.where.empty() ? "" : rule.where + ": ";
+    for (const auto& name : rule.select.names)
+      if (!contains(names, name))
+        r.warnings.push_back(fmt::format("{}{}: op_names has '{}', which model '{}' does not have (ignored; did you "
+                                         "mean '{}'?)",
+                                         at, rule.origin, name, graph->name(), yaml::nearest(name, names)));
+    bool any = std::any_of(graph->nodes().begin(), graph->nodes().end(),
+                           [&](const models::Node& n) { return rule.select.matches(n.name, n.source_op); });
+    if (!any) r.warnings.push_back(fmt::format("{}{} selects no module of model '{}'", at, rule.origin, graph->name()));
+  }
   for (const auto& node : graph->nodes()) {
     ResolvedModule m;
     m.name = node.name;
@@ -95,10 +112,23 @@ Resolution resolve(const Plan& plan, const models::Graph& graph) {
       m.selected = true;
       if (!rule.where.empty() && !rule.targets.empty()) m.where = rule.where;
       merge(m.module, rule.module);
+      std::string at = rule.where.empty() ? "" : rule.where + ": ";
       for (const auto& [target, setting] : rule.targets) {
-        if (!contains(targets, target)) continue;  // a rule for every op sets what each op has
+        if (!contains(targets, target)) {
+          if (!rule.targets_must_exist) continue;  // a rule for every op sets what each op has
+          if (targets.empty() || !contains(targets, "weight"))
+            throw ConfigError(fmt::format("{}{} selects '{}', a {}, which has no parameters to prune (pruning "
+                                          "targets: Linear, Conv1d/2d, BatchNorm1d/2d); exclude it or narrow the "
+                                          "selection",
+                                          at, rule.origin, node.name, node.source_op));
+          throw ConfigError(fmt::format("{}{}: target '{}' does not exist on '{}' ({}); its targets: {}", at,
+                                        rule.origin, target, node.name, node.source_op, fmt::join(targets, ", ")));
+        }
         if (setting.quant) merge(quant[target], *setting.quant, plan.precedence);
-        if (setting.prune) merge(prune[target], *setting.prune, plan.precedence);
+        if (setting.prune && !merge(prune[target], *setting.prune, plan.precedence))
+          r.warnings.push_back(fmt::format("{}{} sets {}.{} again: an earlier entry configured it, and the first "
+                                           "one wins (NNI v3), so this one is ignored there",
+                                           at, rule.origin, node.name, target));
       }
     }
     for (const auto& target : targets) {
@@ -117,6 +147,7 @@ Resolution resolve(const Plan& plan, const models::Graph& graph) {
         t.pruning = p->second.method;
         t.pruning_active = p->second.active.value_or(true);
       }
+      if (p != prune.end() && p->second.mask) t.mask = p->second.mask;
       m.targets[target] = t;
     }
     r.modules.push_back(std::move(m));
@@ -168,13 +199,55 @@ nlohmann::json pruning_json(const PruningSpec& spec, bool active) {
 
 }  // namespace
 
+std::string to_string(const MaskGranularity& g) {
+  using Kind = MaskGranularity::Kind;
+  switch (g.kind) {
+    case Kind::Default: return "default";
+    case Kind::Element: return "element";
+    case Kind::OutChannel: return "out_channel";
+    case Kind::InChannel: return "in_channel";
+    case Kind::PerChannel: return "per_channel";
+    case Kind::Block: return fmt::format("[{}]", fmt::join(g.kernel, ", "));
+  }
+  return "?";
+}
+
+nlohmann::json mask_json(const MaskSetting& m) {
+  auto opt = [](const auto& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
+  nlohmann::json j = {{"sparse_ratio", opt(m.sparse_ratio)},
+                      {"sparse_threshold", opt(m.sparse_threshold)},
+                      {"max_sparse_ratio", opt(m.max_sparse_ratio)},
+                      {"min_sparse_ratio", opt(m.min_sparse_ratio)},
+                      {"global_group_id", opt(m.global_group)},
+                      {"dependency_group_id", opt(m.dependency_group)},
+                      {"internal_metric_block", opt(m.internal_metric_block)},
+                      {"granularity", to_string(m.granularity)},
+                      {"apply_method", m.apply_method},
+                      {"align", nullptr}};
+  if (m.align)
+    j["align"] = {{"module_name", m.align->module.empty() ? nlohmann::json(nullptr) : nlohmann::json(m.align->module)},
+                  {"target_name", m.align->target},
+                  {"dims", m.align->dims}};
+  return j;
+}
+
 nlohmann::json resolution_json(const Resolution& r, const Plan& plan) {
   nlohmann::json modules = nlohmann::json::object();
   for (const auto& m : r.modules) {
     nlohmann::json targets = nlohmann::json::object();
-    for (const auto& [name, t] : m.targets)
+    for (const auto& [name, t] : m.targets) {
+      nlohmann::json pruning = t.pruning ? pruning_json(*t.pruning, t.pruning_active) : nlohmann::json(nullptr);
+      if (t.mask) {
+        auto settings = mask_json(*t.mask);
+        pruning = {{"method", plan.pruner ? nlohmann::json(plan.pruner->method) : nlohmann::json(nullptr)},
+                   {"active", t.mask->active() || t.mask->align.has_value()},
+                   {"sparse_ratio", settings["sparse_ratio"]},
+                   {"granularity", settings["granularity"]},
+                   {"settings", settings}};
+      }
       targets[name] = {{"quantizer", t.quantizer ? quantizer_json(*t.quantizer) : nlohmann::json(nullptr)},
-                       {"pruning", t.pruning ? pruning_json(*t.pruning, t.pruning_active) : nlohmann::json(nullptr)}};
+                       {"pruning", pruning}};
+    }
     nlohmann::json module = {{"op", m.op}, {"selected", m.selected}, {"targets", targets}};
     if (m.module.function) module["function"] = *m.module.function;
     if (m.module.relu_multiplier) module["relu_multiplier"] = *m.module.relu_multiplier;
@@ -198,7 +271,15 @@ nlohmann::json resolution_json(const Resolution& r, const Plan& plan) {
     if (!e.groups.empty()) j["groups"] = e.groups;
     events.push_back(j);
   }
+  nlohmann::json pruner = nullptr;
+  if (plan.pruner) {
+    nlohmann::json params = nlohmann::json::object();
+    for (const auto& [k, v] : plan.pruner->params) params[k] = param_json(v);
+    pruner = {{"type", plan.pruner->method}, {"params", params}};
+  }
   return {{"dialect", r.dialect.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.dialect)},
+          {"pruner", pruner},
+          {"warnings", r.warnings},
           {"modules", modules},
           {"schedule", {{"stages", stages}, {"events", events}}}};
 }

@@ -1,6 +1,6 @@
-// The dialect registry and load_plan's detection. NNI config lists and SparseML recipes are
-// recognised here already, so their users get a plain "not supported yet" instead of a PQuantML
-// key error; their parsers register the same names when they arrive.
+// The dialect registry and load_plan's detection. SparseML recipes are recognised here already,
+// so their users get a plain "not supported yet" instead of a PQuantML key error; its parser
+// registers the same name when it arrives. (NNI: config/nni.cpp; PQuantML: config/pquant_lower.cpp.)
 #include "sparq/config/dialect.h"
 
 #include <fmt/format.h>
@@ -40,16 +40,7 @@ bool is_sparseml(const YAML::Node& root) {
   return false;
 }
 
-/// NNI: a list of mappings (config list entries).
-bool is_nni(const YAML::Node& root) {
-  if (!root.IsSequence() || root.size() == 0) return false;
-  for (const auto& item : root)
-    if (!item.IsMap() || tagged(item)) return false;
-  return true;
-}
-
-const bool registered = register_dialect({"nni", "NNI config list", is_nni, nullptr}) &&
-                        register_dialect({"sparseml", "SparseML recipe", is_sparseml, nullptr});
+const bool registered = register_dialect({"sparseml", "SparseML recipe", is_sparseml, nullptr});
 
 }  // namespace
 

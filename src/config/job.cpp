@@ -206,6 +206,9 @@ Job parse(const YamlDoc& doc, const std::string& base) {
                                     "schedule (pretraining_epochs, epochs per round, rounds, fine_tuning_epochs); "
                                     "remove one of them",
                                     where(doc.file, r.node("training")["epochs"])));
+    if (job.plan.uses_masks() && !job.plan.pruner)
+      r.fail("compression", "an NNI config list needs the pruner that reads it (NNI names it in code): "
+                            "compression: {pruner: {type: L1NormPruner}, config_list: LIST}");
     if (job.plan.fitcompress.enabled)
       r.fail("compression", "fitcompress_parameters.enable_fitcompress: FITCompress is not implemented in this "
                             "version of sparq; set it to false");

@@ -10,6 +10,7 @@
 #include <cstdio>
 
 #include "sparq/yaml/reader.h"
+#include "params.h"
 #include "sparq/error.h"
 #include "sparq/prune/methods.h"
 
@@ -192,22 +193,7 @@ PquantPruning parse_pruning(const std::string& file, const YAML::Node& node) {
     }
   }
   plan.spec.method = method;
-  for (const auto& p : info.params) {
-    ParamValue v = p.fallback;
-    if (r.has(p.name)) {
-      switch (p.kind) {
-        case prune::ParamKind::Bool: v = r.get_bool(p.name, false); break;
-        case prune::ParamKind::Int:
-        case prune::ParamKind::OptionalInt:
-          v = r.get_int(p.name, 0, p.min <= -1e308 ? INT64_MIN : static_cast<int64_t>(p.min),
-                        p.max >= 1e308 ? INT64_MAX : static_cast<int64_t>(p.max));
-          break;
-        case prune::ParamKind::Float: v = r.get_double(p.name, 0.0, p.min, p.max); break;
-        case prune::ParamKind::Choice: v = r.get_choice(p.name, "", p.choices); break;
-      }
-    }
-    plan.spec.params[p.name] = v;
-  }
+  plan.spec.params = read_params(r, info.params);
   if (method == "wanda" && r.has("N") != r.has("M"))
     r.fail(r.has("N") ? "N" : "M", "N:M pruning needs both N (pruned per group) and M (group size)");
   if (method == "wanda" && r.has("N") && plan.spec.integer("N") >= plan.spec.integer("M"))

@@ -124,7 +124,9 @@ void lower_pruning(const PquantPruning& p, bool pruning_first, Plan& plan) {
     off.where = n < p.disabled_where.size() ? p.disabled_where[n] : p.where;
     off.origin = "disable_pruning_for_layers";
     off.names_must_exist = off.weights_only = true;
-    off.targets["weight"].prune = PruneSetting{std::nullopt, false};
+    PruneSetting disabled;
+    disabled.active = false;
+    off.targets["weight"].prune = disabled;
     plan.rules.push_back(off);
   }
 }

@@ -97,12 +97,29 @@ void PQWeightLayer::set_pruning(std::shared_ptr<prune::PruningMethod> method) {
   if (method) register_module("pruning", method);
 }
 
-torch::Tensor PQWeightLayer::effective_weight() {
-  auto prune = [&](const torch::Tensor& w) { return pruning_ && enable_pruning ? pruning_->apply(w) : w; };
-  return pruning_first ? quantize(weight_q, prune(weight)) : prune(quantize(weight_q, weight));
+void PQLayer::set_mask(const std::string& target, std::shared_ptr<prune::TargetMask> mask) {
+  const std::string child = "mask_" + target;
+  if (masks_.count(target)) unregister_module(child);
+  masks_[target] = mask;
+  register_module(child, mask);
 }
 
-torch::Tensor PQWeightLayer::effective_bias() { return bias.defined() ? quantize(bias_q, bias) : bias; }
+std::shared_ptr<prune::TargetMask> PQLayer::mask(const std::string& target) const {
+  auto it = masks_.find(target);
+  return it == masks_.end() ? nullptr : it->second;
+}
+
+torch::Tensor PQLayer::masked(const std::string& target, const torch::Tensor& x) const {
+  auto it = masks_.find(target);
+  return it == masks_.end() || !x.defined() ? x : it->second->apply(x);
+}
+
+torch::Tensor PQWeightLayer::effective_weight() {
+  auto prune = [&](const torch::Tensor& w) { return pruning_ && enable_pruning ? pruning_->apply(w) : w; };
+  return masked("weight", pruning_first ? quantize(weight_q, prune(weight)) : prune(quantize(weight_q, weight)));
+}
+
+torch::Tensor PQWeightLayer::effective_bias() { return bias.defined() ? masked("bias", quantize(bias_q, bias)) : bias; }
 
 torch::Tensor PQWeightLayer::alive_weights() {
   torch::NoGradGuard no_grad;

@@ -67,7 +67,8 @@ torch::Tensor PQBatchNormImpl::forward(const torch::Tensor& x_in) {
     torch::NoGradGuard no_grad;
     num_batches_tracked += 1;
   }
-  return torch::batch_norm(x, quantize(weight_q, weight), quantize(bias_q, bias), running_mean, running_var,
+  return torch::batch_norm(x, masked("weight", quantize(weight_q, weight)), masked("bias", quantize(bias_q, bias)),
+                           running_mean, running_var,
                            is_training(), options_.momentum(), options_.eps(), /*cudnn_enabled=*/true);
 }
 
@@ -75,8 +76,9 @@ LayerCost PQBatchNormImpl::cost() {
   torch::NoGradGuard no_grad;
   LayerCost c = PQLayer::cost();
   c.weights = weight.numel();
-  c.nonzero = (weight != 0).sum().item<int64_t>();
-  c.weight_bits = param_bits(weight_q, weight.sizes()).mul(weight != 0).sum().item<double>();
+  auto alive = masked("weight", weight) != 0;
+  c.nonzero = alive.sum().item<int64_t>();
+  c.weight_bits = param_bits(weight_q, weight.sizes()).mul(alive).sum().item<double>();
   return c;
 }
 

@@ -27,6 +27,13 @@ std::vector<PruningSpec> Plan::pruning_methods(bool active_only) const {
   return out;
 }
 
+bool Plan::uses_masks() const {
+  for (const auto& rule : rules)
+    for (const auto& [target, t] : rule.targets)
+      if (t.prune && t.prune->mask) return true;
+  return false;
+}
+
 std::vector<Event> events_of(const std::vector<Event>& events, Event::Kind kind) {
   std::vector<Event> out;
   for (const auto& e : events)
@@ -154,7 +161,15 @@ bool SearchSpace::operator==(const SearchSpace& o) const {
 
 bool Plan::operator==(const Plan& o) const {
   return dialect == o.dialect && rules == o.rules && precedence == o.precedence && schedule == o.schedule &&
-         events == o.events && fitcompress == o.fitcompress && search == o.search;
+         events == o.events && pruner == o.pruner && fitcompress == o.fitcompress && search == o.search;
+}
+
+bool MaskSetting::operator==(const MaskSetting& o) const {
+  return sparse_ratio == o.sparse_ratio && sparse_threshold == o.sparse_threshold &&
+         max_sparse_ratio == o.max_sparse_ratio && min_sparse_ratio == o.min_sparse_ratio &&
+         global_group == o.global_group && dependency_group == o.dependency_group &&
+         internal_metric_block == o.internal_metric_block && granularity == o.granularity &&
+         apply_method == o.apply_method && align == o.align;
 }
 
 }  // namespace sparq

@@ -7,6 +7,7 @@
 
 #include "sparq/error.h"
 #include "sparq/export/precision.h"
+#include "sparq/prune/mask_pruner.h"
 #include "sparq/prune/methods.h"
 #include "sparq/train/callbacks.h"
 
@@ -79,13 +80,17 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   RunRng rng(job.training.seed);
   models::Graph model(config::model_spec(job.model, train.sample_shape(), outputs));
   observer.on_model(job, model, train::resolve_device(job.training.device));
+  Resolution resolution;
   if (job.plan.compresses()) {
-    result.compression = compress(model, job.plan);
+    resolution = resolve(job.plan, model);
+    for (const auto& message : resolution.warnings) observer.on_warning(job, message);
+    result.compression = compress(model, resolution);
     observer.on_compressed(job, result.compression);
   }
   const int64_t steps = (train.size() + job.training.batch_size - 1) / std::max<int64_t>(job.training.batch_size, 1);
   for (const auto& message : ineffective_settings(job, steps)) observer.on_warning(job, message);
   train::Trainer trainer(model, job.training, job.plan.schedule, job.plan.events);
+  if (job.plan.pruner) trainer.add_loss_term(prune::make_pruner(*job.plan.pruner, resolution, model));
   train::write_run_folder(trainer, job.output, result.classification);
   observer.on_trainer(job, trainer);
   const auto& eval = splits.validation.size() > 0 ? splits.validation : splits.test;

@@ -2,8 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <regex>
 #include <nlohmann/json.hpp>
 
+#include "sparq/compress/resolve.h"
+#include "sparq/config/dialect.h"
 #include "sparq/config/pquant.h"
 #include "sparq/yaml/reader.h"
 #include "test_util.h"
@@ -152,9 +155,109 @@ pruning_parameters: {pruning_method: wanda, sparsity: 0.5}
   auto plain = run_sparq("inspect " + dir.file("float.yaml") + " --model mlp");
   EXPECT_EQ(plain.exit_code, 2);
   EXPECT_NE(plain.output.find("has no compression section: it trains a float model"), std::string::npos) << plain.output;
-  // An NNI config list is recognised and named.
-  write_file(dir.file("nni.yaml"), "- op_types: [Linear]\n  sparse_ratio: 0.5\n");
-  auto nni = run_sparq("inspect " + dir.file("nni.yaml") + " --model mlp");
-  EXPECT_EQ(nni.exit_code, 2);
-  EXPECT_NE(nni.output.find("NNI config list: not supported yet"), std::string::npos) << nni.output;
+}
+
+TEST(ConfigCli, InspectJsonShowsNniSelectorsShorthandAndTargetSettings) {
+  using namespace sparq;
+  TempDir dir("nni_inspect");
+  write_file(dir.file("list.yaml"), R"(
+- op_names_re: ['conv.*']
+  exclude_op_names: [conv2]
+  sparse_ratio: 0.5
+- op_types: [Linear]
+  exclude_op_types: [Conv2d]
+  target_names: [weight]
+  target_settings: {weight: {sparse_ratio: 0.3, granularity: in_channel, global_group_id: g}}
+- op_names: [bn2]
+  target_settings:
+    weight: {align: {module_name: conv2, target_name: weight, dims: [0]}, granularity: out_channel}
+- op_names: [fc1]
+  sparse_ratio: 0.9
+)");
+  auto r = run_sparq("inspect " + dir.file("list.yaml") + " --model lenet --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto begin = r.output.find('{');
+  auto json = nlohmann::json::parse(r.output.substr(begin));
+  EXPECT_EQ(json["dialect"], "nni-v3");
+  const auto& m = json["modules"];
+  auto settings = [&](const char* module, const char* target) { return m[module]["targets"][target]["pruning"]["settings"]; };
+  EXPECT_EQ(settings("conv1", "weight")["sparse_ratio"], 0.5);
+  EXPECT_EQ(settings("conv1", "weight")["granularity"], "default");
+  EXPECT_EQ(settings("conv1", "bias")["align"]["target_name"], "weight");
+  EXPECT_TRUE(m["conv2"]["targets"]["weight"]["pruning"].is_null());  // excluded
+  EXPECT_EQ(settings("fc1", "weight")["sparse_ratio"], 0.3);  // entry 2 came first
+  EXPECT_EQ(settings("fc1", "weight")["granularity"], "in_channel");
+  EXPECT_EQ(settings("fc1", "weight")["global_group_id"], "'g'");
+  EXPECT_EQ(settings("fc1", "bias")["align"]["target_name"], "weight");  // entry 2 has no bias; entry 4 adds it
+  EXPECT_EQ(settings("fc2", "weight")["sparse_ratio"], 0.3);
+  EXPECT_EQ(settings("bn2", "weight")["align"]["module_name"], "conv2");
+  EXPECT_TRUE(settings("bn2", "weight")["sparse_ratio"].is_null());
+  ASSERT_EQ(json["warnings"].size(), 1u);  // entry 4 on fc1.weight
+  EXPECT_NE(json["warnings"][0].get<std::string>().find("config list entry 4 sets fc1.weight again"), std::string::npos);
+  EXPECT_NE(r.output.find("warning: "), std::string::npos);
+  // The text form names the pruner column from the same resolution.
+  auto text = run_sparq("inspect " + dir.file("list.yaml") + " --model lenet");
+  ASSERT_EQ(text.exit_code, 0) << text.output;
+  EXPECT_NE(text.output.find("ratio 0.3 in_channel global group 'g'"), std::string::npos) << text.output;
+  // A bad list: one line with file:line:col and the key, exit 2.
+  write_file(dir.file("bad.yaml"), "- op_names: [fc1]\n  sparse_ratio: 2.0\n");
+  auto bad = run_sparq("inspect " + dir.file("bad.yaml") + " --model lenet");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_EQ(bad.output, "sparq: error: " + dir.file("bad.yaml") +
+                            ":2:17: config list entry 1.sparse_ratio: 2 is outside [0, 1]\n");
+}
+
+TEST(ConfigCli, ConvertPrintsTheV3ListOrSaysWhyNot) {
+  using namespace sparq;
+  TempDir dir("nni_convert");
+  auto v2 = run_sparq("convert --to nni-v3 " + std::string(SPARQ_SOURCE_DIR) + "/examples/nni/lenet_v2.yaml");
+  ASSERT_EQ(v2.exit_code, 0) << v2.output;
+  auto list = YAML::Load(v2.output);
+  ASSERT_EQ(list.size(), 2u);  // the exclude entry became exclusions of the entries before it
+  EXPECT_EQ(list[0]["op_names"][0].as<std::string>(), "fc1");
+  EXPECT_EQ(list[0]["exclude_op_names"][0].as<std::string>(), "fc2");
+  EXPECT_EQ(list[1]["sparse_ratio"].as<double>(), 0.5);
+  // What it prints reads back as the same plan.
+  write_file(dir.file("v3.yaml"), v2.output);
+  models::Graph g(models::zoo_spec("lenet", {1, 28, 28}, 10));
+  auto a = resolve(config::load_plan(dir.file("v3.yaml")), g);
+  auto b = resolve(config::load_plan(std::string(SPARQ_SOURCE_DIR) + "/examples/nni/lenet_v2.yaml"), g);
+  for (const char* name : {"conv1", "conv2", "fc1", "fc2"})
+    EXPECT_EQ(a.find(name)->targets.at("weight").mask, b.find(name)->targets.at("weight").mask) << name;
+  EXPECT_EQ(b.find("fc1")->targets.at("weight").mask->sparse_ratio, 0.7);
+  EXPECT_FALSE(b.find("fc2")->targets.at("weight").mask);
+  auto pquant = run_sparq("convert --to nni-v3 " + std::string(SPARQ_SOURCE_DIR) + "/examples/lenet_pdp.yaml");
+  EXPECT_EQ(pquant.exit_code, 2);
+  EXPECT_NE(pquant.output.find("a pquantml config has no NNI form"), std::string::npos) << pquant.output;
+  auto other = run_sparq("convert --to sparseml " + std::string(SPARQ_SOURCE_DIR) + "/examples/nni/lenet_v3.yaml");
+  EXPECT_EQ(other.exit_code, 2);
+  EXPECT_NE(other.output.find("'sparseml' is not a dialect sparq writes"), std::string::npos) << other.output;
+}
+
+TEST(ConfigCli, RunTrainsWithTheNniPrunerTheJobNames) {
+  TempDir dir("nni_run");
+  const std::string job = "model: mlp\ndata: {dataset: random}\ntraining: {epochs: 2, batch_size: 64}\noutput: " +
+                          dir.file("run") + "\ncompression:\n  PRUNER\n  config_list:\n"
+                          "    - {op_types: [Linear], exclude_op_names: [fc3], sparse_ratio: 0.5}\n";
+  write_file(dir.file("job.yaml"), std::regex_replace(job, std::regex("PRUNER"), "pruner: {type: TaylorPruner, training_steps: 5}"));
+  auto r = run_sparq("run " + dir.file("job.yaml"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("pruning TaylorPruner (nni-v3 config list)"), std::string::npos) << r.output;
+  std::ifstream metrics(dir.file("run/metrics.jsonl"));
+  std::string line, last;
+  while (std::getline(metrics, line)) last = line;
+  auto m = nlohmann::json::parse(last);
+  EXPECT_EQ(m["layers"]["fc1"]["nonzero_weights"], 2048);  // half of 16 x 256
+  EXPECT_EQ(m["layers"]["fc2"]["nonzero_weights"], 16384);
+  EXPECT_FALSE(m["layers"].contains("fc3"));  // excluded: stays a float Linear
+  // Without the pruner: one line, exit 2, nothing trained.
+  write_file(dir.file("no_pruner.yaml"), std::regex_replace(job, std::regex("PRUNER"), ""));
+  auto none = run_sparq("run " + dir.file("no_pruner.yaml"));
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.output.find("an NNI config list needs the pruner that reads it"), std::string::npos) << none.output;
+  // A schedule longer than the run: an error before the first step.
+  write_file(dir.file("long.yaml"), std::regex_replace(job, std::regex("PRUNER"), "pruner: {type: TaylorPruner, training_steps: 500}"));
+  auto long_run = run_sparq("run " + dir.file("long.yaml"));
+  EXPECT_EQ(long_run.exit_code, 2);
+  EXPECT_NE(long_run.output.find("its schedule needs 500 optimizer step(s)"), std::string::npos) << long_run.output;
 }

@@ -25,9 +25,10 @@ Plan plan_of(const std::string& text) {
 TEST(Dialects, DetectedFromTheDocumentShape) {
   EXPECT_EQ(plan_of("pruning_parameters: {pruning_method: pdp}\n").dialect, "pquantml");
   EXPECT_EQ(plan_of("{}\n").dialect, "pquantml");
-  EXPECT_EQ(error_of("- op_types: [Linear]\n  sparse_ratio: 0.5\n"),
-            "c.yaml:1:1: this is a NNI config list: not supported yet by this version of sparq (supported: PQuantML "
-            "configs)");
+  EXPECT_EQ(plan_of("- op_types: [Linear]\n  sparse_ratio: 0.5\n").dialect, "nni-v3");
+  EXPECT_EQ(plan_of("- op_types: [Linear]\n  sparsity: 0.5\n").dialect, "nni-v2");
+  EXPECT_EQ(plan_of("pruner: {type: L1NormPruner}\nconfig_list: [{op_types: [Linear], sparse_ratio: 0.5}]\n").dialect,
+            "nni-v3");
   EXPECT_NE(error_of("version: 1.1.0\nmodifiers:\n  - !EpochRangeModifier {start_epoch: 0, end_epoch: 10}\n")
                 .find("SparseML recipe: not supported yet"),
             std::string::npos);

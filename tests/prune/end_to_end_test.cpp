@@ -20,7 +20,7 @@ TEST(PruningEndToEnd, PrunedWeightsStayZeroAndResumeKeepsMasks) {
     if (std::string(method) == "mdmm") p["epsilon"] = 0.05;
     Rule pruning;
     pruning.select.op_types = {"Linear"};
-    pruning.targets["weight"].prune = PruneSetting{spec, true};
+    pruning.targets["weight"].prune = PruneSetting{spec, true, std::nullopt};
     pruning.module.pruning_first = true;
     plan.rules.push_back(pruning);
     Schedule schedule;

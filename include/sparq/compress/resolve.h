@@ -19,6 +19,7 @@ struct ResolvedTarget {
   std::optional<quant::QuantizerSpec> quantizer;  ///< unset: the target stays in float
   std::optional<PruningSpec> pruning;             ///< weights: the method object of the layer
   bool pruning_active = false;                    ///< false: the method runs but the weight is not pruned
+  std::optional<MaskSetting> mask;                ///< the settings of the plan's model-wide pruner
 };
 
 struct ResolvedModule {
@@ -32,6 +33,9 @@ struct ResolvedModule {
 struct Resolution {
   std::string dialect;
   std::vector<ResolvedModule> modules;  ///< every node of the graph, in order
+  /// Settings that do not take effect: a later rule's target that an earlier rule set (first
+  /// wins), a rule that selects nothing, a name the model lacks.
+  std::vector<std::string> warnings;
   const ResolvedModule* find(const std::string& name) const;
 };
 
@@ -42,5 +46,9 @@ Resolution resolve(const Plan& plan, const models::Graph& graph);
 /// The resolution and the plan's schedule as JSON (docs/inspect-json.md).
 nlohmann::json resolution_json(const Resolution& resolution, const Plan& plan);
 nlohmann::json quantizer_json(const quant::QuantizerSpec& spec);
+/// A target's mask settings as JSON (docs/inspect-json.md), the NNI keys.
+nlohmann::json mask_json(const MaskSetting& mask);
+/// "default", "element", "out_channel", "in_channel", "per_channel", "[2, 2]".
+std::string to_string(const MaskGranularity& g);
 
 }  // namespace sparq

@@ -9,6 +9,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,6 +17,7 @@
 
 #include "sparq/layers/targets.h"
 #include "sparq/prune/pruning_method.h"
+#include "sparq/prune/target_mask.h"
 #include "sparq/quant/quantizer.h"
 
 namespace sparq::layers {
@@ -46,8 +48,14 @@ class PQLayer : public torch::nn::Module {
   /// Turns every quantizer of the layer on or off.
   void set_quantization(bool enabled);
   const std::vector<int64_t>& input_shape() const { return input_shape_; }
+  /// Installs the mask of a parameter target ("weight", "bias") for a model-wide pruner
+  /// (registered as child "mask_<target>"); the layer applies it after quantization.
+  void set_mask(const std::string& target, std::shared_ptr<prune::TargetMask> mask);
+  std::shared_ptr<prune::TargetMask> mask(const std::string& target) const;
 
  protected:
+  /// `x` with the target's mask applied (x itself without one).
+  torch::Tensor masked(const std::string& target, const torch::Tensor& x) const;
   void make_quantizers(const QuantTargets& targets, const std::vector<int64_t>& weight_shape,
                        const std::vector<int64_t>& bias_shape);
   torch::Tensor quantize(const quant::Quantizer& q, const torch::Tensor& x);
@@ -61,6 +69,7 @@ class PQLayer : public torch::nn::Module {
 
   quant::Quantizer input_q{nullptr}, weight_q{nullptr}, bias_q{nullptr}, output_q{nullptr};
   std::vector<int64_t> input_shape_;
+  std::map<std::string, std::shared_ptr<prune::TargetMask>> masks_;
 };
 
 /// Dense and convolution layers: y = Q_out(op(Q_in(x), Q_w(P(W)) or P(Q_w(W)), Q_b(b))).

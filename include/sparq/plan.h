@@ -261,6 +261,11 @@ struct Plan {
   /// The model-wide pruner the targets' mask settings are for (NNI's pruner classes, chosen in
   /// the job: L1NormPruner, AGPPruner, ...), with its arguments.
   std::optional<PruningSpec> pruner;
+  /// Weight layers whose outputs meet in a residual add share one mask (NNI's
+  /// auto_set_denpendency_group_ids): their targets' dependency groups are set from the graph.
+  bool auto_dependency_groups = false;
+  /// After training, rebuild the model without the channels pruning made zero (model_speedup.pt).
+  bool speedup = false;
   FitCompressPlan fitcompress;
   SearchSpace search;
 

@@ -158,6 +158,10 @@ class Console : public RunObserver, public train::Callback {
     if (r.precision && hgq)
       fmt::print("\nlearned bit widths (also in {}):\n{}",
                  (std::filesystem::path(r.run_dir) / "precision.json").string(), exporting::precision_table(*r.precision));
+    if (r.speedup)
+      fmt::print("speedup: {} -> {} parameters ({}); model_speedup.pt\n", r.speedup->parameters_before,
+                 r.speedup->parameters_after,
+                 r.speedup->changes.empty() ? "no channel is zero everywhere it flows" : fmt::format("{}", fmt::join(r.speedup->changes, ", ")));
   }
 
  private:

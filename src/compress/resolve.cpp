@@ -7,6 +7,7 @@
 #include <regex>
 
 #include "sparq/error.h"
+#include "sparq/models/dependency.h"
 #include "sparq/yaml/reader.h"
 
 namespace sparq {
@@ -152,7 +153,20 @@ Resolution resolve(const Plan& plan, const models::Graph& graph) {
     }
     r.modules.push_back(std::move(m));
   }
+  if (plan.auto_dependency_groups) set_dependency_groups(r, graph);
   return r;
+}
+
+void set_dependency_groups(Resolution& r, const models::Graph& graph) {
+  for (const auto& set : models::channel_dependency_sets(graph)) {
+    const std::string id = "auto:" + set.front();
+    for (auto& m : r.modules) {
+      if (std::find(set.begin(), set.end(), m.name) == set.end()) continue;
+      auto it = m.targets.find("weight");
+      if (it == m.targets.end() || !it->second.mask || !it->second.mask->active()) continue;
+      it->second.mask->dependency_group = id;  // overrides a configured id, as NNI's detection does
+    }
+  }
 }
 
 nlohmann::json quantizer_json(const quant::QuantizerSpec& spec) {

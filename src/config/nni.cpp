@@ -563,7 +563,7 @@ PruningSpec read_pruner(const std::string& file, const YAML::Node& node, const s
 }  // namespace
 
 Plan read_nni_section(const std::string& file, const YAML::Node& section) {
-  MapReader r(file, section, "compression", {"pruner", "config_list", "quantizer", "distiller"});
+  MapReader r(file, section, "compression", {"pruner", "config_list", "dependency_groups", "speedup", "quantizer", "distiller"});
   for (const char* k : {"quantizer", "distiller"})
     if (r.has(k))
       r.fail(k, "NNI quantizers and distillers are not supported by this version of sparq yet (pruners are)");
@@ -579,6 +579,8 @@ Plan read_nni_section(const std::string& file, const YAML::Node& section) {
   if (!list.IsSequence()) fail(list_file, list, "config_list: expected a list of mappings (an NNI config list)");
   Plan plan = read_nni_list(list_file, list);
   if (r.has("pruner")) plan.pruner = read_pruner(file, r.node("pruner"), "compression.pruner", false);
+  plan.auto_dependency_groups = r.get_choice("dependency_groups", "none", {"none", "auto"}) == "auto";
+  plan.speedup = r.get_bool("speedup", false);
   return plan;
 }
 

@@ -161,7 +161,8 @@ bool SearchSpace::operator==(const SearchSpace& o) const {
 
 bool Plan::operator==(const Plan& o) const {
   return dialect == o.dialect && rules == o.rules && precedence == o.precedence && schedule == o.schedule &&
-         events == o.events && pruner == o.pruner && fitcompress == o.fitcompress && search == o.search;
+         events == o.events && pruner == o.pruner &&
+         auto_dependency_groups == o.auto_dependency_groups && speedup == o.speedup && fitcompress == o.fitcompress && search == o.search;
 }
 
 bool MaskSetting::operator==(const MaskSetting& o) const {

@@ -102,6 +102,12 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
     result.precision = exporting::precision_json(model);
     exporting::write_precision(*result.precision, (fs::path(job.output) / "precision.json").string());
   }
+  if (job.plan.speedup) {
+    SpeedupReport report;
+    auto small = speedup(model, &report);
+    torch::save(small, (fs::path(job.output) / "model_speedup.pt").string());
+    result.speedup = report;
+  }
   result.model = model;
   observer.on_finished(job, result);
   return result;

@@ -43,6 +43,10 @@ struct Resolution {
 /// the graph lacks (with the nearest name) or a setting does not fit its target.
 Resolution resolve(const Plan& plan, const models::Graph& graph);
 
+/// Gives the weight targets of every channel-dependency set of the graph (residual adds) one
+/// dependency group ("auto:<first layer>"); resolve() calls it for plans that ask for it.
+void set_dependency_groups(Resolution& resolution, const models::Graph& graph);
+
 /// The resolution and the plan's schedule as JSON (docs/inspect-json.md).
 nlohmann::json resolution_json(const Resolution& resolution, const Plan& plan);
 nlohmann::json quantizer_json(const quant::QuantizerSpec& spec);

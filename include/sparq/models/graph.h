@@ -60,6 +60,8 @@ class GraphImpl : public torch::nn::Module {
   /// Index of node `name`; throws ModelError if there is none.
   int index_of(const std::string& name) const;
   const Node& node(const std::string& name) const { return nodes_[index_of(name)]; }
+  /// Index of the node whose value forward() returns.
+  int output_index() const { return output_; }
   /// Puts `module` in place of node `name`, keeping its edges and source op (used by compression);
   /// `op` is the new module's class name.
   void replace(const std::string& name, torch::nn::AnyModule module, const std::string& op);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "sparq/compress/compress.h"
+#include "sparq/compress/speedup.h"
 #include "sparq/config/job.h"
 #include "sparq/data/dataset.h"
 #include "sparq/models/graph.h"
@@ -31,6 +32,7 @@ struct RunResult {
   std::string run_dir;
   CompressReport compression;
   std::optional<nlohmann::json> precision;  ///< precision.json, when the model quantizes
+  std::optional<SpeedupReport> speedup;     ///< the plan asked for speedup: model_speedup.pt
 };
 
 /// Sees a run's steps, in order. Default: nothing.
@@ -65,8 +67,8 @@ class RunRng {
 /// training batches per epoch.
 std::vector<std::string> ineffective_settings(const config::Job& job, int64_t steps_per_epoch);
 
-/// Runs the job; writes metrics.jsonl, checkpoint.pt, model.pt and precision.json (when the
-/// model quantizes) to job.output. Throws sparq::Error on bad input.
+/// Runs the job; writes metrics.jsonl, checkpoint.pt, model.pt, precision.json (when the model
+/// quantizes) and model_speedup.pt (when the plan asks for speedup) to job.output. Throws sparq::Error on bad input.
 RunResult run_job(const config::Job& job, RunObserver& observer, const RunOptions& options = {});
 
 }  // namespace sparq

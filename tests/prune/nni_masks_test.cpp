@@ -286,3 +286,43 @@ TEST(NniSpeedup, TheShrunkResnetComputesWhatTheMaskedOneComputes) {
 
 }  // namespace
 }  // namespace sparq
+
+namespace sparq {
+namespace {
+
+TEST(NniSpeedup, SpecExampleShrinksBothBranchesOfTheAdd) {
+  // Spec §7.2 "Speedup": conv1 -> bn1 -> relu -> (conv2 + conv3) -> flatten -> fc, both convs in
+  // one dependency group. NNI: conv1 1->2, bn1 2, conv2/conv3 2->4, fc 64->5; sparq keeps the
+  // model's outputs (fc stays 10 wide) and removes the rest the same way.
+  torch::manual_seed(0);
+  auto spec = models::parse_model_yaml(R"(
+input_shape: [1, 8, 8]
+layers:
+  - {name: conv1, op: Conv2d, out_channels: 4, kernel_size: 3}
+  - {name: bn1, op: BatchNorm2d}
+  - {name: relu, op: ReLU}
+  - {name: conv2, op: Conv2d, out_channels: 8, kernel_size: 3}
+  - {name: conv3, op: Conv2d, out_channels: 8, kernel_size: 3, inputs: [relu]}
+  - {name: add, op: add, inputs: [conv2, conv3]}
+  - {name: flatten, op: flatten}
+  - {name: fc, op: Linear, out_features: 10}
+)", "speedup.yaml");
+  auto s = test::nni_setup(spec, {}, "pruner: {type: L1NormPruner}\ndependency_groups: auto\nconfig_list:\n"
+                                     "  - {op_types: [Conv2d], sparse_ratio: 0.5}\n  - {op_names: [fc], sparse_ratio: 0.5}\n");
+  EXPECT_EQ(s.rows("conv2"), s.rows("conv3"));
+  s.graph->eval();
+  auto small = speedup(s.graph);
+  small->eval();
+  EXPECT_EQ(small->node("conv1").out_shape[0], 2);
+  EXPECT_EQ(small->node("bn1").out_shape[0], 2);  // an untrained BN maps zero to zero
+  EXPECT_EQ(small->node("conv2").out_shape[0], 4);
+  EXPECT_EQ(small->node("conv3").out_shape[0], 4);
+  EXPECT_EQ(small->node("flatten").out_shape[0], 64);
+  EXPECT_EQ(small->node("fc").out_shape[0], 10);
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({2, 1, 8, 8});
+  EXPECT_LT((s.graph->forward(x) - small->forward(x)).abs().max().item<float>(), 1e-5);
+}
+
+}  // namespace
+}  // namespace sparq

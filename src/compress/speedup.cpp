@@ -181,6 +181,9 @@ void check_float(const Graph& g) {
         throw Error(fmt::format("speedup: {} ({}) quantizes its {}; speedup rebuilds float models only (prune "
                                 "first, then quantize the smaller model)",
                                 n.name, n.source_op, target));
+    for (const char* lane : {"_input_0", "_output_0"})
+      if (pq->mask(lane))
+        throw Error(fmt::format("speedup: {} masks its {}; speedup carries weight masks only", n.name, lane));
     if (auto a = std::dynamic_pointer_cast<layers::PQActivationImpl>(pq); a && a->options().relu_multiplier())
       throw Error(fmt::format("speedup: {} has a learned ReLU multiplier, which speedup cannot carry over", n.name));
   }

@@ -221,14 +221,18 @@ void check_exclusive(const std::string& file, const YAML::Node& map, const std::
          fmt::format("{}: sparse_ratio and sparse_threshold exclude each other (one decides the mask)", what));
 }
 
-/// A target name of a pruning entry: weight or bias (inputs/outputs are not masked yet).
-void check_target(const std::string& file, const YAML::Node& node, const std::string& name, const std::string& what) {
-  if (name == "weight" || name == "bias") return;
+/// A target name of a pruning entry: weight, bias, or the module's first input/output (`_input_`
+/// and `_input_0` are the same); returns it normalised.
+std::string check_target(const std::string& file, const YAML::Node& node, const std::string& name,
+                         const std::string& what) {
+  if (name == "weight" || name == "bias") return name;
+  if (name == "_input_" || name == "_input_0") return kInput;
+  if (name == "_output_" || name == "_output_0") return kOutput;
   if (name.rfind("_input_", 0) == 0 || name.rfind("_output_", 0) == 0)
-    fail(file, node, fmt::format("{}: target '{}': masking module inputs/outputs is not supported by this version "
-                                 "of sparq yet (pruning targets: weight, bias)",
+    fail(file, node, fmt::format("{}: target '{}': sparq's ops have one data input and one output; write _input_ / "
+                                 "_input_0 or _output_ / _output_0 (inputs by argument name are not supported)",
                                  what, name));
-  fail(file, node, fmt::format("{}: unknown target '{}' (pruning targets: weight, bias)", what, name));
+  fail(file, node, fmt::format("{}: unknown target '{}' (pruning targets: weight, bias, _input_, _output_)", what, name));
 }
 
 Rule rule_of(const std::string& file, const YAML::Node& entry, const std::string& origin) {
@@ -280,9 +284,9 @@ Rule rule_of(const std::string& file, const YAML::Node& entry, const std::string
   if (YAML::Node ts = entry["target_settings"]) {
     if (!ts.IsMap()) fail(file, ts, fmt::format("{}.target_settings: expected a mapping target -> settings", origin));
     for (auto it = ts.begin(); it != ts.end(); ++it) {
-      const std::string target = as_string(file, it->first, origin + ".target_settings");
-      const std::string what = origin + ".target_settings." + target;
-      check_target(file, it->first, target, origin + ".target_settings");
+      const std::string written = as_string(file, it->first, origin + ".target_settings");
+      const std::string what = origin + ".target_settings." + written;
+      const std::string target = check_target(file, it->first, written, origin + ".target_settings");
       if (!it->second.IsMap()) fail(file, it->second, fmt::format("{}: expected a mapping of settings", what));
       for (auto s = it->second.begin(); s != it->second.end(); ++s) check_setting_key(file, s->first, what, all_prune_keys());
       check_exclusive(file, it->second, what);
@@ -294,8 +298,11 @@ Rule rule_of(const std::string& file, const YAML::Node& entry, const std::string
     auto names = string_list(file, tn, origin + ".target_names");
     order.clear();
     for (size_t i = 0; i < names.size(); ++i) {
-      check_target(file, tn[i], names[i], origin + ".target_names");
-      order.push_back(names[i]);
+      order.push_back(check_target(file, tn[i], names[i], origin + ".target_names"));
+      if (!settings.count(order.back()))
+        fail(file, tn[i], fmt::format("{}.target_names: '{}' has no settings in this entry (the pruning template "
+                                      "covers weight and bias; give the others in target_settings)",
+                                      origin, names[i]));
     }
   }
   for (const auto& target : order) {

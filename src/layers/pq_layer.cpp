@@ -165,10 +165,10 @@ PQDenseImpl::PQDenseImpl(const torch::nn::Linear& linear, QuantTargets targets)
 
 torch::Tensor PQDenseImpl::forward(const torch::Tensor& x_in) {
   record_input(x_in);
-  auto x = quantize(input_q, x_in);
+  auto x = lane_in(x_in);
   auto w = effective_weight();
   if (pruning_) pruning_->collect_input(x, w.detach());
-  auto y = quantize(output_q, torch::linear(x, w, effective_bias()));
+  auto y = lane_out(torch::linear(x, w, effective_bias()));
   if (pruning_) pruning_->collect_output(y);
   return y;
 }
@@ -203,13 +203,13 @@ PQConvImpl::PQConvImpl(const PQConvOptions& o) : options_(o) {
 
 torch::Tensor PQConvImpl::forward(const torch::Tensor& x_in) {
   record_input(x_in);
-  auto x = quantize(input_q, x_in);
+  auto x = lane_in(x_in);
   auto w = effective_weight(), b = effective_bias();
   if (pruning_) pruning_->collect_input(x, w.detach());
   const auto& o = options_;
   auto y = o.dims() == 1 ? torch::conv1d(x, w, b, o.stride(), o.padding(), o.dilation(), o.groups())
                          : torch::conv2d(x, w, b, o.stride(), o.padding(), o.dilation(), o.groups());
-  y = quantize(output_q, y);
+  y = lane_out(y);
   if (pruning_) pruning_->collect_output(y);
   return y;
 }

@@ -20,11 +20,11 @@ PQAvgPoolImpl::PQAvgPoolImpl(const PQAvgPoolOptions& o) : options_(o) {
 
 torch::Tensor PQAvgPoolImpl::forward(const torch::Tensor& x_in) {
   record_input(x_in);
-  auto x = quantize(input_q, x_in);
+  auto x = lane_in(x_in);
   const auto& o = options_;
   auto y = o.dims() == 1 ? torch::avg_pool1d(x, o.kernel_size(), o.stride(), o.padding())
                          : torch::avg_pool2d(x, o.kernel_size(), o.stride(), o.padding());
-  return quantize(output_q, y);
+  return lane_out(y);
 }
 
 torch::Tensor PQAvgPoolImpl::ebops(bool) {
@@ -62,7 +62,7 @@ PQBatchNormImpl::PQBatchNormImpl(const torch::nn::Module& bn, PQBatchNormOptions
 
 torch::Tensor PQBatchNormImpl::forward(const torch::Tensor& x_in) {
   record_input(x_in);
-  auto x = quantize(input_q, x_in);
+  auto x = lane_in(x_in);
   if (is_training()) {
     torch::NoGradGuard no_grad;
     num_batches_tracked += 1;
@@ -115,7 +115,7 @@ torch::Tensor PQActivationImpl::forward(const torch::Tensor& x_in) {
     auto shift = multiplier + (torch::round(multiplier) - multiplier).detach();  // half-to-even, straight through
     x = x * torch::exp2(shift);
   }
-  x = quantize(input_q, x);
+  x = lane_in(x);
   torch::Tensor y;
   // An unsigned saturating input quantizer already maps negatives to 0 (and stops their
   // gradient): ReLU is then the identity and its pass is skipped.
@@ -129,7 +129,7 @@ torch::Tensor PQActivationImpl::forward(const torch::Tensor& x_in) {
   else if (function == "sigmoid") y = torch::sigmoid(x);
   else if (function == "gelu") y = torch::gelu(x);
   else y = torch::softmax(x, o.dim());
-  return quantize(output_q, y);
+  return lane_out(y);
 }
 
 torch::Tensor PQActivationImpl::ebops(bool) {

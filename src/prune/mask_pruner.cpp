@@ -65,7 +65,7 @@ void MaskPruner::generate() {
   torch::NoGradGuard no_grad;
   std::vector<MaskTarget> ts;
   for (const auto& t : targets_) {
-    MaskTarget m{t.module, t.target, scaled_goals(t.setting, goal_factor_), t.tensor.sizes().vec(), t.kernel, {}};
+    MaskTarget m{t.module, t.target, scaled_goals(t.setting, goal_factor_), t.shape, t.kernel, {}};
     if (m.setting.active()) m.metric = metric(t).detach().to(torch::kFloat32);
     ts.push_back(std::move(m));
   }
@@ -109,16 +109,38 @@ torch::Tensor MaskPruner::compute(train::Trainer&, const train::TrainContext& ct
   return s >= 0 ? loss(s) : torch::Tensor();
 }
 
+namespace {
+bool is_lane(const std::string& target) { return target == kInput || target == kOutput; }
+
+/// The shape of a target's mask: the parameter's, or [1, sample shape] of the input/output lane
+/// (broadcast over the batch); empty when the target has no tensor (bias=false).
+std::vector<int64_t> target_shape(const models::Graph& graph, const std::string& module, const layers::PQLayer& layer,
+                                  const std::string& target) {
+  if (!is_lane(target)) {
+    auto t = parameter_of(layer, target);
+    return t.defined() ? t.sizes().vec() : std::vector<int64_t>{};
+  }
+  const auto& node = graph->node(module);
+  std::vector<int64_t> shape{1};
+  const auto& sample = target == kOutput ? node.out_shape
+                                         : (node.inputs.empty() || node.inputs[0] < 0 ? graph->input_shape()
+                                                                                      : graph->nodes()[node.inputs[0]].out_shape);
+  shape.insert(shape.end(), sample.begin(), sample.end());
+  return shape;
+}
+}  // namespace
+
 void install_masks(const Resolution& resolution, models::Graph& graph) {
   for (const auto& m : resolution.modules)
     for (const auto& [target, t] : m.targets) {
       if (!t.mask) continue;
       auto layer = pq_layer(graph, m.name);
       if (!layer) continue;
-      auto tensor = parameter_of(*layer, target);
-      if (!tensor.defined()) continue;  // bias=false: nothing to mask
-      auto mask = std::make_shared<TargetMask>(tensor.sizes().vec(), t.mask->apply_method);
-      mask->to(tensor.device());
+      auto shape = target_shape(graph, m.name, *layer, target);
+      if (shape.empty()) continue;  // bias=false: nothing to mask
+      auto mask = std::make_shared<TargetMask>(shape, t.mask->apply_method);
+      auto params = layer->parameters();
+      if (!params.empty()) mask->to(params[0].device());
       layer->set_mask(target, mask);
     }
 }
@@ -137,12 +159,19 @@ std::shared_ptr<MaskPruner> make_pruner(const PruningSpec& pruner, const Resolut
       auto layer = pq_layer(graph, m.name);
       auto holder = layer ? layer->mask(target) : nullptr;
       if (!holder) continue;
-      PrunerTarget pt{m.name, target, *t.mask, {}, parameter_of(*layer, target), holder};
-      if (pt.setting.granularity.kind == MaskGranularity::Kind::Default) pt.setting.granularity.kind = granularity;
+      const std::string at = m.where.empty() ? "" : m.where + ": ";
+      PrunerTarget pt{m.name, target, *t.mask, {}, parameter_of(*layer, target), target_shape(graph, m.name, *layer, target), holder};
+      const bool lane = is_lane(target);
+      if (lane && pt.setting.active())
+        throw ConfigError(fmt::format("{}{}: a ratio or threshold on a module input/output needs activation "
+                                      "statistics, which this version does not gather; align it to a weight instead",
+                                      at, pt.what()));
+      if (pt.setting.granularity.kind == MaskGranularity::Kind::Default)
+        pt.setting.granularity.kind = lane ? MaskGranularity::Kind::PerChannel : granularity;
       try {
-        pt.kernel = block_kernel(pt.setting.granularity, pt.tensor.sizes().vec(), true, pt.what());
+        pt.kernel = block_kernel(pt.setting.granularity, pt.shape, !lane, pt.what());
       } catch (const Error& e) {
-        throw ConfigError(fmt::format("{}{}{}", m.where, m.where.empty() ? "" : ": ", e.what()));
+        throw ConfigError(fmt::format("{}{}", at, e.what()));
       }
       targets.push_back(std::move(pt));
     }

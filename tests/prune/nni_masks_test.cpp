@@ -326,3 +326,52 @@ layers:
 
 }  // namespace
 }  // namespace sparq
+
+namespace sparq {
+namespace {
+
+TEST(NniMasks, PActOutputAndInputMasksFollowTheWeight) {
+  // Spec §7.2 P-act: fc's output aligned to its weight rows, the softmax's input aligned to fc
+  // with the additive mask, so the masked logits vanish.
+  auto spec = models::parse_model_yaml(R"(
+input_shape: [3]
+layers:
+  - {name: fc, op: Linear, out_features: 4}
+  - {name: sm, op: Softmax}
+)", "act.yaml");
+  auto s = test::nni_setup(spec, {{"fc", {fixture_c_weights().at("fc")[0], torch::zeros({4})}}}, R"(
+pruner: {type: L1NormPruner}
+config_list:
+  - op_names: [fc]
+    target_names: [weight, bias, _output_]
+    sparse_ratio: 0.5
+    target_settings:
+      _output_: {align: {module_name: null, target_name: weight, dims: [0]}, granularity: per_channel}
+  - op_names: [sm]
+    target_names: [_input_]
+    target_settings:
+      _input_: {align: {module_name: fc, target_name: weight, dims: [0]}, granularity: per_channel, apply_method: add}
+)");
+  EXPECT_EQ(s.rows("fc"), (V{0, 1, 0, 1}));
+  EXPECT_EQ(s.mask("fc", "bias"), (V{0, 1, 0, 1}));
+  EXPECT_EQ(pq_layer(s.graph, "fc")->mask("_output_0")->mask.sizes(), (std::vector<int64_t>{1, 4}));
+  EXPECT_EQ(s.mask("fc", "_output_0"), (V{0, 1, 0, 1}));
+  EXPECT_EQ(s.mask("sm", "_input_0"), (V{0, 1, 0, 1}));
+  torch::NoGradGuard no_grad;
+  auto y = s.graph->forward(torch::ones({2, 3}));
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_NEAR(y[r][0].item<float>(), 0.f, 1e-12);
+    EXPECT_NEAR(y[r][1].item<float>(), 3.06e-7f, 1e-9);
+    EXPECT_NEAR(y[r][2].item<float>(), 0.f, 1e-12);
+    EXPECT_NEAR(y[r][3].item<float>(), 1.f, 1e-6);
+  }
+  // A ratio on an output needs activation statistics: a clear error, not a silent no-op.
+  EXPECT_NE(test::error_of<ConfigError>([&] {
+              test::nni_setup(spec, {}, "pruner: {type: L1NormPruner}\nconfig_list:\n  - {op_names: [sm], target_names: "
+                                        "[_input_], target_settings: {_input_: {sparse_ratio: 0.5}}}\n");
+            }).find("sm._input_0: a ratio or threshold on a module input/output needs activation statistics"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace sparq

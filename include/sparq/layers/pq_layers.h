@@ -48,14 +48,17 @@ class PQLayer : public torch::nn::Module {
   /// Turns every quantizer of the layer on or off.
   void set_quantization(bool enabled);
   const std::vector<int64_t>& input_shape() const { return input_shape_; }
-  /// Installs the mask of a parameter target ("weight", "bias") for a model-wide pruner
-  /// (registered as child "mask_<target>"); the layer applies it after quantization.
+  /// Installs the mask of a target ("weight", "bias", "_input_0", "_output_0") for a model-wide
+  /// pruner (registered as child "mask_<target>"); the layer applies it after quantization.
   void set_mask(const std::string& target, std::shared_ptr<prune::TargetMask> mask);
   std::shared_ptr<prune::TargetMask> mask(const std::string& target) const;
 
  protected:
   /// `x` with the target's mask applied (x itself without one).
   torch::Tensor masked(const std::string& target, const torch::Tensor& x) const;
+  /// The input / output lane: quantized, then masked (NNI's order).
+  torch::Tensor lane_in(const torch::Tensor& x) { return masked("_input_0", quantize(input_q, x)); }
+  torch::Tensor lane_out(const torch::Tensor& y) { return masked("_output_0", quantize(output_q, y)); }
   void make_quantizers(const QuantTargets& targets, const std::vector<int64_t>& weight_shape,
                        const std::vector<int64_t>& bias_shape);
   torch::Tensor quantize(const quant::Quantizer& q, const torch::Tensor& x);

@@ -27,7 +27,8 @@ struct PrunerTarget {
   std::string module, target;
   MaskSetting setting;          ///< granularity resolved to the pruner's default
   std::vector<int64_t> kernel;  ///< its block kernel
-  torch::Tensor tensor;         ///< the raw (unmasked) parameter
+  torch::Tensor tensor;         ///< the raw (unmasked) parameter; undefined for inputs/outputs
+  std::vector<int64_t> shape;   ///< the target's shape (inputs/outputs: [1, sample shape])
   std::shared_ptr<TargetMask> mask;
   std::string what() const { return module + "." + target; }
 };

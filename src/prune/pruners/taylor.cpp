@@ -11,7 +11,7 @@ class TaylorPruner : public MaskPruner {
  public:
   TaylorPruner(PruningSpec spec, std::vector<PrunerTarget> targets)
       : MaskPruner(std::move(spec), std::move(targets)), steps_(spec_.integer("training_steps")) {
-    for (const auto& t : targets_) acc_.push_back(torch::zeros_like(t.tensor));
+    for (const auto& t : targets_) acc_.push_back(t.tensor.defined() ? torch::zeros_like(t.tensor) : torch::Tensor());
   }
   void before_step(int64_t) override {}
   void after_backward(int64_t s) override {
@@ -31,11 +31,13 @@ class TaylorPruner : public MaskPruner {
     return shrink(acc_[i] / static_cast<double>(std::max<int64_t>(seen_, 1)), t.kernel, BlockReduce::SumAbs);
   }
   void save(torch::serialize::OutputArchive& root) override {
-    for (size_t i = 0; i < acc_.size(); ++i) root.write("taylor_acc." + std::to_string(i), acc_[i], true);
+    for (size_t i = 0; i < acc_.size(); ++i)
+      if (acc_[i].defined()) root.write("taylor_acc." + std::to_string(i), acc_[i], true);
     root.write("taylor_seen", torch::tensor(seen_));
   }
   void load(torch::serialize::InputArchive& root) override {
-    for (size_t i = 0; i < acc_.size(); ++i) root.try_read("taylor_acc." + std::to_string(i), acc_[i], true);
+    for (size_t i = 0; i < acc_.size(); ++i)
+      if (acc_[i].defined()) root.try_read("taylor_acc." + std::to_string(i), acc_[i], true);
     torch::Tensor seen;
     if (root.try_read("taylor_seen", seen)) seen_ = seen.item<int64_t>();
   }

@@ -53,8 +53,8 @@ std::vector<std::string> all_prune_keys() {
 
 std::vector<std::string> string_list(const std::string& file, const YAML::Node& node, const std::string& what) {
   if (!node.IsSequence())
-    fail(file, node, fmt::format("{}: expected a list of strings (write [{}] for one){}", what,
-                                 node.IsScalar() ? node.Scalar() : "...", node.IsScalar() ? "" : ""));
+    fail(file, node, fmt::format("{}: expected a list of strings (write [{}] for one)", what,
+                                 node.IsScalar() ? node.Scalar() : "..."));
   std::vector<std::string> out;
   for (const auto& item : node) out.push_back(as_string(file, item, what));
   return out;

@@ -49,16 +49,26 @@ void merge(ModuleSetting& into, const ModuleSetting& s) {
   if (s.pruning_first) into.pruning_first = s.pruning_first;
 }
 
-void check_names(const Rule& rule, const models::Graph& graph) {
+/// Checks the names a rule selects by against the graph: names_must_exist (PQuantML's
+/// layer_specific, disable_pruning_for_layers) makes a missing one an error, targets_must_exist
+/// (NNI) a warning; a rule that selects nothing is a warning too.
+void check_names(const Rule& rule, const models::Graph& graph, std::vector<std::string>& warnings) {
+  if (!rule.names_must_exist && !rule.targets_must_exist) return;
   std::vector<std::string> names, weight_layers;
   for (const auto& n : graph->nodes()) {
     names.push_back(n.name);
     if (n.info && n.info->prunable) weight_layers.push_back(n.name);
   }
   const auto& pool = rule.weights_only ? weight_layers : names;
+  std::string at = rule.where.empty() ? "" : rule.where + ": ";
   for (const auto& name : rule.select.names) {
     if (contains(pool, name)) continue;
-    std::string at = rule.where.empty() ? "" : rule.where + ": ";
+    if (!rule.names_must_exist) {
+      warnings.push_back(fmt::format("{}{}: selects '{}' by name, which model '{}' does not have (ignored; did you "
+                                     "mean '{}'?)",
+                                     at, rule.origin, name, graph->name(), yaml::nearest(name, pool)));
+      continue;
+    }
     if (rule.weights_only)
       throw ConfigError(fmt::format("{}{} names '{}', which is not a weight layer (Linear, Conv1d, Conv2d) of model "
                                     "'{}'; did you mean '{}'?",
@@ -66,6 +76,10 @@ void check_names(const Rule& rule, const models::Graph& graph) {
     throw ConfigError(fmt::format("{}{}: {} names no layer of model '{}', did you mean '{}'?", at, name, rule.origin,
                                   graph->name(), yaml::nearest(name, pool)));
   }
+  if (rule.targets_must_exist &&
+      std::none_of(graph->nodes().begin(), graph->nodes().end(),
+                   [&](const models::Node& n) { return rule.select.matches(n.name, n.source_op); }))
+    warnings.push_back(fmt::format("{}{} selects no module of model '{}'", at, rule.origin, graph->name()));
 }
 
 }  // namespace
@@ -86,21 +100,7 @@ const ResolvedModule* Resolution::find(const std::string& name) const {
 Resolution resolve(const Plan& plan, const models::Graph& graph) {
   Resolution r;
   r.dialect = plan.dialect;
-  std::vector<std::string> names;
-  for (const auto& n : graph->nodes()) names.push_back(n.name);
-  for (const auto& rule : plan.rules) {
-    if (rule.names_must_exist) check_names(rule, graph);
-    if (!rule.targets_must_exist) continue;
-    std::string at = rule.where.empty() ? "" : rule.where + ": ";
-    for (const auto& name : rule.select.names)
-      if (!contains(names, name))
-        r.warnings.push_back(fmt::format("{}{}: op_names has '{}', which model '{}' does not have (ignored; did you "
-                                         "mean '{}'?)",
-                                         at, rule.origin, name, graph->name(), yaml::nearest(name, names)));
-    bool any = std::any_of(graph->nodes().begin(), graph->nodes().end(),
-                           [&](const models::Node& n) { return rule.select.matches(n.name, n.source_op); });
-    if (!any) r.warnings.push_back(fmt::format("{}{} selects no module of model '{}'", at, rule.origin, graph->name()));
-  }
+  for (const auto& rule : plan.rules) check_names(rule, graph, r.warnings);
   for (const auto& node : graph->nodes()) {
     ResolvedModule m;
     m.name = node.name;
@@ -127,8 +127,8 @@ Resolution resolve(const Plan& plan, const models::Graph& graph) {
         }
         if (setting.quant) merge(quant[target], *setting.quant, plan.precedence);
         if (setting.prune && !merge(prune[target], *setting.prune, plan.precedence))
-          r.warnings.push_back(fmt::format("{}{} sets {}.{} again: an earlier entry configured it, and the first "
-                                           "one wins (NNI v3), so this one is ignored there",
+          r.warnings.push_back(fmt::format("{}{} sets {}.{} again: an earlier rule configured it, and in this "
+                                           "dialect the first one wins, so this one is ignored there",
                                            at, rule.origin, node.name, target));
       }
     }

@@ -111,22 +111,22 @@ Channels kept_channels(const Graph& g) {
       for (int in : nodes[i].inputs) parent[root(id(in))] = root(i);
   // Groups whose channels must all stay: the graph input and output, and values a node reads
   // that cannot drop channels (reshape, concat, softmax, a Linear on a 3-d input, grouped convs).
+  // A flatten can drop the features of removed channels only when Linears alone read it.
+  std::vector<bool> read_by_linears_only(n, true);
+  for (const auto& node : nodes)
+    for (int in : node.inputs)
+      if (in >= 0 && node.source_op != "Linear") read_by_linears_only[in] = false;
   std::set<int> fixed = {root(n), root(id(g->output_index()))};
   for (int i = 0; i < n; ++i) {
     const auto& node = nodes[i];
     if (channelwise(g, node)) continue;
     bool grouped = node.attrs.count("groups") && std::get<int64_t>(node.attrs.at("groups")) != 1;
     if (grouped) fixed.insert(root(i));
-    for (int in : node.inputs) {
-      bool reads_channels = is_weight_layer(node) && !grouped &&
-                            (node.source_op != "Linear" || input_shape(g, node, 0).size() == 1);
-      bool flatten_to_linear = node.source_op == "flatten";
-      if (flatten_to_linear)
-        for (int j = 0; j < n; ++j)
-          for (int jin : nodes[j].inputs)
-            if (jin == i && nodes[j].source_op != "Linear") flatten_to_linear = false;
-      if (!reads_channels && !flatten_to_linear) fixed.insert(root(id(in)));
-    }
+    bool reads_channels = (is_weight_layer(node) && !grouped &&
+                           (node.source_op != "Linear" || input_shape(g, node, 0).size() == 1)) ||
+                          (node.source_op == "flatten" && read_by_linears_only[i]);
+    if (!reads_channels)
+      for (int in : node.inputs) fixed.insert(root(id(in)));
   }
   auto z = zero_channels(g);
   Channels out;
@@ -241,7 +241,6 @@ models::Graph speedup(const Graph& g, SpeedupReport* report) {
   if (report) {
     for (const auto& p : g->parameters()) report->parameters_before += p.numel();
     for (const auto& p : small->parameters()) report->parameters_after += p.numel();
-    // masks, factors and scores are buffers: parameters are the weights alone
   }
   small->train(g->is_training());
   return small;

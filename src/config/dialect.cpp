@@ -20,18 +20,16 @@ std::vector<Dialect>& table() {
   return dialects;
 }
 
-bool tagged(const YAML::Node& n) { return !n.Tag().empty() && n.Tag() != "?" && n.Tag() != "!"; }
-
 /// SparseML: a mapping with version/modifiers (or any *modifiers key, or stages), or a tagged
 /// modifier, or a list of tagged modifiers.
 bool is_sparseml(const YAML::Node& root) {
-  if (tagged(root)) return true;
-  if (root.IsSequence()) return root.size() > 0 && tagged(root[0]);
+  if (yaml::has_tag(root)) return true;
+  if (root.IsSequence()) return root.size() > 0 && yaml::has_tag(root[0]);
   if (!root.IsMap()) return false;
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string key = it->first.Scalar();
     if (key == "version" || key == "modifiers" ||
-        (key.size() > 9 && key.compare(key.size() - 9, 9, "modifiers") == 0) || tagged(it->second))
+        (key.size() > 9 && key.compare(key.size() - 9, 9, "modifiers") == 0) || yaml::has_tag(it->second))
       return true;
     if (it->second.IsMap())  // a staged recipe: stage_name: {..._modifiers: [...]}
       for (auto inner = it->second.begin(); inner != it->second.end(); ++inner)

@@ -80,10 +80,12 @@ std::string start_anchored(const std::string& file, const YAML::Node& node, cons
   return full;
 }
 
+/// The registered op names of a list of op types (aliases resolved; an unknown one is an error).
 std::vector<std::string> op_types_of(const std::string& file, const YAML::Node& node, const std::string& what) {
   std::vector<std::string> out;
-  for (size_t i = 0; i < node.size(); ++i) {
-    auto name = as_string(file, node[i], what);
+  const auto names = string_list(file, node, what);
+  for (size_t i = 0; i < names.size(); ++i) {
+    const auto& name = names[i];
     const auto* op = models::find_op(name);
     if (!op)
       fail(file, node[i], fmt::format("{}: unknown op type '{}', did you mean '{}'? (types: {})", what, name,
@@ -259,14 +261,9 @@ Rule rule_of(const std::string& file, const YAML::Node& entry, const std::string
     for (size_t i = 0; i < patterns.size(); ++i)
       out.push_back(start_anchored(file, entry[key][i], patterns[i], origin + "." + key));
   }
-  if (entry["op_types"]) {
-    list("op_types");
-    rule.select.op_types = op_types_of(file, entry["op_types"], origin + ".op_types");
-  }
-  if (entry["exclude_op_types"]) {
-    list("exclude_op_types");
+  if (entry["op_types"]) rule.select.op_types = op_types_of(file, entry["op_types"], origin + ".op_types");
+  if (entry["exclude_op_types"])
     rule.select.exclude_op_types = op_types_of(file, entry["exclude_op_types"], origin + ".exclude_op_types");
-  }
   // The pruning template (spec §1.5), shorthand keys pushed into the targets whose template has
   // them, then target_settings merged shallowly.
   std::map<std::string, MaskSetting> settings;
@@ -596,7 +593,7 @@ namespace {
 bool is_nni_list(const YAML::Node& root) {
   if (!root.IsSequence() || root.size() == 0) return false;
   for (const auto& item : root)
-    if (!item.IsMap() || (!item.Tag().empty() && item.Tag() != "?" && item.Tag() != "!")) return false;
+    if (!item.IsMap() || has_tag(item)) return false;
   return true;
 }
 

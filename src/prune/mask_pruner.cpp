@@ -59,13 +59,13 @@ MaskSetting scaled_goals(const MaskSetting& s, double factor) {
 }
 
 MaskPruner::MaskPruner(PruningSpec spec, std::vector<PrunerTarget> targets)
-    : spec_(std::move(spec)), targets_(std::move(targets)) {}
+    : spec_(std::move(spec)), targets_(std::move(targets)), start_epoch_(spec_.integer("start_epoch")) {}
 
 void MaskPruner::generate() {
   torch::NoGradGuard no_grad;
   std::vector<MaskTarget> ts;
   for (const auto& t : targets_) {
-    MaskTarget m{t.module, t.target, scaled_goals(t.setting, goal_factor_), t.shape, t.kernel, {}};
+    MaskTarget m{t.module, t.target, scaled_goals(t.setting, goal_factor_), t.shape(), t.kernel, {}};
     if (m.setting.active()) m.metric = metric(t).detach().to(torch::kFloat32);
     ts.push_back(std::move(m));
   }
@@ -77,11 +77,11 @@ void MaskPruner::generate() {
 }
 
 int64_t MaskPruner::local_step(const train::TrainContext& ctx) const {
-  return ctx.global_step - spec_.integer("start_epoch") * ctx.steps_per_epoch;
+  return ctx.global_step - start_epoch_ * ctx.steps_per_epoch;
 }
 
 void MaskPruner::on_train_begin(train::Trainer&, const train::TrainContext& ctx) {
-  const int64_t start = spec_.integer("start_epoch");
+  const int64_t start = start_epoch_;
   const int64_t available = (ctx.total_epochs - start) * ctx.steps_per_epoch;
   if (steps_needed() > available)
     throw ConfigError(fmt::format("pruner {}: its schedule needs {} optimizer step(s) from start_epoch {}, but "
@@ -160,7 +160,7 @@ std::shared_ptr<MaskPruner> make_pruner(const PruningSpec& pruner, const Resolut
       auto holder = layer ? layer->mask(target) : nullptr;
       if (!holder) continue;
       const std::string at = m.where.empty() ? "" : m.where + ": ";
-      PrunerTarget pt{m.name, target, *t.mask, {}, parameter_of(*layer, target), target_shape(graph, m.name, *layer, target), holder};
+      PrunerTarget pt{m.name, target, *t.mask, {}, parameter_of(*layer, target), holder};
       const bool lane = is_lane(target);
       if (lane && pt.setting.active())
         throw ConfigError(fmt::format("{}{}: a ratio or threshold on a module input/output needs activation "
@@ -169,7 +169,7 @@ std::shared_ptr<MaskPruner> make_pruner(const PruningSpec& pruner, const Resolut
       if (pt.setting.granularity.kind == MaskGranularity::Kind::Default)
         pt.setting.granularity.kind = lane ? MaskGranularity::Kind::PerChannel : granularity;
       try {
-        pt.kernel = block_kernel(pt.setting.granularity, pt.shape, !lane, pt.what());
+        pt.kernel = block_kernel(pt.setting.granularity, pt.shape(), !lane, pt.what());
       } catch (const Error& e) {
         throw ConfigError(fmt::format("{}{}", at, e.what()));
       }

@@ -1,6 +1,9 @@
 #include "sparq/prune/target_mask.h"
 
+#include <fmt/format.h>
 #include <torch/torch.h>
+
+#include "sparq/error.h"
 
 #include "sparq/prune/masks.h"
 
@@ -14,20 +17,22 @@ std::vector<int64_t> block_shape(const torch::Tensor& mask, const std::vector<in
 }
 }  // namespace
 
-TargetMask::TargetMask(const std::vector<int64_t>& shape, std::string apply_method)
-    : apply_method(std::move(apply_method)) {
+TargetMask::TargetMask(const std::vector<int64_t>& shape, const std::string& method) {
+  if (method == "add") apply_method = Apply::Add;
+  else if (method == "bypass") apply_method = Apply::Bypass;
+  else if (method != "mul") throw Error(fmt::format("apply_method '{}' is not one of mul, add, bypass", method));
   mask = register_buffer("mask", torch::ones(shape));
 }
 
 torch::Tensor TargetMask::apply(const torch::Tensor& x) const {
-  if (apply_method == "bypass") return x;
+  if (apply_method == Apply::Bypass) return x;
   auto y = factor.defined() ? x * expand(factor, kernel) : x;
   auto m = mask;
   if (score.defined()) {  // forward: the 0/1 mask; backward: the mask's gradient goes to the score
     auto s = expand(score, kernel);
     m = m + (s - s.detach());
   }
-  if (apply_method == "add") return y + (m - 1.0) * 1000.0;
+  if (apply_method == Apply::Add) return y + (m - 1.0) * 1000.0;
   return y * m;
 }
 

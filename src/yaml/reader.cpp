@@ -75,6 +75,8 @@ std::string where(const std::string& file, const YAML::Node& node) {
   return mark_string(file, node.Mark());
 }
 
+bool has_tag(const YAML::Node& node) { return !node.Tag().empty() && node.Tag() != "?" && node.Tag() != "!"; }
+
 std::string nearest(const std::string& word, const std::vector<std::string>& candidates) {
   std::string best;
   size_t best_distance = SIZE_MAX;

@@ -242,7 +242,7 @@ TEST(NniConfig, ResolutionErrorsAndWarnings) {
       << e;
   auto r = resolve(list_plan("- {op_names: [fc9], sparse_ratio: 0.5}\n- {op_types: [Conv1d], sparse_ratio: 0.5}"), g);
   ASSERT_EQ(r.warnings.size(), 3u);
-  EXPECT_NE(r.warnings[0].find("op_names has 'fc9', which model 'model' does not have (ignored; did you mean 'fc1'?)"),
+  EXPECT_NE(r.warnings[0].find("selects 'fc9' by name, which model 'model' does not have (ignored; did you mean 'fc1'?)"),
             std::string::npos)
       << r.warnings[0];
   EXPECT_NE(r.warnings[1].find("config list entry 1 selects no module"), std::string::npos);

@@ -28,8 +28,9 @@ struct PrunerTarget {
   MaskSetting setting;          ///< granularity resolved to the pruner's default
   std::vector<int64_t> kernel;  ///< its block kernel
   torch::Tensor tensor;         ///< the raw (unmasked) parameter; undefined for inputs/outputs
-  std::vector<int64_t> shape;   ///< the target's shape (inputs/outputs: [1, sample shape])
   std::shared_ptr<TargetMask> mask;
+  /// The target's shape (inputs/outputs: [1, sample shape]), as its installed mask has it.
+  std::vector<int64_t> shape() const { return mask->mask.sizes().vec(); }
   std::string what() const { return module + "." + target; }
 };
 
@@ -76,6 +77,7 @@ class MaskPruner : public train::LossTerm {
   PruningSpec spec_;
   std::vector<PrunerTarget> targets_;
   double goal_factor_ = 1.0;
+  int64_t start_epoch_ = 0;  ///< spec_'s start_epoch, read once (the step hooks use it)
 };
 
 using PrunerFactory = std::function<std::shared_ptr<MaskPruner>(const PruningSpec& spec, std::vector<PrunerTarget> targets)>;

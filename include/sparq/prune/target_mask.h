@@ -14,7 +14,9 @@ namespace sparq::prune {
 
 class TargetMask : public torch::nn::Module {
  public:
-  TargetMask(const std::vector<int64_t>& shape, std::string apply_method);
+  enum class Apply { Mul, Add, Bypass };
+  /// `apply_method`: "mul", "add" or "bypass" (throws sparq::Error otherwise).
+  TargetMask(const std::vector<int64_t>& shape, const std::string& apply_method);
   /// The masked tensor (the factor and the score take part when they exist).
   torch::Tensor apply(const torch::Tensor& x) const;
   /// A per-block factor, ones, of the shape `kernel` cuts the target into (Slim's gamma).
@@ -24,7 +26,7 @@ class TargetMask : public torch::nn::Module {
 
   torch::Tensor mask, factor, score;
   std::vector<int64_t> kernel;  ///< of the factor or score
-  std::string apply_method;
+  Apply apply_method = Apply::Mul;
 };
 
 }  // namespace sparq::prune

@@ -25,6 +25,9 @@ struct YamlDoc {
 /// "file:line:column" (1-based) of a node.
 std::string where(const std::string& file, const YAML::Node& node);
 
+/// Whether a node carries an explicit tag (`!EpochRangeModifier`), not just YAML's defaults.
+bool has_tag(const YAML::Node& node);
+
 /// The candidate closest to `word` by edit distance ("" when there are no candidates).
 std::string nearest(const std::string& word, const std::vector<std::string>& candidates);
 

@@ -2,6 +2,8 @@
 // `training_steps` optimizer steps, summed per block; masks once, after those steps.
 #include <torch/torch.h>
 
+#include <algorithm>
+
 #include "sparq/prune/mask_pruner.h"
 
 namespace sparq::prune {
@@ -27,8 +29,10 @@ class TaylorPruner : public MaskPruner {
   }
   int64_t steps_needed() const override { return steps_; }
   torch::Tensor metric(const PrunerTarget& t) override {
-    size_t i = &t - targets_.data();
-    return shrink(acc_[i] / static_cast<double>(std::max<int64_t>(seen_, 1)), t.kernel, BlockReduce::SumAbs);
+    auto it = std::find_if(targets_.begin(), targets_.end(),
+                           [&](const PrunerTarget& o) { return o.module == t.module && o.target == t.target; });
+    const auto& acc = acc_[it - targets_.begin()];
+    return shrink(acc / static_cast<double>(std::max<int64_t>(seen_, 1)), t.kernel, BlockReduce::SumAbs);
   }
   void save(torch::serialize::OutputArchive& root) override {
     for (size_t i = 0; i < acc_.size(); ++i)

@@ -252,12 +252,105 @@ struct SearchSpace {
   bool operator==(const SearchSpace& o) const;
 };
 
+/// The parameters a modifier acts on (SparseML's `params`, spec sparseml §2.8.1, §3.5): exact
+/// full names ("conv1.weight") and "re:" patterns matched from the start of the name, or a token.
+struct ParamSelection {
+  enum class Token {
+    None,         ///< the names
+    All,          ///< __ALL__: every parameter (pruning modifiers: the prunable weights)
+    AllPrunable,  ///< __ALL_PRUNABLE__: the weights of Linear and Conv layers
+  };
+  Token token = Token::None;
+  std::vector<std::string> names;
+  bool strict = true;  ///< every name or pattern must match a parameter
+  bool operator==(const ParamSelection& o) const { return token == o.token && names == o.names && strict == o.strict; }
+};
+
+/// How a pruning modifier groups weights into masks (SparseML's mask_type, spec §2.8.3).
+struct MaskType {
+  enum class Kind {
+    Unstructured,  ///< exactly round(sparsity x numel) elements
+    Block,         ///< [a, b] blocks of the (out, in) index; block4 is [1, 4] padded along inputs
+    NM,            ///< N of every M consecutive inputs kept
+    Filter,        ///< whole output rows / filters (L2 group scores)
+    Channel,       ///< whole input columns / channels
+  };
+  Kind kind = Kind::Unstructured;
+  int64_t a = 1, b = 1;   ///< Block
+  bool four_block = false;  ///< Block from "block4"/"block": pads the input dim to a multiple of 4
+  int64_t n = 0, m = 0;   ///< NM
+  bool operator==(const MaskType& o) const {
+    return kind == o.kind && a == o.a && b == o.b && four_block == o.four_block && n == o.n && m == o.m;
+  }
+};
+/// "unstructured", "[1, 4]", "block4", "2:4", "filter", "channel".
+std::string to_string(const MaskType& t);
+
+/// A scheduled training modifier (SparseML's recipe modifiers, spec sparseml §2): what it does,
+/// its time window in fractional epochs (start reached at the first step whose epoch is >= start;
+/// -1: from the first step / never ends), and the fields of its type. The runtime of every type
+/// is in src/train/modifiers/.
+struct Modifier {
+  std::string type;   ///< canonical class name: "GMPruningModifier", "LearningRateModifier", ...
+  std::string tag;    ///< as the recipe wrote it ("GradualKSModifier")
+  std::string stage;  ///< the stage of a staged recipe ("" otherwise)
+  std::string where;  ///< "file:line:col" of the tag
+  double start_epoch = -1, end_epoch = -1, update_frequency = -1;
+  ParamSelection params;
+
+  // Pruning (GMPruning family, Constant, Structured, Movement, ACDC, Layer).
+  double init_sparsity = 0;
+  bool init_from_param = false;  ///< init_sparsity: __FROM_PARAM__
+  double final_sparsity = 0;     ///< also ACDC's compression_sparsity
+  std::vector<std::pair<double, ParamSelection>> final_sparsity_map;  ///< {sparsity: [names]} form
+  std::string inter_func = "cubic";  ///< linear | cubic | inverse_cubic
+  bool leave_enabled = true, global_sparsity = false, momentum_buffer_reset = true;
+  MaskType mask_type;
+  std::vector<std::vector<std::string>> param_name_groups;  ///< Structured: pruned on the same indices
+  std::vector<std::string> layers;                           ///< LayerPruning: module names
+
+  // Learning rate and optimizer (param_groups: indices into the optimizer's groups; empty: all).
+  std::string lr_class;   ///< StepLR | MultiStepLR | CosineAnnealingWarmRestarts (ExponentialLR -> StepLR)
+  std::string lr_func;    ///< linear | cosine | cyclic_linear
+  double learning_rate = 0, init_lr = 0, final_lr = 0, gamma = 0, step_size = 0, lr_min = 0, cycle_epochs = 1;
+  bool init_lr_set = false;  ///< LearningRateModifier without init_lr: the optimizer's lr at its start
+  std::vector<double> milestones;
+  std::vector<int64_t> param_groups;
+  double weight_decay = 0;
+
+  // Parameters (TrainableParams, SetParam, GradualParam).
+  bool trainable = true;
+  std::vector<double> val, init_val, final_val;  ///< flattened, row-major
+  std::vector<int64_t> val_shape;
+
+  // Quantization (QuantizationModifier).
+  std::optional<double> disable_observer_epoch, freeze_bn_epoch;
+  std::vector<std::string> submodules, ignore;  ///< module names (legacy) / name prefixes or op types
+  int64_t weight_bits = 8, activation_bits = 8;
+  bool symmetric_activations = false;           ///< tensorrt
+  bool weights_per_channel = false;
+  bool quantize_linear_activations = true, quantize_conv_activations = true;
+  std::string fuse = "conv_bn_relus";           ///< conv_bn_relus | no_fuse
+
+  bool operator==(const Modifier& o) const;
+};
+
+/// The epochs a list of modifiers spans (SparseML's manager range, spec §1.8.6): max over
+/// ceil(start) (start > -1) and ceil(end) (end > -1), -1 when none; min over floor(start).
+int64_t max_epochs(const std::vector<Modifier>& modifiers);
+int64_t min_epochs(const std::vector<Modifier>& modifiers);
+/// The modifiers in the order they act each step: by end (-1 last), then start, then type, then
+/// recipe order.
+std::vector<Modifier> ordered(std::vector<Modifier> modifiers);
+
 struct Plan {
   std::string dialect;              ///< "pquantml", "nni-v3", "nni-v2", "sparseml"; "" for a hand-made plan
   std::vector<Rule> rules;          ///< in config order
   Precedence precedence = Precedence::LaterWins;
   std::optional<Schedule> schedule; ///< absent: the job's epochs as one training stage
   std::vector<Event> events;        ///< in any order; fired by step
+  /// Scheduled modifiers (SparseML recipes), in the order they act.
+  std::vector<Modifier> modifiers;
   /// The model-wide pruner the targets' mask settings are for (NNI's pruner classes, chosen in
   /// the job: L1NormPruner, AGPPruner, ...), with its arguments.
   std::optional<PruningSpec> pruner;
@@ -270,7 +363,7 @@ struct Plan {
   SearchSpace search;
 
   /// Whether the plan compresses anything (a float run otherwise).
-  bool compresses() const { return !rules.empty(); }
+  bool compresses() const { return !rules.empty() || !modifiers.empty(); }
   /// Whether some rule gives a target mask settings (for the model-wide pruner).
   bool uses_masks() const;
   std::vector<Event> events_of(Event::Kind kind) const { return sparq::events_of(events, kind); }

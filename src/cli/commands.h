@@ -13,6 +13,7 @@ struct RunArgs {
   std::string device;    ///< overrides training.device
   long long epochs = -1; ///< overrides training.epochs (epochs per round with a schedule)
   long long stop_after = -1;  ///< stop after this many epochs (resume later with --resume)
+  std::vector<std::string> recipe_vars;  ///< SparseML recipe variables, name=value
 };
 
 int run_command(const RunArgs& args);
@@ -33,7 +34,10 @@ struct InspectArgs {
   long long classes = 10;
   bool yaml = false;        ///< print the config as PQuantML YAML with every field instead of the table
   bool json = false;        ///< print the resolution (module x target -> settings) as JSON
+  std::vector<std::string> recipe_vars;  ///< SparseML recipe variables, name=value
+  long long steps_per_epoch = 100;       ///< for a recipe's timeline
 };
+
 
 int inspect_command(const InspectArgs& args);
 
@@ -47,4 +51,16 @@ int convert_command(const ConvertArgs& args);
 /// `sparq config default METHOD`: PQuantML's packaged config of a pruning method.
 int config_default_command(const std::string& method);
 
+}  // namespace sparq::cli
+
+#include "sparq/config/dialect.h"
+#include "sparq/config/sparseml.h"
+
+namespace sparq::cli {
+/// The LoadOptions of `--recipe-var` values; throws ConfigError for a malformed one.
+inline config::LoadOptions load_options(const std::vector<std::string>& recipe_vars) {
+  config::LoadOptions o;
+  for (const auto& v : recipe_vars) config::parse_recipe_variable(v, o.recipe_variables);
+  return o;
+}
 }  // namespace sparq::cli

@@ -17,6 +17,7 @@
 #include "sparq/error.h"
 #include "sparq/export/precision.h"
 #include "sparq/prune/methods.h"
+#include "sparq/train/modifiers.h"
 
 namespace sparq::cli {
 
@@ -53,7 +54,9 @@ std::string format_of(const layers::PQLayer& layer, const std::string& target) {
   for (const auto& [name, q] : layer.quantizers()) {
     if (name != target) continue;
     auto d = q->describe();
-    if (!d.enabled) return "float";
+    if (!d.enabled && d.kind != "integer") return "float";
+    if (d.kind == "integer")  // QAT quantizers are off until their start: show what they will be
+      return fmt::format("{}int{}{}", d.k.at(0) ? "" : "u", d.k.at(0) + d.i.at(0), d.enabled ? "" : " (from its start)");
     auto f = d.element();
     std::string text = fmt::format("{}{}<{},{}>", q->trains_widths() ? d.kind + " " : "", f.k ? "ap_fixed" : "ap_ufixed",
                                    f.width(), f.k + f.i);
@@ -96,10 +99,7 @@ std::string setting_text(const TargetSetting& t) {
   std::vector<std::string> parts;
   if (t.quant) {
     const auto& q = *t.quant;
-    if (q.spec) {
-      const auto& f = quant::fixed_part(*q.spec);
-      parts.push_back(fmt::format("{} {}", quant::kind_of(*q.spec), f.format().type_name()));
-    }
+    if (q.spec) parts.push_back(quant::to_string(*q.spec));
     for (auto [name, v] : {std::pair{"k", q.k}, std::pair{"i", q.i}, std::pair{"f", q.f}})
       if (v) parts.push_back(fmt::format("{} = {}", name, *v));
     if (q.enabled) parts.push_back(*q.enabled ? "on" : "off");
@@ -138,7 +138,7 @@ void print_plan_sections(const Plan& plan) {
     for (const auto& [k, v] : spec.params) params.push_back(fmt::format("{} {}", k, to_string(v)));
     fmt::print("pruning: {} ({})\n", spec.method, fmt::join(params, ", "));
   }
-  if (methods.empty() && !plan.uses_masks()) fmt::print("pruning: none\n");
+  if (methods.empty() && !plan.uses_masks() && plan.modifiers.empty()) fmt::print("pruning: none\n");
   if (plan.schedule) {
     const auto& s = *plan.schedule;
     fmt::print("schedule: {} pretraining epoch(s), {} round(s) x {} training epoch(s), {} fine-tuning epoch(s) "
@@ -175,6 +175,120 @@ void print_plan_sections(const Plan& plan) {
              space.empty() ? "" : fmt::format(", space: {}", fmt::join(space, "; ")));
 }
 
+/// One modifier's updates in a dry run of a recipe's schedule.
+struct ModifierTimeline {
+  const Modifier* modifier;
+  std::vector<std::string> params;
+  std::vector<std::tuple<int64_t, double, double>> updates;  ///< (step, epoch, value after it)
+  std::string value_name;                                   ///< "sparsity", "lr", "weight decay", ...
+};
+
+/// Runs the modifiers' schedule on the compressed graph without training (the hooks of every
+/// step, no forward or backward): when each one updates, and the sparsity of its parameters or
+/// the learning rate after it. `lr` gets the learning rate of group 0 at each epoch's first step.
+std::vector<ModifierTimeline> dry_run(const Plan& plan, const Resolution& resolution, models::Graph& graph,
+                                      int64_t spe, std::vector<double>& lr) {
+  train::TrainOptions options;
+  options.progress = train::Progress::None;
+  train::Trainer trainer(graph, options, plan.schedule);
+  auto callbacks = train::make_modifiers(plan, resolution, graph);
+  std::vector<ModifierTimeline> out;
+  std::vector<train::ModifierCallback*> mods;
+  size_t cb = 0;
+  for (size_t i = 0; i < plan.modifiers.size(); ++i) {
+    const auto& m = plan.modifiers[i];
+    if (m.type == "EpochRangeModifier") continue;
+    ModifierTimeline t{&m, {}, {}, ""};
+    for (const auto& [node, target] : resolution.modifiers[i].params) t.params.push_back(node + "." + target);
+    t.value_name = m.type.find("Pruning") != std::string::npos && m.type != "LayerPruningModifier" ? "sparsity"
+                   : m.type.find("LearningRate") != std::string::npos                            ? "lr"
+                   : m.type == "SetWeightDecayModifier"                                          ? "weight decay"
+                                                                                                 : "";
+    out.push_back(t);
+    mods.push_back(dynamic_cast<train::ModifierCallback*>(callbacks[cb++].get()));
+    trainer.add_callback(callbacks[cb - 1]);
+  }
+  trainer.begin_training(spe);
+  auto value = [&](const ModifierTimeline& t) -> double {
+    if (t.value_name == "lr") return trainer.lr(0);
+    if (t.value_name == "weight decay") return trainer.weight_decay(0);
+    if (t.value_name != "sparsity") return 0;
+    double zeros = 0, total = 0;
+    for (const auto& [node, target] : resolution.modifiers[static_cast<size_t>(t.modifier - plan.modifiers.data())].params) {
+      auto pq = pq_layer(graph, node);
+      auto mask = pq ? pq->mask(target) : nullptr;
+      if (!mask) continue;
+      auto w = train::parameter_of(graph, node, target) * mask->mask;  // zeros a disabled mask left too
+      zeros += static_cast<double>((w == 0).sum().item<int64_t>());
+      total += static_cast<double>(w.numel());
+    }
+    return total > 0 ? zeros / total : 0;
+  };
+  const int64_t epochs = plan.schedule ? plan.schedule->total_epochs() : 1;
+  train::TrainContext ctx = trainer.context();
+  for (int64_t k = 0; k < epochs * spe; ++k) {
+    ctx.global_step = k;
+    for (size_t j = 0; j < mods.size(); ++j) {
+      auto before = mods[j]->clock();
+      mods[j]->on_after_backward(trainer, ctx);
+      mods[j]->on_step_end(trainer, ctx);
+      const auto& after = mods[j]->clock();
+      if (after.last_update != before.last_update || after.started != before.started)
+        out[j].updates.emplace_back(k, train::epoch_at(k, spe), value(out[j]));
+    }
+    if (k % spe == 0) lr.push_back(trainer.lr(0));
+  }
+  return out;
+}
+
+std::string epoch_text(double e) { return e == -1 ? "-1" : fmt::format("{:g}", e); }
+
+void print_timeline(const std::vector<ModifierTimeline>& timeline, const std::vector<double>& lr, int64_t spe) {
+  fmt::print("recipe timeline ({} steps per epoch; epochs are fractional: step k is epoch k / {}):\n", spe, spe);
+  for (const auto& t : timeline) {
+    const auto& m = *t.modifier;
+    std::string name = m.tag == m.type ? m.type : fmt::format("{} (as {})", m.type, m.tag);
+    std::string range = m.end_epoch == -1 ? fmt::format("from epoch {}", epoch_text(m.start_epoch))
+                                          : fmt::format("epochs [{}, {})", epoch_text(m.start_epoch), epoch_text(m.end_epoch));
+    fmt::print("  {}  {}{}  ({})\n", name, range, m.stage.empty() ? "" : ", stage " + m.stage, m.where);
+    if (!t.params.empty())
+      fmt::print("    params: {}\n", t.params.size() <= 6 ? fmt::format("{}", fmt::join(t.params, ", "))
+                                                           : fmt::format("{}, ... ({} in all)", fmt::join(t.params.begin(), t.params.begin() + 6, ", "), t.params.size()));
+    if (t.updates.empty()) {
+      fmt::print("    no update within the run's epochs\n");
+      continue;
+    }
+    std::vector<std::string> points;
+    for (size_t u = 0; u < t.updates.size() && u < 12; ++u) {
+      auto [step, epoch, v] = t.updates[u];
+      points.push_back(t.value_name.empty() ? fmt::format("{:g}", epoch) : fmt::format("{:g}: {:.6g}", epoch, v));
+    }
+    if (t.updates.size() > 12) points.push_back(fmt::format("... ({} updates, the last at step {})", t.updates.size(), std::get<0>(t.updates.back())));
+    fmt::print("    {} update(s){} at epoch{}: {}\n", t.updates.size(), t.value_name.empty() ? "" : " (" + t.value_name + " after it)",
+               t.updates.size() > 1 ? "s" : "", fmt::join(points, ", "));
+  }
+  std::vector<std::string> lrs;
+  for (size_t e = 0; e < lr.size(); ++e) lrs.push_back(fmt::format("{}: {:.6g}", e, lr[e]));
+  fmt::print("learning rate at each epoch's first step (group 0): {}\n", fmt::join(lrs, ", "));
+}
+
+nlohmann::json timeline_json(const std::vector<ModifierTimeline>& timeline, const std::vector<double>& lr, int64_t spe) {
+  nlohmann::json mods = nlohmann::json::array();
+  for (const auto& t : timeline) {
+    const auto& m = *t.modifier;
+    nlohmann::json updates = nlohmann::json::array();
+    for (const auto& [step, epoch, v] : t.updates) {
+      nlohmann::json u = {{"step", step}, {"epoch", epoch}};
+      if (!t.value_name.empty()) u[t.value_name == "weight decay" ? "weight_decay" : t.value_name] = v;
+      updates.push_back(u);
+    }
+    mods.push_back({{"type", m.type}, {"tag", m.tag}, {"stage", m.stage}, {"where", m.where},
+                    {"start_epoch", m.start_epoch}, {"end_epoch", m.end_epoch}, {"update_frequency", m.update_frequency},
+                    {"params", t.params}, {"updates", updates}});
+  }
+  return {{"steps_per_epoch", spe}, {"modifiers", mods}, {"lr_per_epoch", lr}};
+}
+
 }  // namespace
 
 int inspect_command(const InspectArgs& args) {
@@ -195,7 +309,7 @@ int inspect_command(const InspectArgs& args) {
   auto doc = config::load_config_file(args.config);
   const bool job = config::is_job(doc);
   const auto config = job ? config::load_job_compression(doc) : doc;
-  Plan plan = config::load_plan(config.file, config.root);
+  Plan plan = config::load_plan(config.file, config.root, load_options(args.recipe_vars));
   if (args.yaml) {
     if (plan.dialect != "pquantml") throw ConfigError(fmt::format("{}: --yaml writes PQuantML configs only", args.config));
     fmt::print("{}", config::write_pquant(config::read_pquant(config.file, config.root)));
@@ -207,6 +321,23 @@ int inspect_command(const InspectArgs& args) {
   models::Graph graph(spec);
   auto resolution = resolve(plan, graph);
   for (const auto& w : resolution.warnings) fmt::print(stderr, "warning: {}\n", w);
+  if (!plan.modifiers.empty()) {  // a recipe: the layers and the schedule's dry run
+    compress(graph, resolution);
+    std::vector<double> lr;
+    auto timeline = dry_run(plan, resolution, graph, args.steps_per_epoch, lr);
+    if (args.json) {
+      auto j = resolution_json(resolution, plan);
+      j["recipe"] = timeline_json(timeline, lr, args.steps_per_epoch);
+      fmt::print("{}\n", j.dump(2));
+      return 0;
+    }
+    fmt::print("config: {} ({})\nmodel: {}, input [{}]\n\n", args.config, job ? "the job's compression" : plan.dialect,
+               graph->name(), fmt::join(spec.input_shape, ", "));
+    print_timeline(timeline, lr, args.steps_per_epoch);
+    fmt::print("\n");
+    print_plan_sections(plan);
+    return 0;
+  }
   if (args.json) {
     fmt::print("{}\n", resolution_json(resolution, plan).dump(2));
     return 0;

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   run_cmd->add_option("--stop-after", run.stop_after, "Stop after this many epochs; continue later with --resume")
       ->check(CLI::PositiveNumber);
+  run_cmd->add_option("--recipe-var", run.recipe_vars, "Set a SparseML recipe variable: name=value (repeatable)");
 
   sparq::cli::InspectArgs inspect;
   auto* inspect_cmd = app.add_subcommand(
@@ -36,6 +37,9 @@ int main(int argc, char** argv) {
   inspect_cmd->add_option("--classes", inspect.classes, "Outputs of a zoo model (default 10; jet_tagger 5)");
   inspect_cmd->add_flag("--yaml", inspect.yaml, "Print the config (every field) as PQuantML YAML");
   inspect_cmd->add_flag("--json", inspect.json, "Print every module and target with its quantizer and pruning, and the schedule, as JSON");
+  inspect_cmd->add_option("--recipe-var", inspect.recipe_vars, "Set a SparseML recipe variable: name=value (repeatable)");
+  inspect_cmd->add_option("--steps-per-epoch", inspect.steps_per_epoch, "Steps per epoch of a recipe's timeline (default 100)")
+      ->check(CLI::Range(1LL, 1000000LL));
 
   std::string method;
   auto* config_cmd = app.add_subcommand("config", "Config files");

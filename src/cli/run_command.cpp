@@ -38,6 +38,7 @@ void print_summary(const models::Graph& model, const std::vector<train::EpochMet
       if (target != (costs[name].weights > 0 ? "weight" : "input")) continue;
       auto d = q->describe();
       if (!d.enabled) return "float";
+      if (d.kind == "integer") return fmt::format("{}int{}", d.k.at(0) ? "" : "u", d.k.at(0) + d.i.at(0));
       std::string prefix = q->trains_widths() ? std::string(d.kind) + " " : "";
       return prefix + (d.granularity == quant::Granularity::PerTensor ? d.element().type_name()
                                                                         : quant::to_string(d.granularity));
@@ -113,7 +114,10 @@ class Console : public RunObserver, public train::Callback {
     std::vector<std::string> methods;
     for (const auto& spec : job.plan.pruning_methods()) methods.push_back(spec.method);
     if (job.plan.pruner) methods.push_back(job.plan.pruner->method + " (" + job.plan.dialect + " config list)");
+    for (const auto& m : job.plan.modifiers)
+      if (m.type.find("Pruning") != std::string::npos) methods.push_back(m.tag);
     if (!methods.empty()) fmt::print(", pruning {}", fmt::join(methods, ", "));
+    if (!job.plan.modifiers.empty()) fmt::print("; recipe: {} modifier(s)", job.plan.modifiers.size());
     if (!report.left_float.empty()) fmt::print("; in float: {}", fmt::join(report.left_float, "; "));
     fmt::print("\n");
   }
@@ -127,6 +131,8 @@ class Console : public RunObserver, public train::Callback {
                  s.pretraining_epochs, s.rounds, s.epochs, to_string(s.rewind), s.fine_tuning_epochs);
     }
     mode_ = job.training.progress;
+    shows_sparsity_ = job.plan.pruner.has_value();
+    for (const auto& m : job.plan.modifiers) shows_sparsity_ = shows_sparsity_ || m.type.find("Pruning") != std::string::npos;
     // The console outlives the run it watches: the trainer holds it without owning it.
     trainer.add_callback(std::shared_ptr<train::Callback>(this, [](train::Callback*) {}));
   }
@@ -143,7 +149,7 @@ class Console : public RunObserver, public train::Callback {
         ? fmt::format("  eval loss {:.4f} acc {:.2f}%", m.eval.loss, 100 * m.eval.accuracy)
         : fmt::format("  eval loss {:.4f}", m.eval.loss);
     std::string cost_text = m.layer_costs.empty() ? "" : fmt::format("  EBOPs {:.4g}", m.cost.ebops);
-    if (t.prunes()) cost_text += fmt::format("  sparsity {:.1f}%", 100 * m.sparsity);
+    if (t.prunes() || shows_sparsity_) cost_text += fmt::format("  sparsity {:.1f}%", 100 * m.sparsity);
     const auto& s = t.schedule();
     std::string stage = ctx.total_epochs == s.epochs ? "" : fmt::format(" [{}]", train::slot_text(s, m.slot));
     fmt::print("epoch {}/{}{}  train loss {:.4f}{}{}{}  {:.1f} s  {:.0f} samples/s\n", m.epoch, ctx.total_epochs, stage,
@@ -167,13 +173,16 @@ class Console : public RunObserver, public train::Callback {
  private:
   train::Progress mode_ = train::Progress::Auto;
   std::unique_ptr<ProgressDisplay> progress_;
-  bool classification_ = true, evaluates_ = false;
+  bool classification_ = true, evaluates_ = false, shows_sparsity_ = false;
 };
 
 }  // namespace
 
 int run_command(const RunArgs& args) {
-  config::Job job = args.job_file.empty() ? config::default_job() : config::load_job(args.job_file);
+  auto load = load_options(args.recipe_vars);
+  if (args.job_file.empty() && !args.recipe_vars.empty())
+    throw ConfigError("--recipe-var: the default job has no SparseML recipe");
+  config::Job job = args.job_file.empty() ? config::default_job() : config::load_job(args.job_file, load);
   if (!args.output.empty()) job.output = args.output;
   if (!args.device.empty()) job.training.device = args.device;
   if (args.epochs >= 0) {

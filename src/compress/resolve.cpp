@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 
 #include "sparq/error.h"
 #include "sparq/models/dependency.h"
@@ -101,6 +102,13 @@ Resolution resolve(const Plan& plan, const models::Graph& graph) {
   Resolution r;
   r.dialect = plan.dialect;
   for (const auto& rule : plan.rules) check_names(rule, graph, r.warnings);
+  std::set<std::string> modifier_nodes;  // nodes a modifier's parameters live on: they become PQ layers
+  for (const auto& m : plan.modifiers) {
+    r.modifiers.push_back(match_modifier(m, graph));
+    bool masks = m.type.find("Pruning") != std::string::npos && m.type != "LayerPruningModifier";
+    if (masks)
+      for (const auto& [node, target] : r.modifiers.back().params) modifier_nodes.insert(node);
+  }
   for (const auto& node : graph->nodes()) {
     ResolvedModule m;
     m.name = node.name;
@@ -108,6 +116,7 @@ Resolution resolve(const Plan& plan, const models::Graph& graph) {
     std::map<std::string, QuantSetting> quant;
     std::map<std::string, PruneSetting> prune;
     const auto& targets = node.info ? node.info->targets : std::vector<std::string>{};
+    if (modifier_nodes.count(node.name)) m.selected = true;
     for (const auto& rule : plan.rules) {
       if (!rule.select.matches(node.name, node.source_op)) continue;
       m.selected = true;
@@ -137,10 +146,11 @@ Resolution resolve(const Plan& plan, const models::Graph& graph) {
       auto q = quant.find(target);
       if (q != quant.end() && q->second.spec && q->second.enabled.value_or(true)) {
         quant::QuantizerSpec spec = *q->second.spec;
-        auto& fixed = quant::fixed_part(spec);
-        if (q->second.k) fixed.k = *q->second.k;
-        if (q->second.i) fixed.i = *q->second.i;
-        if (q->second.f) fixed.f = *q->second.f;
+        if (auto fixed = quant::fixed_part(spec)) {
+          if (q->second.k) fixed->k = *q->second.k;
+          if (q->second.i) fixed->i = *q->second.i;
+          if (q->second.f) fixed->f = *q->second.f;
+        }
         t.quantizer = spec;
       }
       auto p = prune.find(target);
@@ -170,7 +180,13 @@ void set_dependency_groups(Resolution& r, const models::Graph& graph) {
 }
 
 nlohmann::json quantizer_json(const quant::QuantizerSpec& spec) {
-  const auto& s = quant::fixed_part(spec);
+  if (auto n = std::get_if<quant::IntegerSpec>(&spec))
+    return {{"kind", "integer"},         {"bits", n->bits},
+            {"signed", n->is_signed},    {"symmetric", n->symmetric},
+            {"reduce_range", n->reduce_range}, {"qmin", n->qmin()},
+            {"qmax", n->qmax()},         {"granularity", n->per_channel ? "per_channel" : "per_tensor"},
+            {"averaging_constant", n->averaging_constant}};
+  const auto& s = *quant::fixed_part(spec);
   nlohmann::json j = {{"kind", quant::kind_of(spec)},
                       {"bits", s.k + s.i + s.f},
                       {"signed", s.k > 0},

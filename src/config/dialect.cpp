@@ -1,6 +1,5 @@
-// The dialect registry and load_plan's detection. SparseML recipes are recognised here already,
-// so their users get a plain "not supported yet" instead of a PQuantML key error; its parser
-// registers the same name when it arrives. (NNI: config/nni.cpp; PQuantML: config/pquant_lower.cpp.)
+// The dialect registry and load_plan's detection; SparseML's detector (its reader is
+// config/sparseml/recipe.cpp; NNI: config/nni.cpp; PQuantML: config/pquant_lower.cpp).
 #include "sparq/config/dialect.h"
 
 #include <fmt/format.h>
@@ -8,6 +7,10 @@
 
 #include <filesystem>
 
+#include <fstream>
+#include <sstream>
+
+#include "sparq/config/sparseml.h"
 #include "sparq/error.h"
 #include "sparq/yaml/reader.h"
 
@@ -28,9 +31,9 @@ bool is_sparseml(const YAML::Node& root) {
   if (!root.IsMap()) return false;
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string key = it->first.Scalar();
-    if (key == "version" || key == "modifiers" ||
-        (key.size() > 9 && key.compare(key.size() - 9, 9, "modifiers") == 0) || yaml::has_tag(it->second))
-      return true;
+    if (key == "version" || key.find("modifiers") != std::string::npos || yaml::has_tag(it->second)) return true;
+    if (it->second.IsSequence() && it->second.size() > 0 && yaml::has_tag(it->second[0]))
+      return true;  // a modifier list under the wrong key: the recipe reader says so
     if (it->second.IsMap())  // a staged recipe: stage_name: {..._modifiers: [...]}
       for (auto inner = it->second.begin(); inner != it->second.end(); ++inner)
         if (inner->first.Scalar().find("modifiers") != std::string::npos) return true;
@@ -38,7 +41,10 @@ bool is_sparseml(const YAML::Node& root) {
   return false;
 }
 
-const bool registered = register_dialect({"sparseml", "SparseML recipe", is_sparseml, nullptr});
+const bool registered = register_dialect({"sparseml", "SparseML recipe", is_sparseml,
+                                          [](const std::string& file, const YAML::Node& root, const LoadOptions& o) {
+                                            return read_recipe(file, root, o.recipe_variables);
+                                          }});
 
 }  // namespace
 
@@ -49,14 +55,13 @@ bool register_dialect(Dialect dialect) {
 
 const std::vector<Dialect>& dialects() { return table(); }
 
-Plan load_plan(const std::string& file, const YAML::Node& root) {
+Plan load_plan(const std::string& file, const YAML::Node& root, const LoadOptions& options) {
   for (const auto& d : dialects()) {
     if (!d.detect(root)) continue;
-    if (!d.parse)
-      throw ConfigError(fmt::format("{}: this is a {}: not supported yet by this version of sparq (supported: PQuantML "
-                                    "configs)",
-                                    yaml::where(file, root), d.description));
-    return d.parse(file, root);
+    if (!options.recipe_variables.empty() && d.name != "sparseml")
+      throw ConfigError(fmt::format("{}: --recipe-var {}: recipe variables belong to SparseML recipes, and this is a {}",
+                                    file, options.recipe_variables.begin()->first, d.description));
+    return d.parse(file, root, options);
   }
   std::vector<std::string> known;
   for (const auto& d : dialects()) known.push_back(d.description);
@@ -64,21 +69,46 @@ Plan load_plan(const std::string& file, const YAML::Node& root) {
   // (and the nearest section name).
   if (!root.IsDefined() || root.IsNull() || root.IsMap())
     for (const auto& d : dialects())
-      if (d.name == "pquantml") return d.parse(file, root);
+      if (d.name == "pquantml") return d.parse(file, root, options);
   throw ConfigError(fmt::format("{}: not a config sparq knows; expected one of: {}", yaml::where(file, root),
                                 fmt::join(known, ", ")));
 }
 
+/// A markdown recipe's YAML front matter (the first block between lines "---" or "+++" and
+/// "---"), with every other line blanked so positions stay those of the file.
+yaml::YamlDoc front_matter(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(fmt::format("{}: cannot open file", path));
+  std::string line, text;
+  int state = 0;  // 0 before, 1 inside, 2 after
+  while (std::getline(in, line)) {
+    std::string bare = line;
+    while (!bare.empty() && (bare.back() == '\r' || bare.back() == ' ')) bare.pop_back();
+    if (state == 0 && (bare == "---" || bare == "+++")) state = 1, line.clear();
+    else if (state == 1 && (bare == "---" || bare == "+++")) state = 2, line.clear();
+    else if (state != 1) line.clear();
+    text += line + "\n";
+  }
+  if (state != 2)
+    throw ConfigError(fmt::format("{}: a markdown recipe needs YAML front matter: the recipe between a line '---' and "
+                                  "the next '---'",
+                                  path));
+  return yaml::YamlDoc::load_string(text, path);
+}
+
 yaml::YamlDoc load_config_file(const std::string& path) {
   auto ext = std::filesystem::path(path).extension().string();
+  if (ext == ".md") return front_matter(path);
   if (ext != ".yaml" && ext != ".yml" && ext != ".json")
-    throw ConfigError(fmt::format("{}: unsupported config file type '{}', expected .yaml, .yml or .json", path, ext));
+    throw ConfigError(fmt::format("{}: unsupported config file type '{}', expected .yaml, .yml, .json (or a SparseML "
+                                  ".md recipe)",
+                                  path, ext));
   return yaml::YamlDoc::load_file(path);  // JSON is YAML
 }
 
-Plan load_plan(const std::string& path) {
+Plan load_plan(const std::string& path, const LoadOptions& options) {
   auto doc = load_config_file(path);
-  return load_plan(doc.file, doc.root);
+  return load_plan(doc.file, doc.root, options);
 }
 
 }  // namespace sparq::config

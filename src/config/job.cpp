@@ -38,9 +38,13 @@ ModelSource parse_model(const std::string& file, const YAML::Node& node, const s
     if (is_model_file(s)) m.file = resolve(base, s);
     else m.zoo = s;
   } else {
-    MapReader r(file, node, "model", {"zoo", "file", "widths", "hidden", "blocks", "activation"});
+    MapReader r(file, node, "model", {"zoo", "file", "widths", "hidden", "blocks", "activation", "weights"});
     m.zoo = r.get_string("zoo", "");
     m.file = resolve(base, r.get_string("file", ""));
+    if (r.has("weights")) {
+      m.weights = resolve(base, r.require_string("weights"));
+      if (!fs::exists(m.weights)) r.fail("weights", fmt::format("'{}' does not exist (a model.pt or a run folder)", m.weights));
+    }
     if (m.zoo.empty() == m.file.empty())
       throw ConfigError(fmt::format("{}: model: give exactly one of 'zoo' (a zoo name) or 'file' (a model YAML)",
                                     where(file, node)));
@@ -180,12 +184,12 @@ YamlDoc compression_doc(const YamlDoc& doc, const MapReader& r, const std::strin
   return load_config_file(path);
 }
 
-Plan compression_plan(const YamlDoc& doc, const MapReader& r, const std::string& base) {
+Plan compression_plan(const YamlDoc& doc, const MapReader& r, const std::string& base, const LoadOptions& options) {
   auto config = compression_doc(doc, r, base);
-  return load_plan(config.file, config.root);
+  return load_plan(config.file, config.root, options);
 }
 
-Job parse(const YamlDoc& doc, const std::string& base) {
+Job parse(const YamlDoc& doc, const std::string& base, const LoadOptions& options) {
   MapReader r(doc.file, doc.root, "job", {"name", "model", "data", "training", "output", "compression"});
   Job job;
   job.file = doc.file;
@@ -200,12 +204,15 @@ Job parse(const YamlDoc& doc, const std::string& base) {
   if (!r.node("data")["seed"]) job.data.seed = job.training.seed;  // one seed unless split apart
   job.output = r.get_string("output", "runs/" + job.name);
   if (r.has("compression")) {
-    job.plan = compression_plan(doc, r, base);
+    job.plan = compression_plan(doc, r, base, options);
     if (job.plan.schedule && r.has("training") && r.node("training")["epochs"])
-      throw ConfigError(fmt::format("{}: training.epochs: the compression config's training_parameters give the "
-                                    "schedule (pretraining_epochs, epochs per round, rounds, fine_tuning_epochs); "
-                                    "remove one of them",
-                                    where(doc.file, r.node("training")["epochs"])));
+      throw ConfigError(fmt::format("{}: training.epochs: {}; remove one of them", where(doc.file, r.node("training")["epochs"]),
+                                    job.plan.dialect == "sparseml"
+                                        ? fmt::format("the recipe's modifiers give the epochs ({}, the largest epoch "
+                                                      "they name)",
+                                                      job.plan.schedule->epochs)
+                                        : "the compression config's training_parameters give the schedule "
+                                          "(pretraining_epochs, epochs per round, rounds, fine_tuning_epochs)"));
     if (job.plan.uses_masks() && !job.plan.pruner)
       r.fail("compression", "an NNI config list needs the pruner that reads it (NNI names it in code): "
                             "compression: {pruner: {type: L1NormPruner}, config_list: LIST}");
@@ -231,17 +238,17 @@ bool is_job(const YamlDoc& doc) {
   return doc.root.IsMap() && (doc.root["model"] || doc.root["data"] || doc.root["compression"]);
 }
 
-Plan load_job_plan(const std::string& path) {
+Plan load_job_plan(const std::string& path, const LoadOptions& options) {
   auto config = load_job_compression(YamlDoc::load_file(path));
-  return load_plan(config.file, config.root);
+  return load_plan(config.file, config.root, options);
 }
 
-Job load_job(const std::string& path) {
-  return parse(YamlDoc::load_file(path), fs::path(path).parent_path().string());
+Job load_job(const std::string& path, const LoadOptions& options) {
+  return parse(YamlDoc::load_file(path), fs::path(path).parent_path().string(), options);
 }
 
-Job parse_job(const std::string& text, const std::string& name, const std::string& base_dir) {
-  return parse(YamlDoc::load_string(text, name), base_dir);
+Job parse_job(const std::string& text, const std::string& name, const std::string& base_dir, const LoadOptions& options) {
+  return parse(YamlDoc::load_string(text, name), base_dir, options);
 }
 
 Job default_job() {

@@ -602,7 +602,7 @@ bool is_nni(const YAML::Node& root) {
   return is_nni_list(root) || (root.IsMap() && (root["config_list"] || root["pruner"]));
 }
 
-Plan read_nni(const std::string& file, const YAML::Node& root) {
+Plan read_nni(const std::string& file, const YAML::Node& root, const LoadOptions&) {
   return root.IsMap() ? read_nni_section(file, root) : read_nni_list(file, root);
 }
 

@@ -30,7 +30,7 @@ Rule op_rule(std::vector<std::string> ops, quant::QuantizerSpec in, quant::Quant
 }
 
 quant::QuantizerSpec with_sign(quant::QuantizerSpec spec, int k, int extra_f = 0) {
-  auto& s = quant::fixed_part(spec);
+  auto& s = *quant::fixed_part(spec);  // PQuantML specs are fixed-point
   s.k = k, s.f += extra_f;
   return spec;
 }
@@ -160,7 +160,7 @@ const bool registered = register_dialect({
         if (std::find(kSections.begin(), kSections.end(), it->first.Scalar()) != kSections.end()) return true;
       return root.size() == 0;  // `{}`: every section at its default
     },
-    parse_pquant,
+    [](const std::string& file, const YAML::Node& root, const LoadOptions&) { return parse_pquant(file, root); },
 });
 }  // namespace
 

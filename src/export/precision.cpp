@@ -17,6 +17,22 @@ namespace {
 
 nlohmann::json target_json(const quant::Quantizer& q) {
   const auto d = q->describe();
+  if (d.kind == "integer") {
+    const int bits = d.k.at(0) + d.i.at(0);
+    const std::string type = fmt::format("{}int{}", d.k.at(0) ? "" : "u", bits);
+    return {{"kind", d.kind},
+            {"granularity", quant::to_string(d.granularity)},
+            {"shape", d.shape},
+            {"k", d.k},
+            {"bits", bits},
+            {"qmin", d.qmin},
+            {"qmax", d.qmax},
+            {"scale", d.scale},
+            {"zero_point", d.zero_point},
+            {"types", {{type, d.k.size()}}},
+            {"zero_width", 0},
+            {"mean_bits", bits}};
+  }
   std::map<std::string, int64_t> types;
   int64_t zero_width = 0;
   double bits = 0;

@@ -116,7 +116,9 @@ torch::Tensor PQLayer::masked(const std::string& target, const torch::Tensor& x)
 
 torch::Tensor PQWeightLayer::effective_weight() {
   auto prune = [&](const torch::Tensor& w) { return pruning_ && enable_pruning ? pruning_->apply(w) : w; };
-  return masked("weight", pruning_first ? quantize(weight_q, prune(weight)) : prune(quantize(weight_q, weight)));
+  // pruning first: the mask too comes before the quantizer (its observer sees the zeros, as SparseML's QAT does)
+  if (pruning_first) return quantize(weight_q, masked("weight", prune(weight)));
+  return masked("weight", prune(quantize(weight_q, weight)));
 }
 
 torch::Tensor PQWeightLayer::effective_bias() { return bias.defined() ? masked("bias", quantize(bias_q, bias)) : bias; }

@@ -254,12 +254,20 @@ torch::Tensor GraphImpl::forward(torch::Tensor x) {
     Node& node = nodes_[n];
     in.clear();
     for (int i : node.inputs) in.push_back(i < 0 ? x : values[i]);
-    values[n] = node.module.is_empty() ? node.info->apply(node, in) : node.module.forward(in[0]);
+    values[n] = node.skipped ? in[0] : node.module.is_empty() ? node.info->apply(node, in) : node.module.forward(in[0]);
     // Free intermediate values as soon as their last reader has run.
     for (int i : node.inputs)
       if (i >= 0 && last_use_[i] == static_cast<int>(n) && i != output_) values[i] = torch::Tensor();
   }
   return values[output_];
+}
+
+void GraphImpl::set_skipped(const std::string& name, bool skipped) {
+  Node& node = nodes_[index_of(name)];
+  auto in = node.inputs.empty() || node.inputs[0] < 0 ? input_shape_ : nodes_[node.inputs[0]].out_shape;
+  if (skipped && in != node.out_shape)
+    throw ModelError(fmt::format("node '{}' cannot be skipped: its input and output shapes differ", name));
+  node.skipped = skipped;
 }
 
 int64_t parameter_count(const Node& node) {

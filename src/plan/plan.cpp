@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "sparq/error.h"
 
@@ -161,8 +162,60 @@ bool SearchSpace::operator==(const SearchSpace& o) const {
 
 bool Plan::operator==(const Plan& o) const {
   return dialect == o.dialect && rules == o.rules && precedence == o.precedence && schedule == o.schedule &&
-         events == o.events && pruner == o.pruner &&
+         events == o.events && modifiers == o.modifiers && pruner == o.pruner &&
          auto_dependency_groups == o.auto_dependency_groups && speedup == o.speedup && fitcompress == o.fitcompress && search == o.search;
+}
+
+std::string to_string(const MaskType& t) {
+  switch (t.kind) {
+    case MaskType::Kind::Unstructured: return "unstructured";
+    case MaskType::Kind::Block: return t.four_block ? "block4" : fmt::format("[{}, {}]", t.a, t.b);
+    case MaskType::Kind::NM: return fmt::format("{}:{}", t.n, t.m);
+    case MaskType::Kind::Filter: return "filter";
+    case MaskType::Kind::Channel: return "channel";
+  }
+  return "?";
+}
+
+namespace {
+auto modifier_fields(const Modifier& m) {
+  return std::tie(m.type, m.tag, m.stage, m.start_epoch, m.end_epoch, m.update_frequency, m.params, m.init_sparsity,
+                  m.init_from_param, m.final_sparsity, m.final_sparsity_map, m.inter_func, m.leave_enabled,
+                  m.global_sparsity, m.momentum_buffer_reset, m.mask_type, m.param_name_groups, m.layers, m.lr_class,
+                  m.lr_func, m.learning_rate, m.init_lr, m.final_lr, m.gamma, m.step_size, m.lr_min, m.cycle_epochs,
+                  m.init_lr_set, m.milestones, m.param_groups, m.weight_decay, m.trainable, m.val, m.init_val,
+                  m.final_val, m.val_shape, m.disable_observer_epoch, m.freeze_bn_epoch, m.submodules, m.ignore,
+                  m.weight_bits, m.activation_bits, m.symmetric_activations, m.weights_per_channel,
+                  m.quantize_linear_activations, m.quantize_conv_activations, m.fuse);
+}
+}  // namespace
+
+bool Modifier::operator==(const Modifier& o) const { return modifier_fields(*this) == modifier_fields(o); }
+
+int64_t max_epochs(const std::vector<Modifier>& modifiers) {
+  double out = -1;
+  for (const auto& m : modifiers) {
+    if (m.start_epoch > -1) out = std::max(out, std::ceil(m.start_epoch));
+    if (m.end_epoch > -1) out = std::max(out, std::ceil(m.end_epoch));
+  }
+  return static_cast<int64_t>(out);
+}
+
+int64_t min_epochs(const std::vector<Modifier>& modifiers) {
+  double out = -1;
+  for (const auto& m : modifiers)
+    if (m.start_epoch > -1) out = out < 0 ? std::floor(m.start_epoch) : std::min(out, std::floor(m.start_epoch));
+  return static_cast<int64_t>(out);
+}
+
+std::vector<Modifier> ordered(std::vector<Modifier> modifiers) {
+  auto end_key = [](const Modifier& m) { return m.end_epoch == -1 ? HUGE_VAL : m.end_epoch; };
+  std::stable_sort(modifiers.begin(), modifiers.end(), [&](const Modifier& a, const Modifier& b) {
+    if (end_key(a) != end_key(b)) return end_key(a) < end_key(b);
+    if (a.start_epoch != b.start_epoch) return a.start_epoch < b.start_epoch;
+    return a.type < b.type;
+  });
+  return modifiers;
 }
 
 bool MaskSetting::operator==(const MaskSetting& o) const {

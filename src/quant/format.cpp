@@ -25,13 +25,44 @@ const char* to_string(Granularity g) {
   return "?";
 }
 
-const char* kind_of(const QuantizerSpec& spec) { return std::holds_alternative<HgqSpec>(spec) ? "hgq" : "fixed"; }
-
-const FixedSpec& fixed_part(const QuantizerSpec& spec) {
-  return std::visit([](const auto& s) -> const FixedSpec& { return s; }, spec);
+const char* kind_of(const QuantizerSpec& spec) {
+  if (std::holds_alternative<HgqSpec>(spec)) return "hgq";
+  if (std::holds_alternative<IntegerSpec>(spec)) return "integer";
+  return "fixed";
 }
-FixedSpec& fixed_part(QuantizerSpec& spec) {
-  return std::visit([](auto& s) -> FixedSpec& { return s; }, spec);
+
+const FixedSpec* fixed_part(const QuantizerSpec& spec) {
+  if (auto h = std::get_if<HgqSpec>(&spec)) return h;
+  return std::get_if<FixedSpec>(&spec);
+}
+FixedSpec* fixed_part(QuantizerSpec& spec) {
+  if (auto h = std::get_if<HgqSpec>(&spec)) return h;
+  return std::get_if<FixedSpec>(&spec);
+}
+
+int64_t IntegerSpec::qmin() const {
+  int b = reduce_range ? bits - 1 : bits;
+  return is_signed ? -(int64_t{1} << (b - 1)) : 0;
+}
+int64_t IntegerSpec::qmax() const {
+  int b = reduce_range ? bits - 1 : bits;
+  return is_signed ? (int64_t{1} << (b - 1)) - 1 : (int64_t{1} << b) - 1;
+}
+
+void IntegerSpec::validate() const {
+  int lo = (is_signed ? 2 : 1) + (reduce_range ? 1 : 0);
+  if (bits < lo || bits > 32)
+    throw Error(fmt::format("integer quantizer: {} bits is out of range ({}int needs {} to 32)", bits,
+                            is_signed ? "" : "u", lo));
+  if (!(averaging_constant > 0 && averaging_constant <= 1))
+    throw Error(fmt::format("integer quantizer: averaging_constant {} must lie in (0, 1]", averaging_constant));
+}
+
+std::string to_string(const QuantizerSpec& spec) {
+  if (auto n = std::get_if<IntegerSpec>(&spec))
+    return fmt::format("{}int{} {}{} {}", n->is_signed ? "" : "u", n->bits, n->symmetric ? "symmetric" : "affine",
+                       n->reduce_range ? " reduce_range" : "", n->per_channel ? "per_channel" : "per_tensor");
+  return fmt::format("{} {}", kind_of(spec), fixed_part(spec)->format().type_name());
 }
 
 int QuantFormat::max_bits() const {

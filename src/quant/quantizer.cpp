@@ -28,7 +28,7 @@ torch::Tensor ste_round(const torch::Tensor& t) { return t + (torch::round(t) - 
 }  // namespace
 
 FixedPointQuantizerImpl::FixedPointQuantizerImpl(const QuantizerSpec& spec, std::vector<int64_t> shape, bool is_data)
-    : spec_(fixed_part(spec)), is_data_(is_data) {
+    : spec_(*fixed_part(spec)), is_data_(is_data) {
   if (auto h = std::get_if<HgqSpec>(&spec)) hgq_ = true, gamma_ = h->gamma;
   spec_.format().validate();
   if (hgq_) {

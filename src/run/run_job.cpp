@@ -10,6 +10,7 @@
 #include "sparq/prune/mask_pruner.h"
 #include "sparq/prune/methods.h"
 #include "sparq/train/callbacks.h"
+#include "sparq/train/modifiers.h"
 
 namespace sparq {
 
@@ -79,6 +80,7 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   int64_t outputs = result.classification ? train.num_classes : (train.y.dim() > 1 ? train.y.size(1) : 1);
   RunRng rng(job.training.seed);
   models::Graph model(config::model_spec(job.model, train.sample_shape(), outputs));
+  if (!job.model.weights.empty()) models::load_weights(model, job.model.weights);
   observer.on_model(job, model, train::resolve_device(job.training.device));
   Resolution resolution;
   if (job.plan.compresses()) {
@@ -91,6 +93,7 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   for (const auto& message : ineffective_settings(job, steps)) observer.on_warning(job, message);
   train::Trainer trainer(model, job.training, job.plan.schedule, job.plan.events);
   if (job.plan.pruner) trainer.add_loss_term(prune::make_pruner(*job.plan.pruner, resolution, model));
+  for (auto& modifier : train::make_modifiers(job.plan, resolution, model)) trainer.add_callback(modifier);
   train::write_run_folder(trainer, job.output, result.classification);
   observer.on_trainer(job, trainer);
   const auto& eval = splits.validation.size() > 0 ? splits.validation : splits.test;

@@ -171,17 +171,48 @@ std::vector<size_t> Trainer::matching_groups(const std::string& regex) const {
   return out;
 }
 
-void Trainer::set_lr(const std::string& regex, double lr) {
-  for (auto g : matching_groups(regex)) optimizer_->param_groups()[g].options().set_lr(lr);
-}
+void Trainer::set_lr(const std::string& regex, double lr) { set_lr(matching_groups(regex), lr); }
 
 void Trainer::set_weight_decay(const std::string& regex, double weight_decay) {
-  for (auto g : matching_groups(regex)) {
+  set_weight_decay(matching_groups(regex), weight_decay);
+}
+
+namespace {
+std::vector<size_t> groups_or_all(const std::vector<size_t>& groups, size_t count) {
+  std::vector<size_t> out = groups;
+  if (out.empty())
+    for (size_t g = 0; g < count; ++g) out.push_back(g);
+  for (auto g : out)
+    if (g >= count)
+      throw Error(fmt::format("optimizer parameter group {} does not exist: this model's optimizer has {} (one per "
+                              "layer with parameters, in graph order)",
+                              g, count));
+  return out;
+}
+}  // namespace
+
+void Trainer::set_lr(const std::vector<size_t>& groups, double lr) {
+  for (auto g : groups_or_all(groups, optimizer_->param_groups().size()))
+    optimizer_->param_groups()[g].options().set_lr(lr);
+}
+
+void Trainer::set_weight_decay(const std::vector<size_t>& groups, double weight_decay) {
+  for (auto g : groups_or_all(groups, optimizer_->param_groups().size())) {
     auto& o = optimizer_->param_groups()[g].options();
     if (auto* adam = dynamic_cast<torch::optim::AdamOptions*>(&o)) adam->weight_decay(weight_decay);
     else if (auto* adamw = dynamic_cast<torch::optim::AdamWOptions*>(&o)) adamw->weight_decay(weight_decay);
     else if (auto* sgd = dynamic_cast<torch::optim::SGDOptions*>(&o)) sgd->weight_decay(weight_decay);
   }
+}
+
+double Trainer::lr(size_t group) const { return optimizer_->param_groups().at(group).options().get_lr(); }
+
+double Trainer::weight_decay(size_t group) const {
+  auto& o = optimizer_->param_groups().at(group).options();
+  if (auto* adam = dynamic_cast<torch::optim::AdamOptions*>(&o)) return adam->weight_decay();
+  if (auto* adamw = dynamic_cast<torch::optim::AdamWOptions*>(&o)) return adamw->weight_decay();
+  if (auto* sgd = dynamic_cast<torch::optim::SGDOptions*>(&o)) return sgd->weight_decay();
+  return 0;
 }
 
 void Trainer::set_trainable(const std::string& regex, bool trainable) {
@@ -265,7 +296,7 @@ StepResult Trainer::step(const torch::Tensor& x, const torch::Tensor& y) {
     terms[t] = terms_[t]->compute(*this, ctx_);
     if (terms[t].defined()) objective = objective + terms[t];
   }
-  objective.backward();
+  if (objective.requires_grad()) objective.backward();  // else every parameter is frozen: nothing trains
   for (auto* c : all_) c->on_after_backward(*this, ctx_);
   optimizer_->step();
   loss_sum_ += loss.detach().to(torch::kFloat64) * x.size(0);

@@ -87,7 +87,7 @@ TEST(Resolve, PrecedenceSelectorsAndNames) {
   plan.rules = {convs, conv1, all_but_fc};
   auto bits = [&](const Resolution& r, const std::string& name) {
     const auto& q = r.find(name)->targets.at("weight").quantizer;
-    return q ? quant::fixed_part(*q).k + quant::fixed_part(*q).i + quant::fixed_part(*q).f : 0;
+    return q ? quant::fixed_part(*q)->k + quant::fixed_part(*q)->i + quant::fixed_part(*q)->f : 0;
   };
   auto later = resolve(plan, g);  // PQuantML and NNI v2: a later rule overrides
   EXPECT_EQ(bits(later, "conv1"), 6);

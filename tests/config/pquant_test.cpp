@@ -68,15 +68,15 @@ quantization_parameters:
   const auto& fc1 = r.find("fc1")->targets;
   EXPECT_FALSE(fc1.at(kInput).quantizer);  // quantize: false
   ASSERT_TRUE(fc1.at("weight").quantizer);
-  EXPECT_EQ(quant::fixed_part(*fc1.at("weight").quantizer).i, 1);
-  EXPECT_EQ(quant::fixed_part(*fc1.at("weight").quantizer).f, 5);
-  EXPECT_EQ(quant::fixed_part(*fc1.at("bias").quantizer).f, 7);  // the override is the weight's only
+  EXPECT_EQ(quant::fixed_part(*fc1.at("weight").quantizer)->i, 1);
+  EXPECT_EQ(quant::fixed_part(*fc1.at("weight").quantizer)->f, 5);
+  EXPECT_EQ(quant::fixed_part(*fc1.at("bias").quantizer)->f, 7);  // the override is the weight's only
   EXPECT_TRUE(fc1.at(kOutput).quantizer);
-  const auto& relu = quant::fixed_part(*r.find("relu1")->targets.at(kInput).quantizer);
+  const auto& relu = *quant::fixed_part(*r.find("relu1")->targets.at(kInput).quantizer);
   EXPECT_EQ(relu.k, 0);  // unsigned, one more fractional bit
   EXPECT_EQ(relu.f, 5);
   EXPECT_EQ(r.find("relu1")->module.function, std::nullopt);
-  EXPECT_EQ(quant::fixed_part(*r.find("fc2")->targets.at("weight").quantizer).f, 7);
+  EXPECT_EQ(quant::fixed_part(*r.find("fc2")->targets.at("weight").quantizer)->f, 7);
 }
 
 TEST(PQuantConfig, DefaultsAndSeed000Overflow) {

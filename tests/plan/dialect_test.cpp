@@ -29,13 +29,11 @@ TEST(Dialects, DetectedFromTheDocumentShape) {
   EXPECT_EQ(plan_of("- op_types: [Linear]\n  sparsity: 0.5\n").dialect, "nni-v2");
   EXPECT_EQ(plan_of("pruner: {type: L1NormPruner}\nconfig_list: [{op_types: [Linear], sparse_ratio: 0.5}]\n").dialect,
             "nni-v3");
-  EXPECT_NE(error_of("version: 1.1.0\nmodifiers:\n  - !EpochRangeModifier {start_epoch: 0, end_epoch: 10}\n")
-                .find("SparseML recipe: not supported yet"),
-            std::string::npos);
-  EXPECT_NE(error_of("!GlobalMagnitudePruningModifier {params: __ALL_PRUNABLE__, init_sparsity: 0.05}\n")
-                .find("SparseML recipe"),
-            std::string::npos);
-  EXPECT_NE(error_of("training_modifiers:\n  - !EpochRangeModifier {end_epoch: 3}\n").find("SparseML recipe"),
+  EXPECT_EQ(plan_of("version: 1.1.0\nmodifiers:\n  - !EpochRangeModifier {start_epoch: 0, end_epoch: 10}\n").dialect,
+            "sparseml");
+  EXPECT_EQ(plan_of("!SetLearningRateModifier {learning_rate: 0.1}\n").dialect, "sparseml");
+  EXPECT_EQ(plan_of("training_modifiers:\n  - !EpochRangeModifier {start_epoch: 0, end_epoch: 3}\n").dialect, "sparseml");
+  EXPECT_NE(error_of("stuff:\n  - !EpochRangeModifier {start_epoch: 0, end_epoch: 3}\n").find("invalid modifier location"),
             std::string::npos);
   // A mapping of unknown sections is read as PQuantML, whose reader names the nearest section.
   EXPECT_NE(error_of("quantisation_parameters: {}\n").find("did you mean 'quantization_parameters'"), std::string::npos);

@@ -30,9 +30,19 @@ struct ResolvedModule {
   std::string where;     ///< config position of the last rule that set a target, for errors
 };
 
+/// What one of the plan's modifiers acts on in the graph (spec sparseml §3.5): its parameters as
+/// (node, target) pairs in graph order, each one's final sparsity for pruning modifiers, or the
+/// nodes of LayerPruningModifier.
+struct ModifierTargets {
+  std::vector<std::pair<std::string, std::string>> params;
+  std::vector<double> final_sparsity;
+  std::vector<std::string> layers;
+};
+
 struct Resolution {
   std::string dialect;
   std::vector<ResolvedModule> modules;  ///< every node of the graph, in order
+  std::vector<ModifierTargets> modifiers;  ///< one per plan modifier, in the plan's order
   /// Settings that do not take effect: a later rule's target that an earlier rule set (first
   /// wins), a rule that selects nothing, a name the model lacks.
   std::vector<std::string> warnings;
@@ -42,6 +52,11 @@ struct Resolution {
 /// Applies the plan's rules to the graph's nodes. Throws ConfigError where a rule names a module
 /// the graph lacks (with the nearest name) or a setting does not fit its target.
 Resolution resolve(const Plan& plan, const models::Graph& graph);
+
+/// The targets of one modifier. Throws ConfigError (at the modifier's position) for a name or
+/// pattern that matches no parameter (strictly for pruning modifiers, per params_strict
+/// otherwise), a regex that does not compile, and a pruned parameter that no PQ layer can mask.
+ModifierTargets match_modifier(const Modifier& modifier, const models::Graph& graph);
 
 /// Gives the weight targets of every channel-dependency set of the graph (residual adds) one
 /// dependency group ("auto:<first layer>"); resolve() calls it for plans that ask for it.

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "sparq/config/dialect.h"
 #include "sparq/data/dataset.h"
 #include "sparq/models/graph.h"
 #include "sparq/plan.h"
@@ -17,6 +18,7 @@ struct ModelSource {
   std::string zoo;                ///< "mlp", "jet_tagger", "lenet", "resnet"; empty when `file` is set
   models::ZooOptions zoo_options;
   std::string file;               ///< model YAML path
+  std::string weights;            ///< start from these weights (a model.pt or a run folder); "" random
 };
 
 struct Job {
@@ -31,15 +33,16 @@ struct Job {
 };
 
 /// Reads and validates a job file. Relative paths in it are relative to the file's folder.
-Job load_job(const std::string& path);
+Job load_job(const std::string& path, const LoadOptions& options = {});
 /// Only the `compression:` plan of a job file (no data or model is loaded or checked).
-Plan load_job_plan(const std::string& path);
+Plan load_job_plan(const std::string& path, const LoadOptions& options = {});
 /// The compression config of a loaded job file: inline, or the file it names (relative to the
 /// job). Throws ConfigError when the job has none.
 yaml::YamlDoc load_job_compression(const yaml::YamlDoc& job);
 /// Whether a document is a job file (a mapping with model, data or compression) rather than a config.
 bool is_job(const yaml::YamlDoc& doc);
-Job parse_job(const std::string& text, const std::string& name, const std::string& base_dir = ".");
+Job parse_job(const std::string& text, const std::string& name, const std::string& base_dir = ".",
+              const LoadOptions& options = {});
 /// The built-in default job: Fashion-MNIST, lenet with 8-bit weights and activations, 3 epochs.
 Job default_job();
 

@@ -44,6 +44,7 @@ struct Node {
   torch::nn::AnyModule module;      ///< empty for built-in ops
   std::map<std::string, Attr> attrs;
   std::vector<int64_t> out_shape;   ///< one sample, without the batch dimension
+  bool skipped = false;             ///< forward passes its first input through (SparseML's layer pruning)
 };
 
 class GraphImpl : public torch::nn::Module {
@@ -65,6 +66,9 @@ class GraphImpl : public torch::nn::Module {
   /// Puts `module` in place of node `name`, keeping its edges and source op (used by compression);
   /// `op` is the new module's class name.
   void replace(const std::string& name, torch::nn::AnyModule module, const std::string& op);
+  /// Makes node `name` an identity of its first input (true) or itself again (false); its input
+  /// and output shapes must be equal.
+  void set_skipped(const std::string& name, bool skipped);
 
  private:
   void register_node(Node& node);
@@ -78,6 +82,11 @@ TORCH_MODULE(Graph);
 
 /// Number of parameters (elements) of the module of one node (0 for built-in ops).
 int64_t parameter_count(const Node& node);
+
+/// Copies parameters and buffers into `graph` from a model.pt that sparq wrote (a file, or a run
+/// folder holding one): every float parameter and buffer of the graph must be there with its
+/// shape; extra entries (quantizers, masks of a compressed run) are ignored. Throws ConfigError.
+void load_weights(Graph& graph, const std::string& path);
 
 // ---- model YAML ----
 

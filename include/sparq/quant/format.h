@@ -79,14 +79,36 @@ struct HgqSpec : FixedSpec {
   bool operator==(const HgqSpec& o) const { return FixedSpec::operator==(o) && gamma == o.gamma; }
 };
 
-/// What a Plan says one target's quantizer is. Integer affine quantizers join with their issue.
-using QuantizerSpec = std::variant<FixedSpec, HgqSpec>;
+/// An integer quantizer (SparseML's QAT, NNI's quant_dtype; torch FakeQuantize semantics, spec
+/// sparseml §2.12.5): q = clamp(round(x / scale) + zp, qmin, qmax), value (q - zp) * scale, with
+/// scale and zero point from a moving-average min/max observer.
+struct IntegerSpec {
+  int bits = 8;
+  bool is_signed = true;      ///< [-2^(b-1), 2^(b-1) - 1]; unsigned [0, 2^b - 1]
+  bool symmetric = false;     ///< zero point 0 (signed) / the middle code (unsigned)
+  bool reduce_range = false;  ///< one bit less of range (torch's reduce_range)
+  bool per_channel = false;   ///< one observer per output channel (dim 0) of a weight
+  double averaging_constant = 0.01;  ///< the observer's EMA step after the first batch
+  int64_t qmin() const;
+  int64_t qmax() const;
+  /// Throws sparq::Error unless 1 <= bits <= 32 (2 for signed) and 0 < averaging_constant <= 1.
+  void validate() const;
+  bool operator==(const IntegerSpec& o) const {
+    return bits == o.bits && is_signed == o.is_signed && symmetric == o.symmetric && reduce_range == o.reduce_range &&
+           per_channel == o.per_channel && averaging_constant == o.averaging_constant;
+  }
+};
 
-/// "fixed" or "hgq": the registered quantizer kind of a spec.
+/// What a Plan says one target's quantizer is.
+using QuantizerSpec = std::variant<FixedSpec, HgqSpec, IntegerSpec>;
+
+/// "fixed", "hgq" or "integer": the registered quantizer kind of a spec.
 const char* kind_of(const QuantizerSpec& spec);
-/// The fixed-point part of a spec (every kind today is fixed-point).
-const FixedSpec& fixed_part(const QuantizerSpec& spec);
-FixedSpec& fixed_part(QuantizerSpec& spec);
+/// The fixed-point part of a fixed or HGQ spec, nullptr for an integer spec.
+const FixedSpec* fixed_part(const QuantizerSpec& spec);
+FixedSpec* fixed_part(QuantizerSpec& spec);
+/// "fixed ap_fixed<8,1,AP_RND,AP_SAT>", "hgq ...", "int8 symmetric per_tensor".
+std::string to_string(const QuantizerSpec& spec);
 
 /// How a quantizer quantizes, as it describes itself: the one record printers and exporters read.
 struct QuantFormat {
@@ -97,6 +119,11 @@ struct QuantFormat {
   OverflowMode overflow = OverflowMode::SAT;
   std::vector<int64_t> shape;  ///< shape of the per-element widths ([] per tensor)
   std::vector<int> k, i, f;    ///< integer widths per element (one entry per tensor); W = k + i + f
+  /// Integer quantizers: per tensor or per channel (dim 0), value = (q - zero_point) * scale,
+  /// q in [qmin, qmax]; k/i/f then hold the sign bit and the total width in i.
+  std::vector<double> scale;
+  std::vector<int64_t> zero_point;
+  int64_t qmin = 0, qmax = 0;
   /// The format of element `e` (zero width when k + i + f <= 0).
   FixedFormat element(size_t e = 0) const { return {k.at(e), i.at(e), f.at(e), round, overflow}; }
   /// Largest width over the elements.

@@ -174,6 +174,11 @@ class Trainer {
   /// Sets the learning rate / weight decay of the groups whose name matches `regex` ("" all).
   void set_lr(const std::string& regex, double lr);
   void set_weight_decay(const std::string& regex, double weight_decay);
+  /// The same by group index (empty: every group); throws sparq::Error for an index out of range.
+  void set_lr(const std::vector<size_t>& groups, double lr);
+  void set_weight_decay(const std::vector<size_t>& groups, double weight_decay);
+  double lr(size_t group) const;
+  double weight_decay(size_t group) const;
   /// Freezes (false) or unfreezes the parameters of the matching groups.
   void set_trainable(const std::string& regex, bool trainable);
   /// Turns every quantizer of the model on or off.

@@ -1,0 +1,113 @@
+// SparseML recipes through the sparq program: seed 004's recipe unchanged (sparsity per epoch in
+// metrics.jsonl on the cubic curve, 80% at its end), a recipe's timeline in `sparq inspect`,
+// --recipe-var, starting from an earlier run's weights with ConstantPruning, and bad recipes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "sparq/prune/mask_creators.h"
+#include "test_util.h"
+
+using sparq::test::run_sparq;
+using sparq::test::TempDir;
+using sparq::test::write_file;
+
+namespace {
+
+std::vector<nlohmann::json> metrics(const std::string& dir) {
+  std::ifstream in(dir + "/metrics.jsonl");
+  std::vector<nlohmann::json> out;
+  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+std::string source(const std::string& path) { return std::string(SPARQ_SOURCE_DIR) + "/" + path; }
+
+}  // namespace
+
+TEST(SparsemlCli, SeedRecipeRunsUnchangedOnTheCubicCurve) {
+  TempDir dir("sml_seed");
+  write_file(dir.file("job.yaml"), "model: lenet\ndata: {dataset: fashion_mnist, train_limit: 512, test_limit: 256}\n"
+                                   "training: {batch_size: 256, progress: none}\noutput: " + dir.file("run") +
+                                       "\ncompression: " + source("examples/sparseml/seed_gradual_ks.yaml") + "\n");
+  auto r = run_sparq("run " + dir.file("job.yaml"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("recipe: 2 modifier(s)"), std::string::npos) << r.output;
+  auto m = metrics(dir.file("run"));
+  ASSERT_EQ(m.size(), 25u);  // the recipe's EpochRangeModifier
+  for (size_t e = 0; e < m.size(); ++e) {
+    double expected = e < 5 ? 0 : sparq::prune::interpolate_sparsity(static_cast<double>(e), 5, 20, 0.05, 0.8, "cubic");
+    EXPECT_NEAR(m[e]["sparsity"].get<double>(), expected, 2e-3) << "epoch " << e + 1;
+  }
+  EXPECT_NEAR(m[20]["sparsity"].get<double>(), 0.8, 0.005);  // end_epoch 20: the first step of the 21st epoch
+  EXPECT_NEAR(m[24]["sparsity"].get<double>(), 0.8, 0.005);
+
+  // a second job starts from these weights and keeps their zeros with ConstantPruning
+  write_file(dir.file("keep.yaml"), "modifiers:\n  - !ConstantKSModifier {params: __ALL__}\n"
+                                    "  - !EpochRangeModifier {start_epoch: 0, end_epoch: 2}\n");
+  write_file(dir.file("job2.yaml"), "model: {zoo: lenet, weights: " + dir.file("run") +
+                                        "}\ndata: {dataset: fashion_mnist, train_limit: 512, test_limit: 256}\n"
+                                        "training: {batch_size: 256, progress: none, lr: 0.01}\noutput: " +
+                                        dir.file("run2") + "\ncompression: keep.yaml\n");
+  auto r2 = run_sparq("run " + dir.file("job2.yaml"));
+  ASSERT_EQ(r2.exit_code, 0) << r2.output;
+  auto m2 = metrics(dir.file("run2"));
+  ASSERT_EQ(m2.size(), 2u);
+  EXPECT_NEAR(m2.back()["sparsity"].get<double>(), m.back()["sparsity"].get<double>(), 1e-4);
+}
+
+TEST(SparsemlCli, InspectPrintsTheTimeline) {
+  auto r = run_sparq("inspect " + source("examples/sparseml/prune_qat.md") + " --model lenet --steps-per-epoch 10");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("GMPruningModifier  epochs [1, 6)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("6 update(s) (sparsity after it) at epochs: 1: 0.05"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("6: 0.8"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("QuantizationModifier  from epoch 7"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("7: 0.0002"), std::string::npos) << r.output;  // the lr at epoch 7's first step
+  auto longer = run_sparq("inspect " + source("examples/sparseml/prune_qat.md") +
+                          " --model lenet --steps-per-epoch 10 --recipe-var num_epochs=12");
+  ASSERT_EQ(longer.exit_code, 0) << longer.output;
+  EXPECT_NE(longer.output.find("GMPruningModifier  epochs [1, 8)"), std::string::npos) << longer.output;
+  auto json = run_sparq("inspect " + source("examples/sparseml/prune_qat.md") + " --model lenet --steps-per-epoch 10 --json");
+  ASSERT_EQ(json.exit_code, 0) << json.output;
+  auto j = nlohmann::json::parse(json.output);
+  const auto& mods = j.at("recipe").at("modifiers");
+  ASSERT_EQ(mods[0].at("type"), "GMPruningModifier");
+  EXPECT_EQ(mods[0].at("updates").size(), 6u);
+  EXPECT_NEAR(mods[0].at("updates")[5].at("sparsity").get<double>(), 0.8, 1e-3);
+  EXPECT_EQ(mods[0].at("params").size(), 4u);  // lenet's conv1, conv2, fc1, fc2 weights
+}
+
+TEST(SparsemlCli, BadRecipesExitWith2AndOneLine) {
+  TempDir dir("sml_bad");
+  const std::pair<const char*, const char*> cases[] = {
+      {"modifiers:\n  - !GMPruningModifier {params: ['re:nothing.*'], init_sparsity: 0.05, final_sparsity: 0.5, "
+       "start_epoch: 0, end_epoch: 2, update_frequency: 1}\n",
+       "r.yaml:2:5: !GMPruningModifier: params: 're:nothing.*' matches no parameter of model 'lenet'"},
+      {"modifiers:\n  - !TrainableParamsModifier {params: [fc9.weight], trainable: false}\n",
+       "params: 'fc9.weight' matches no parameter of model 'lenet' (did you mean"},
+      {"modifiers:\n  - !SetParamModifier {params: [fc2.bias], val: [1, 2]}\n", "the value has shape [2], but fc2.bias"},
+      {"modifiers:\n  - !LayerPruningModifier {layers: [conv1]}\n", "cannot be skipped"},
+      {"modifiers:\n  - !GMPruningModifier {params: __ALL__, init_sparsity: 0.05, final_sparsity: 0.4, start_epoch: 0, "
+       "end_epoch: 2, update_frequency: 1, mask_type: '2:4'}\n",
+       "the sparsity 0.05 must be 0 or 0.5"},
+  };
+  for (const auto& [text, expected] : cases) {
+    write_file(dir.file("r.yaml"), text);
+    auto r = run_sparq("inspect " + dir.file("r.yaml") + " --model lenet");
+    EXPECT_EQ(r.exit_code, 2) << text << r.output;
+    EXPECT_NE(r.output.find(expected), std::string::npos) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  }
+  write_file(dir.file("job.yaml"), "model: lenet\ndata: {dataset: random, shape: [1, 28, 28], samples: 64}\n"
+                                   "training: {epochs: 3}\ncompression: {modifiers: [!EpochRangeModifier {start_epoch: 0, "
+                                   "end_epoch: 2}]}\n");
+  auto r = run_sparq("run " + dir.file("job.yaml"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("training.epochs: the recipe's modifiers give the epochs (2"), std::string::npos) << r.output;
+  auto var = run_sparq("run " + dir.file("job.yaml") + " --recipe-var x");
+  EXPECT_EQ(var.exit_code, 2);
+  EXPECT_NE(var.output.find("--recipe-var 'x': expected name=value"), std::string::npos) << var.output;
+}

@@ -100,6 +100,17 @@ inline void write_file(const std::string& path, const std::string& text) {
   std::fclose(f);
 }
 
+/// A file's whole text ("" when it cannot be read).
+inline std::string read_text(const std::string& path) {
+  std::string text;
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
+    std::fclose(f);
+  }
+  return text;
+}
+
 /// The Plan of a PQuantML config given as text (errors name "c.yaml").
 inline Plan pquant_plan(const std::string& text) {
   auto doc = yaml::YamlDoc::load_string(text, "c.yaml");

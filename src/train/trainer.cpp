@@ -405,6 +405,12 @@ void Trainer::save_checkpoint(const std::string& path, int64_t epochs_done) {
   root.write("optimizer", optim);
   root.write("epochs_done", torch::tensor(epochs_done));
   root.write("cpu_rng_state", at::detail::getDefaultCPUGenerator().get_state());
+  // The groups' learning rates and weight decays as schedules left them (LibTorch's optimizer
+  // archive does not keep them).
+  std::vector<double> rates, decays;
+  for (size_t g = 0; g < optimizer_->param_groups().size(); ++g) rates.push_back(lr(g)), decays.push_back(weight_decay(g));
+  root.write("group_lr", torch::tensor(rates, torch::kFloat64));
+  root.write("group_weight_decay", torch::tensor(decays, torch::kFloat64));
   for (auto* c : all_) c->save(root);
   // Write then rename, so an interrupted save never leaves a broken checkpoint behind.
   std::string tmp = path + ".tmp";
@@ -425,6 +431,13 @@ int64_t Trainer::load_checkpoint(const std::string& path) {
     root.read("cpu_rng_state", rng);
     auto gen = at::detail::getDefaultCPUGenerator();
     gen.set_state(rng);
+    torch::Tensor rates, decays;
+    if (root.try_read("group_lr", rates) && root.try_read("group_weight_decay", decays) &&
+        rates.numel() == static_cast<int64_t>(optimizer_->param_groups().size()))
+      for (size_t g = 0; g < optimizer_->param_groups().size(); ++g) {
+        set_lr(std::vector<size_t>{g}, rates[static_cast<int64_t>(g)].item<double>());
+        set_weight_decay(std::vector<size_t>{g}, decays[static_cast<int64_t>(g)].item<double>());
+      }
     for (auto* c : all_) c->load(root);
     return epochs.item<int64_t>();
   } catch (const c10::Error& e) {

@@ -111,3 +111,42 @@ TEST(SparsemlCli, BadRecipesExitWith2AndOneLine) {
   EXPECT_EQ(var.exit_code, 2);
   EXPECT_NE(var.output.find("--recipe-var 'x': expected name=value"), std::string::npos) << var.output;
 }
+
+TEST(SparsemlCli, ResumedRecipeRunEqualsAnUninterruptedOne) {
+  TempDir dir("sml_resume");
+  write_file(dir.file("r.yaml"), R"(
+modifiers:
+  - !EpochRangeModifier {start_epoch: 0, end_epoch: 6}
+  - !LearningRateModifier {start_epoch: 1, lr_class: StepLR, lr_kwargs: {gamma: 0.5, step_size: 1.5}, init_lr: 0.01}
+  - !GMPruningModifier {params: __ALL_PRUNABLE__, init_sparsity: 0.1, final_sparsity: 0.7, start_epoch: 1,
+                        end_epoch: 4, update_frequency: 0.5}
+  - !MovementPruningModifier {params: [fc1.weight], init_sparsity: 0.1, final_sparsity: 0.3, start_epoch: 2,
+                              end_epoch: 5, update_frequency: 1}
+  - !ConstantPruningModifier {params: __ALL_PRUNABLE__, start_epoch: 4}
+  - !QuantizationModifier {start_epoch: 2.5, disable_quantization_observer_epoch: 5}
+  - !SparsificationLoggingModifier {start_epoch: 1}
+)");
+  auto job = [&](const std::string& out) {
+    return "model: lenet\ndata: {dataset: random, shape: [1, 28, 28], samples: 64}\ntraining: {batch_size: 16, "
+           "progress: none}\noutput: " + out + "\ncompression: r.yaml\n";
+  };
+  write_file(dir.file("a.yaml"), job(dir.file("a")));
+  write_file(dir.file("b.yaml"), job(dir.file("b")));
+  ASSERT_EQ(run_sparq("run " + dir.file("a.yaml")).exit_code, 0);
+  auto first = run_sparq("run " + dir.file("b.yaml") + " --stop-after 3");
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  auto second = run_sparq("run " + dir.file("b.yaml") + " --resume");
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  auto a = metrics(dir.file("a")), b = metrics(dir.file("b"));
+  ASSERT_EQ(a.size(), 6u);
+  ASSERT_EQ(b.size(), 6u);
+  for (size_t e = 0; e < a.size(); ++e) {
+    EXPECT_EQ(a[e]["train_loss"], b[e]["train_loss"]) << "epoch " << e + 1;
+    EXPECT_EQ(a[e]["sparsity"], b[e]["sparsity"]) << "epoch " << e + 1;
+    EXPECT_EQ(a[e]["lr"], b[e]["lr"]) << "epoch " << e + 1;
+  }
+  EXPECT_GT(a.back()["sparsity"].get<double>(), 0.6);
+  EXPECT_FALSE(a[0].contains("sparsity.fc1"));  // the logging modifier starts at epoch 1
+  EXPECT_GE(a.back()["sparsity.fc2"].get<double>(), 0.7 - 1e-9);  // and int8 may round more weights to 0
+  EXPECT_NEAR(a.back()["sparsity.model"].get<double>(), a.back()["sparsity"].get<double>(), 1e-9);
+}

@@ -211,30 +211,7 @@ modifiers:
 }
 
 TEST(Recipe, ModifierOrderAndEpochRange) {  // §1.8.6, §3.4 and §4.2 B1
-  auto p = recipe(R"(
-version: 1.0.0
-num_epochs: 10.0
-init_lr: 0.01
-training_modifiers:
-  - !EpochRangeModifier {start_epoch: 0.0, end_epoch: eval(num_epochs)}
-  - !SetLearningRateModifier {start_epoch: 0.0, learning_rate: eval(init_lr)}
-  - !LearningRateModifier
-      start_epoch: 2.0
-      lr_class: MultiStepLR
-      lr_kwargs: {milestones: [5, 8], gamma: 0.1}
-      init_lr: eval(init_lr)
-pruning_modifiers:
-  - !GradualKSModifier
-      params: ['re:.*weight']
-      init_sparsity: 0.05
-      final_sparsity: 0.8
-      start_epoch: 1.0
-      end_epoch: 6.0
-      update_frequency: 1.0
-      log_types: __ALL__
-quantization_modifiers:
-  - !QuantizationModifier {start_epoch: 7.0}
-)");
+  auto p = recipe(test::read_text(test::fixture("sparseml/worked_example.yaml")));
   std::vector<std::string> order;
   for (const auto& m : p.modifiers) order.push_back(m.type);
   EXPECT_EQ(order, (std::vector<std::string>{"GMPruningModifier", "EpochRangeModifier", "SetLearningRateModifier",

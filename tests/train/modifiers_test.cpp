@@ -130,30 +130,7 @@ modifiers:
 }
 
 TEST(RecipeRuntime, WorkedExampleOfTheSpec) {  // §3.4 with spe 10
-  auto steps = run_recipe(R"(
-version: 1.0.0
-num_epochs: 10.0
-init_lr: 0.01
-training_modifiers:
-  - !EpochRangeModifier {start_epoch: 0.0, end_epoch: eval(num_epochs)}
-  - !SetLearningRateModifier {start_epoch: 0.0, learning_rate: eval(init_lr)}
-  - !LearningRateModifier
-      start_epoch: 2.0
-      lr_class: MultiStepLR
-      lr_kwargs: {milestones: [5, 8], gamma: 0.1}
-      init_lr: eval(init_lr)
-pruning_modifiers:
-  - !GradualKSModifier
-      params: ['re:.*weight']
-      init_sparsity: 0.05
-      final_sparsity: 0.8
-      start_epoch: 1.0
-      end_epoch: 6.0
-      update_frequency: 1.0
-      log_types: __ALL__
-quantization_modifiers:
-  - !QuantizationModifier {start_epoch: 7.0}
-)", 10);
+  auto steps = run_recipe(test::read_text(test::fixture("sparseml/worked_example.yaml")), 10);
   ASSERT_EQ(steps.size(), 100u);
   for (int k = 0; k < 100; ++k) {
     double lr = k < 50 ? 0.01 : k < 80 ? 0.001 : 0.0001;
@@ -302,6 +279,26 @@ TEST(RecipeRuntime, StructuredGlobalAndLeaveDisabled) {
                         4, nullptr, "adam", 0.05);
   EXPECT_NEAR(off[3].fc1_sparsity, std::nearbyint(0.5 * 128) / 128, 1e-9);
   EXPECT_LT(off.back().fc1_sparsity, 0.3);  // after the end the pruned weights grow back from zero
+}
+
+TEST(RecipeRuntime, SetAndGradualParamsAndLayerPruning) {
+  models::Graph graph{nullptr};
+  std::string sixteen = "[0.5";
+  for (int i = 1; i < 16; ++i) sixteen += ", 0.5";
+  sixteen += "]";
+  run_recipe("modifiers:\n  - !SetParamModifier {params: [fc1.bias], val: " + sixteen + ", start_epoch: 1}\n"
+             "  - !GradualParamModifier {params: [fc2.bias], init_val: [0, 0, 0], final_val: [1, 2, 3], start_epoch: 0, "
+             "end_epoch: 2, update_frequency: 1, inter_func: linear}\n"
+             "  - !LayerPruningModifier {layers: [relu1], start_epoch: 1}\n"
+             "  - !EpochRangeModifier {start_epoch: 0, end_epoch: 3}\n",
+             2, &graph, "sgd", 0.0);  // lr 0: only the modifiers change the parameters
+  EXPECT_TRUE(parameter_of(graph, "fc1", "bias").eq(0.5).all().item<bool>());
+  EXPECT_TRUE(parameter_of(graph, "fc2", "bias").equal(torch::tensor({1.f, 2.f, 3.f})));
+  EXPECT_TRUE(graph->node("relu1").skipped);
+  auto x = torch::randn({4, 8});
+  auto y = graph->forward(x);
+  graph->set_skipped("relu1", false);
+  EXPECT_FALSE(y.equal(graph->forward(x)));  // the ReLU was really passed by
 }
 
 TEST(IntegerQuantizer, FakeQuantNumbersOfTheSpec) {  // §2.12.5

@@ -328,7 +328,6 @@ struct Modifier {
   std::vector<std::string> submodules, ignore;  ///< module names (legacy) / name prefixes or op types
   int64_t weight_bits = 8, activation_bits = 8;
   bool symmetric_activations = false;           ///< tensorrt
-  bool weights_per_channel = false;
   bool quantize_linear_activations = true, quantize_conv_activations = true;
   std::string fuse = "conv_bn_relus";           ///< conv_bn_relus | no_fuse
 

@@ -184,8 +184,8 @@ nlohmann::json quantizer_json(const quant::QuantizerSpec& spec) {
     return {{"kind", "integer"},         {"bits", n->bits},
             {"signed", n->is_signed},    {"symmetric", n->symmetric},
             {"reduce_range", n->reduce_range}, {"qmin", n->qmin()},
-            {"qmax", n->qmax()},         {"granularity", n->per_channel ? "per_channel" : "per_tensor"},
-            {"averaging_constant", n->averaging_constant}};
+            {"qmax", n->qmax()},         {"channel_dim", n->channel_dim},
+            {"method", quant::to_string(n->method)}, {"averaging_constant", n->averaging_constant}};
   const auto& s = *quant::fixed_part(spec);
   nlohmann::json j = {{"kind", quant::kind_of(spec)},
                       {"bits", s.k + s.i + s.f},

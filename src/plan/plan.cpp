@@ -185,7 +185,7 @@ auto modifier_fields(const Modifier& m) {
                   m.lr_func, m.learning_rate, m.init_lr, m.final_lr, m.gamma, m.step_size, m.lr_min, m.cycle_epochs,
                   m.init_lr_set, m.milestones, m.param_groups, m.weight_decay, m.trainable, m.val, m.init_val,
                   m.final_val, m.val_shape, m.disable_observer_epoch, m.freeze_bn_epoch, m.submodules, m.ignore,
-                  m.weight_bits, m.activation_bits, m.symmetric_activations, m.weights_per_channel,
+                  m.weight_bits, m.activation_bits, m.symmetric_activations,
                   m.quantize_linear_activations, m.quantize_conv_activations, m.fuse);
 }
 }  // namespace

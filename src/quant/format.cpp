@@ -42,7 +42,7 @@ FixedSpec* fixed_part(QuantizerSpec& spec) {
 
 int64_t IntegerSpec::qmin() const {
   int b = reduce_range ? bits - 1 : bits;
-  return is_signed ? -(int64_t{1} << (b - 1)) : 0;
+  return is_signed ? -(int64_t{1} << (b - 1)) + (narrow ? 1 : 0) : 0;
 }
 int64_t IntegerSpec::qmax() const {
   int b = reduce_range ? bits - 1 : bits;
@@ -58,10 +58,25 @@ void IntegerSpec::validate() const {
     throw Error(fmt::format("integer quantizer: averaging_constant {} must lie in (0, 1]", averaging_constant));
 }
 
+const char* to_string(IntegerMethod m) {
+  switch (m) {
+    case IntegerMethod::FakeQuant: return "fake_quant";
+    case IntegerMethod::Qat: return "qat";
+    case IntegerMethod::Ptq: return "ptq";
+    case IntegerMethod::Lsq: return "lsq";
+    case IntegerMethod::LsqPlus: return "lsq_plus";
+    case IntegerMethod::Dorefa: return "dorefa";
+    case IntegerMethod::Bnn: return "bnn";
+  }
+  return "?";
+}
+
 std::string to_string(const QuantizerSpec& spec) {
   if (auto n = std::get_if<IntegerSpec>(&spec))
-    return fmt::format("{}int{} {}{} {}", n->is_signed ? "" : "u", n->bits, n->symmetric ? "symmetric" : "affine",
-                       n->reduce_range ? " reduce_range" : "", n->per_channel ? "per_channel" : "per_tensor");
+    return fmt::format("{}int{} {}{} {}{}", n->is_signed ? "" : "u", n->bits, n->symmetric ? "symmetric" : "affine",
+                       n->reduce_range ? " reduce_range" : "",
+                       n->channel_dim < 0 ? "per_tensor" : n->channel_dim == 0 ? "per_out_channel" : "per_channel",
+                       n->method == IntegerMethod::FakeQuant ? "" : std::string(" ") + to_string(n->method));
   return fmt::format("{} {}", kind_of(spec), fixed_part(spec)->format().type_name());
 }
 

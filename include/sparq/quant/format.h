@@ -79,23 +79,40 @@ struct HgqSpec : FixedSpec {
   bool operator==(const HgqSpec& o) const { return FixedSpec::operator==(o) && gamma == o.gamma; }
 };
 
-/// An integer quantizer (SparseML's QAT, NNI's quant_dtype; torch FakeQuantize semantics, spec
-/// sparseml §2.12.5): q = clamp(round(x / scale) + zp, qmin, qmax), value (q - zp) * scale, with
-/// scale and zero point from a moving-average min/max observer.
+/// How an integer quantizer finds its scale and zero point and rounds (the quantizer classes of
+/// SparseML and NNI, spec sparseml §2.12.5 and nni-config §3.3-3.4).
+enum class IntegerMethod {
+  FakeQuant,  ///< torch FakeQuantize (SparseML's QAT): EMA min/max observer while training, round then clamp
+  Qat,        ///< NNI QATQuantizer: EMA (decay 0.99) in training, bypass until started, qat_clamp_round
+  Ptq,        ///< NNI PtqQuantizer: running min/max while calibrating (bypass), then clamp_round
+  Lsq,        ///< NNI LsqQuantizer: a trained scale (zero point 0), lsq_clamp_round
+  LsqPlus,    ///< NNI LsqPlusQuantizer: trained scale and zero point
+  Dorefa,     ///< NNI DoReFaQuantizer: tanh-normalised weights, [0, 1] outputs, per-batch inputs
+  Bnn,        ///< NNI BNNQuantizer: sign(x)
+};
+const char* to_string(IntegerMethod m);
+
+/// An integer quantizer: value (q - zp) * scale with q an integer in [qmin, qmax].
 struct IntegerSpec {
   int bits = 8;
   bool is_signed = true;      ///< [-2^(b-1), 2^(b-1) - 1]; unsigned [0, 2^b - 1]
+  bool narrow = false;        ///< signed without the most negative code (NNI's int<b>: +-(2^(b-1) - 1))
   bool symmetric = false;     ///< zero point 0 (signed) / the middle code (unsigned)
   bool reduce_range = false;  ///< one bit less of range (torch's reduce_range)
-  bool per_channel = false;   ///< one observer per output channel (dim 0) of a weight
+  /// -1: one scale per tensor; 0: per output channel of a weight; 1: per input channel of a
+  /// weight, or per channel of a data lane ([B, C, ...]).
+  int channel_dim = -1;
   double averaging_constant = 0.01;  ///< the observer's EMA step after the first batch
+  IntegerMethod method = IntegerMethod::FakeQuant;
+  bool output_lane = false;   ///< an output target (DoReFa and BNN treat them differently)
   int64_t qmin() const;
   int64_t qmax() const;
   /// Throws sparq::Error unless 1 <= bits <= 32 (2 for signed) and 0 < averaging_constant <= 1.
   void validate() const;
   bool operator==(const IntegerSpec& o) const {
-    return bits == o.bits && is_signed == o.is_signed && symmetric == o.symmetric && reduce_range == o.reduce_range &&
-           per_channel == o.per_channel && averaging_constant == o.averaging_constant;
+    return bits == o.bits && is_signed == o.is_signed && narrow == o.narrow && symmetric == o.symmetric &&
+           reduce_range == o.reduce_range && channel_dim == o.channel_dim &&
+           averaging_constant == o.averaging_constant && method == o.method && output_lane == o.output_lane;
   }
 };
 

@@ -1,8 +1,15 @@
-// The integer quantizer kind ("integer"): torch FakeQuantize semantics (spec sparseml §2.12.5).
-// A moving-average min/max observer (per tensor, or per output channel of a weight) gives the
-// scale and zero point; the forward is clamp(round(x * (1/scale)) + zp, qmin, qmax) - zp, times
-// scale, with a straight-through gradient inside the clamp range. The observer learns while the
-// module is training and stops when frozen (SparseML's disable_quantization_observer_epoch).
+// The integer quantizer kind ("integer"): value (q - zp) * scale, q an integer in [qmin, qmax],
+// with one scale and zero point per tensor or per channel. The method decides where they come
+// from and how the rounding's gradient flows:
+// - FakeQuant (SparseML's QAT, torch FakeQuantize, spec sparseml §2.12.5): a moving-average
+//   min/max observer while training; clamp(round(x * (1/scale)) + zp) with a straight-through
+//   gradient inside the range;
+// - the NNI quantizers (spec nni-config §3.2-3.4): Qat (EMA of min/max in training, bypass until
+//   started), Ptq (running min/max while calibrating, then clamp_round with an identity
+//   gradient), Lsq / LsqPlus (the scale, and LSQ+'s zero point, are trained parameters with
+//   LSQ's scaled gradients), Dorefa (tanh-normalised weights, [0, 1] outputs, per-batch input
+//   ranges), Bnn (sign). NNI's scale / zero-point rules: the range widened to contain 0,
+//   symmetric zp = floor((qmax + qmin + 1) / 2), scale >= FLT_EPSILON.
 #pragma once
 
 #include <utility>
@@ -13,7 +20,8 @@ namespace sparq::quant {
 
 class IntegerQuantizerImpl : public QuantizerImpl {
  public:
-  /// `shape`: the parameter's shape (per-channel observers need its dim 0); data lanes are per tensor.
+  /// `shape`: the parameter's shape for weights; the sample shape (without the batch axis) for
+  /// data lanes. Throws sparq::Error for a spec that does not fit (a channel dim the tensor lacks).
   IntegerQuantizerImpl(const IntegerSpec& spec, std::vector<int64_t> shape, bool is_data);
 
   torch::Tensor forward(const torch::Tensor& x) override;
@@ -22,21 +30,30 @@ class IntegerQuantizerImpl : public QuantizerImpl {
   torch::Tensor total_bits() const override;
   /// Stops the observer: scale and zero point stay as they are.
   void freeze() override { observing.fill_(0); }
-  bool clips_negatives() const override { return false; }
 
-  /// The scale and zero point the observed range gives (float32, per tensor or per channel).
+  /// The scale and zero point now (float32, keepdim per-channel shape or 0-d).
   std::pair<torch::Tensor, torch::Tensor> qparams() const;
   const IntegerSpec& spec() const { return spec_; }
 
-  /// Observed range (per tensor: 0-d; per channel: [C]); `observed` 0 until the first batch;
-  /// `observing` 1 while the observer learns. Buffers, so checkpoints resume them.
-  torch::Tensor min_val, max_val, observed, observing;
+  /// Qat / Ptq: from now on quantize (Ptq: calibration ends, the running range is kept).
+  void start() { active.fill_(1), calibrating.fill_(0); }
+  bool started() const;
+
+  /// Observed range (per tensor: 0-d; per channel: keepdim shape); `observed` 0 until the first
+  /// batch; `observing` 1 while the observer learns; `active` 0 while Qat/Ptq pass data through;
+  /// `calibrating` 1 while Ptq records its range. Buffers, so checkpoints resume them.
+  torch::Tensor min_val, max_val, observed, observing, active, calibrating;
+  /// Lsq / LsqPlus: the trained scale (and zero point), parameters the optimizer sees.
+  torch::Tensor scale, zero_point;
 
  private:
-  void observe(const torch::Tensor& x);
+  void observe(const torch::Tensor& x, bool running);
+  std::pair<torch::Tensor, torch::Tensor> range_qparams(const torch::Tensor& lo, const torch::Tensor& hi) const;
+  torch::Tensor reduce_min(const torch::Tensor& x) const;
+  torch::Tensor reduce_max(const torch::Tensor& x) const;
   IntegerSpec spec_;
-  bool per_channel_;
-  int64_t dims_ = 0;  ///< the parameter's rank (per-channel broadcasting)
+  bool is_data_;
+  std::vector<int64_t> range_shape_;  ///< keepdim shape of the per-channel range (with the batch axis for data)
 };
 TORCH_MODULE(IntegerQuantizer);
 

@@ -353,6 +353,9 @@ struct Plan {
   /// The model-wide pruner the targets' mask settings are for (NNI's pruner classes, chosen in
   /// the job: L1NormPruner, AGPPruner, ...), with its arguments.
   std::optional<PruningSpec> pruner;
+  /// NNI's quantizer class for the targets' integer quantizers (QATQuantizer, PtqQuantizer, ...):
+  /// `method` is the class, `params` its arguments (quant_start_step, calibration_batches).
+  std::optional<PruningSpec> quantizer;
   /// Weight layers whose outputs meet in a residual add share one mask (NNI's
   /// auto_set_denpendency_group_ids): their targets' dependency groups are set from the graph.
   bool auto_dependency_groups = false;

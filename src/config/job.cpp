@@ -216,6 +216,14 @@ Job parse(const YamlDoc& doc, const std::string& base, const LoadOptions& option
     if (job.plan.uses_masks() && !job.plan.pruner)
       r.fail("compression", "an NNI config list needs the pruner that reads it (NNI names it in code): "
                             "compression: {pruner: {type: L1NormPruner}, config_list: LIST}");
+    bool nni_quant = false;
+    for (const auto& rule : job.plan.rules)
+      for (const auto& [target, t] : rule.targets)
+        nni_quant = nni_quant || (job.plan.dialect.rfind("nni", 0) == 0 && t.quant && t.quant->spec &&
+                                  std::holds_alternative<quant::IntegerSpec>(*t.quant->spec));
+    if (nni_quant && !job.plan.quantizer)
+      r.fail("compression", "an NNI quantization list needs the quantizer that reads it (NNI names it in code): "
+                            "compression: {quantizer: {type: QATQuantizer, quant_start_step: 0}, config_list: LIST}");
     if (job.plan.fitcompress.enabled)
       r.fail("compression", "fitcompress_parameters.enable_fitcompress: FITCompress is not implemented in this "
                             "version of sparq; set it to false");

@@ -203,8 +203,8 @@ void check_setting_key(const std::string& file, const YAML::Node& key, const std
   const auto& k = key.Scalar();
   if (contains(allowed, k)) return;
   if (contains(kQuantKeys, k))
-    fail(file, key, fmt::format("{}: '{}' is an NNI quantization key; quantization config lists (integer "
-                                "quantizers) are not supported by this version of sparq yet",
+    fail(file, key, fmt::format("{}: '{}' is an NNI quantization key: a quantization entry needs quant_dtype "
+                                "(int8, uint8, ...; null for int8) at its top level",
                                 what, k));
   if (contains(kDistilKeys, k))
     fail(file, key, fmt::format("{}: '{}' is an NNI distillation key; distillation is not supported by this "
@@ -237,20 +237,12 @@ std::string check_target(const std::string& file, const YAML::Node& node, const 
   fail(file, node, fmt::format("{}: unknown target '{}' (pruning targets: weight, bias, _input_, _output_)", what, name));
 }
 
-Rule rule_of(const std::string& file, const YAML::Node& entry, const std::string& origin) {
-  if (!entry.IsMap()) fail(file, entry, fmt::format("{}: expected a mapping (op_names/op_types/... and settings)", origin));
-  std::vector<std::string> allowed = kSelectors;
-  allowed.push_back("target_names");
-  allowed.push_back("target_settings");
-  for (const auto& k : all_prune_keys()) allowed.push_back(k);
-  for (auto it = entry.begin(); it != entry.end(); ++it) check_setting_key(file, it->first, origin, allowed);
+/// The rule's module selection (op_names, op_names_re, op_types and their excludes).
+void read_selector(const std::string& file, const YAML::Node& entry, const std::string& origin, Rule& rule) {
   if (!entry["op_types"] && !entry["op_names"] && !entry["op_names_re"])
     fail(file, entry, fmt::format("{}: needs at least one of op_types, op_names, op_names_re to select modules", origin));
-  check_exclusive(file, entry, origin);
-  Rule rule;
   rule.where = where(file, entry);
   rule.origin = origin;
-  rule.targets_must_exist = true;
   auto list = [&](const char* key) { return string_list(file, entry[key], origin + "." + key); };
   if (entry["op_names"]) rule.select.names = list("op_names");
   if (entry["exclude_op_names"]) rule.select.exclude_names = list("exclude_op_names");
@@ -264,6 +256,139 @@ Rule rule_of(const std::string& file, const YAML::Node& entry, const std::string
   if (entry["op_types"]) rule.select.op_types = op_types_of(file, entry["op_types"], origin + ".op_types");
   if (entry["exclude_op_types"])
     rule.select.exclude_op_types = op_types_of(file, entry["exclude_op_types"], origin + ".exclude_op_types");
+}
+
+/// A quantization entry's settings of one target (spec §1.5 template Q, §3.1, §3.5).
+struct QuantTarget {
+  std::optional<std::string> dtype, scheme;
+  std::string granularity = "default";
+};
+
+void apply_quant_key(const std::string& file, const std::string& key, const YAML::Node& v, const std::string& what,
+                     QuantTarget& t) {
+  if (key == "quant_dtype") {
+    if (v.IsNull()) return t.dtype.reset();
+    std::string d = as_string(file, v, what + ".quant_dtype");
+    bool sign = d.rfind("int", 0) == 0, unsign = d.rfind("uint", 0) == 0;
+    std::string digits = d.substr(unsign ? 4 : sign ? 3 : 0);
+    int bits = digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 2 ? 0
+                                                                                                         : std::stoi(digits);
+    if ((!sign && !unsign) || bits < (unsign ? 1 : 2) || bits > 32)
+      fail(file, v, fmt::format("{}.quant_dtype: '{}' is not int2..int32 or uint1..uint32", what, d));
+    t.dtype = d;
+  } else if (key == "quant_scheme") {
+    if (v.IsNull()) return t.scheme.reset();
+    std::string s = as_string(file, v, what + ".quant_scheme");
+    if (s != "symmetric" && s != "affine")
+      fail(file, v, fmt::format("{}.quant_scheme: '{}' is not symmetric or affine (or null)", what, s));
+    t.scheme = s;
+  } else if (key == "granularity") {
+    if (v.IsNull()) return void(t.granularity = "default");
+    if (!v.IsScalar())
+      fail(file, v, fmt::format("{}.granularity: block granularities are not supported for quantization yet; use "
+                                "default, out_channel, in_channel or per_channel",
+                                what));
+    std::string g = v.Scalar();
+    if (g != "default" && g != "out_channel" && g != "in_channel" && g != "per_channel")
+      fail(file, v, fmt::format("{}.granularity: '{}' is not default, out_channel, in_channel or per_channel", what, g));
+    t.granularity = g;
+  } else if (key == "apply_method") {
+    std::string m = as_string(file, v, what + ".apply_method");
+    if (m != "bypass" && m != "clamp_round" && m != "qat_clamp_round")
+      fail(file, v, fmt::format("{}.apply_method: '{}' is not bypass, clamp_round or qat_clamp_round", what, m));
+  }
+}
+
+/// The integer spec of a quantization target (the quantizer's method is set by the job section).
+quant::IntegerSpec integer_spec(const QuantTarget& t, const std::string& target) {
+  quant::IntegerSpec s;
+  std::string d = t.dtype.value_or("int8");  // null: int8 (spec §3.1)
+  s.is_signed = d[0] == 'i';
+  s.bits = std::stoi(d.substr(s.is_signed ? 3 : 4));
+  s.narrow = s.is_signed;  // NNI's int<b>: +-(2^(b-1) - 1)
+  s.symmetric = t.scheme.value_or("symmetric") == "symmetric";
+  s.channel_dim = t.granularity == "out_channel" ? 0 : t.granularity == "in_channel" || t.granularity == "per_channel" ? 1 : -1;
+  s.method = quant::IntegerMethod::Qat;
+  s.output_lane = target == kOutput;
+  return s;
+}
+
+const std::vector<std::string> kQuantTargetKeys = {"quant_dtype", "quant_scheme", "granularity", "apply_method"};
+
+/// A quantization entry (it has quant_dtype): template Q on every target the selected ops have
+/// (weight, bias, _input_0, _output_0; activations: the lanes), shorthand keys on all of them,
+/// target_settings merged over them.
+Rule quant_rule_of(const std::string& file, const YAML::Node& entry, const std::string& origin) {
+  std::vector<std::string> allowed = kSelectors;
+  for (const char* k : {"target_names", "target_settings", "quant_dtype", "quant_scheme", "granularity", "apply_method",
+                        "fuse_names"})
+    allowed.push_back(k);
+  for (auto it = entry.begin(); it != entry.end(); ++it) {
+    const auto& k = it->first.Scalar();
+    if (contains(allowed, k)) continue;
+    if (contains(kWeightKeys, k) || k == "align")
+      fail(file, it->first, fmt::format("{}: '{}' is a pruning key; this entry quantizes (it has quant_dtype): give "
+                                        "pruning in its own entry",
+                                        origin, k));
+    check_setting_key(file, it->first, origin, allowed);
+  }
+  if (entry["fuse_names"])
+    fail(file, entry["fuse_names"], fmt::format("{}.fuse_names: module fusion is not supported by this version of sparq "
+                                                "yet; remove it to quantize the modules unfused",
+                                                origin));
+  Rule rule;
+  read_selector(file, entry, origin, rule);
+  std::map<std::string, QuantTarget> settings;
+  std::vector<std::string> order = {"weight", "bias", kInput, kOutput};
+  for (const auto& t : order) settings[t] = QuantTarget{};
+  for (auto it = entry.begin(); it != entry.end(); ++it)
+    if (contains(kQuantTargetKeys, it->first.Scalar()))
+      for (auto& [t, s] : settings) apply_quant_key(file, it->first.Scalar(), it->second, origin, s);
+  if (YAML::Node ts = entry["target_settings"]) {
+    if (!ts.IsMap()) fail(file, ts, fmt::format("{}.target_settings: expected a mapping target -> settings", origin));
+    for (auto it = ts.begin(); it != ts.end(); ++it) {
+      const std::string written = as_string(file, it->first, origin + ".target_settings");
+      const std::string what = origin + ".target_settings." + written;
+      const std::string target = check_target(file, it->first, written, origin + ".target_settings");
+      if (!it->second.IsMap()) fail(file, it->second, fmt::format("{}: expected a mapping of settings", what));
+      for (auto s = it->second.begin(); s != it->second.end(); ++s) {
+        if (!contains(kQuantTargetKeys, s->first.Scalar())) check_setting_key(file, s->first, what, kQuantTargetKeys);
+        apply_quant_key(file, s->first.Scalar(), s->second, what, settings[target]);
+      }
+    }
+  }
+  if (YAML::Node tn = entry["target_names"]) {
+    auto names = string_list(file, tn, origin + ".target_names");
+    order.clear();
+    for (size_t i = 0; i < names.size(); ++i) order.push_back(check_target(file, tn[i], names[i], origin + ".target_names"));
+  }
+  for (const auto& target : order) {
+    const auto& t = settings[target];
+    bool param = target == "weight" || target == "bias";
+    if (param && t.granularity == "per_channel")
+      fail(file, entry, fmt::format("{}: {}: per_channel is for inputs and outputs; use out_channel or in_channel for "
+                                    "parameters",
+                                    origin, target));
+    if (!param && (t.granularity == "out_channel" || t.granularity == "in_channel"))
+      fail(file, entry, fmt::format("{}: {}: {} is for parameters; use per_channel for inputs and outputs", origin,
+                                    target, t.granularity));
+    rule.targets[target].quant = QuantSetting::of(integer_spec(t, target));
+  }
+  return rule;  // targets an op lacks (a ReLU's weight) are left out by resolve
+}
+
+Rule rule_of(const std::string& file, const YAML::Node& entry, const std::string& origin) {
+  if (!entry.IsMap()) fail(file, entry, fmt::format("{}: expected a mapping (op_names/op_types/... and settings)", origin));
+  if (entry["quant_dtype"]) return quant_rule_of(file, entry, origin);
+  std::vector<std::string> allowed = kSelectors;
+  allowed.push_back("target_names");
+  allowed.push_back("target_settings");
+  for (const auto& k : all_prune_keys()) allowed.push_back(k);
+  for (auto it = entry.begin(); it != entry.end(); ++it) check_setting_key(file, it->first, origin, allowed);
+  check_exclusive(file, entry, origin);
+  Rule rule;
+  read_selector(file, entry, origin, rule);
+  rule.targets_must_exist = true;
   // The pruning template (spec §1.5), shorthand keys pushed into the targets whose template has
   // them, then target_settings merged shallowly.
   std::map<std::string, MaskSetting> settings;
@@ -566,11 +691,60 @@ PruningSpec read_pruner(const std::string& file, const YAML::Node& node, const s
 
 }  // namespace
 
+namespace {
+
+/// NNI's quantizer classes and the IntegerMethod each one gives every quantization target.
+const std::vector<std::pair<std::string, quant::IntegerMethod>> kQuantizers = {
+    {"QATQuantizer", quant::IntegerMethod::Qat},         {"PtqQuantizer", quant::IntegerMethod::Ptq},
+    {"LsqQuantizer", quant::IntegerMethod::Lsq},         {"LsqPlusQuantizer", quant::IntegerMethod::LsqPlus},
+    {"DoReFaQuantizer", quant::IntegerMethod::Dorefa},   {"BNNQuantizer", quant::IntegerMethod::Bnn},
+};
+
+/// `quantizer: {type: QATQuantizer, quant_start_step: 100}`: the plan's quantizer and the method of
+/// every quantization target.
+void set_quantizer(const std::string& file, const YAML::Node& node, Plan& plan) {
+  const std::string what = "compression.quantizer";
+  if (!node.IsMap() || !node["type"]) fail(file, node, what + ": expected a mapping {type: QATQuantizer, ...}");
+  const std::string type = as_string(file, node["type"], what + ".type");
+  std::vector<std::string> names;
+  for (const auto& [n, m] : kQuantizers) names.push_back(n);
+  auto it = std::find_if(kQuantizers.begin(), kQuantizers.end(), [&](const auto& q) { return q.first == type; });
+  if (it == kQuantizers.end())
+    fail(file, node["type"], fmt::format("{}.type: unknown quantizer '{}', did you mean '{}'? (quantizers: {})", what,
+                                         type, nearest(type, names), fmt::join(names, ", ")));
+  std::vector<std::string> keys = {"type"};
+  if (type == "QATQuantizer") keys.push_back("quant_start_step");
+  if (type == "PtqQuantizer") keys.push_back("calibration_batches"), keys.push_back("is_bias_correction");
+  MapReader r(file, node, what + " (" + type + ")", keys);
+  PruningSpec spec;
+  spec.method = type;
+  if (type == "QATQuantizer") spec.params["quant_start_step"] = r.get_int("quant_start_step", 0, 0);
+  if (type == "PtqQuantizer") {
+    spec.params["calibration_batches"] = r.get_int("calibration_batches", 32, 1);
+    if (r.get_bool("is_bias_correction", false))
+      r.fail("is_bias_correction", "bias correction is not supported by this version of sparq yet");
+  }
+  bool any = false;
+  for (auto& rule : plan.rules)
+    for (auto& [target, t] : rule.targets) {
+      if (!t.quant || !t.quant->spec) continue;
+      auto* n = std::get_if<quant::IntegerSpec>(&*t.quant->spec);
+      if (!n) continue;
+      any = true;
+      n->method = it->second;
+      if ((type == "DoReFaQuantizer" || type == "BNNQuantizer") && n->channel_dim >= 0)
+        throw ConfigError(fmt::format("{}: {}: {} takes no granularity (one scale per tensor); remove granularity",
+                                      rule.where, rule.origin, type));
+    }
+  if (!any) fail(file, node, fmt::format("{}: the config list has no quantization entry (one with quant_dtype)", what));
+  plan.quantizer = spec;
+}
+
+}  // namespace
+
 Plan read_nni_section(const std::string& file, const YAML::Node& section) {
   MapReader r(file, section, "compression", {"pruner", "config_list", "dependency_groups", "speedup", "quantizer", "distiller"});
-  for (const char* k : {"quantizer", "distiller"})
-    if (r.has(k))
-      r.fail(k, "NNI quantizers and distillers are not supported by this version of sparq yet (pruners are)");
+  if (r.has("distiller")) r.fail("distiller", "NNI distillers are not supported by this version of sparq yet");
   if (!r.has("config_list")) r.fail("config_list", "is required: the NNI config list (a file or an inline list)");
   YAML::Node list = r.node("config_list");
   std::string list_file = file;
@@ -583,6 +757,7 @@ Plan read_nni_section(const std::string& file, const YAML::Node& section) {
   if (!list.IsSequence()) fail(list_file, list, "config_list: expected a list of mappings (an NNI config list)");
   Plan plan = read_nni_list(list_file, list);
   if (r.has("pruner")) plan.pruner = read_pruner(file, r.node("pruner"), "compression.pruner", false);
+  if (r.has("quantizer")) set_quantizer(file, r.node("quantizer"), plan);
   plan.auto_dependency_groups = r.get_choice("dependency_groups", "none", {"none", "auto"}) == "auto";
   plan.speedup = r.get_bool("speedup", false);
   return plan;

@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "sparq/error.h"
 #include "sparq/export/precision.h"
@@ -11,6 +13,7 @@
 #include "sparq/prune/methods.h"
 #include "sparq/train/callbacks.h"
 #include "sparq/train/modifiers.h"
+#include "sparq/train/quantizers.h"
 
 namespace sparq {
 
@@ -94,16 +97,25 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   train::Trainer trainer(model, job.training, job.plan.schedule, job.plan.events);
   if (job.plan.pruner) trainer.add_loss_term(prune::make_pruner(*job.plan.pruner, resolution, model));
   for (auto& modifier : train::make_modifiers(job.plan, resolution, model)) trainer.add_callback(modifier);
+  if (job.plan.quantizer)
+    if (auto runtime = train::make_quantizer_runtime(*job.plan.quantizer, model)) trainer.add_callback(runtime);
   train::write_run_folder(trainer, job.output, result.classification);
   observer.on_trainer(job, trainer);
   const auto& eval = splits.validation.size() > 0 ? splits.validation : splits.test;
   result.history = trainer.fit(train, eval, fit);
+  if (job.plan.quantizer && job.plan.quantizer->method == "PtqQuantizer")  // calibrate, then quantize
+    train::calibrate(model, train, job.plan.quantizer->integer("calibration_batches"), job.training.batch_size,
+                     trainer.device());
   if (splits.test.size() > 0) result.test = trainer.evaluate(splits.test);
   fs::create_directories(job.output);
   torch::save(model, (fs::path(job.output) / "model.pt").string());
   if (quantizes(model)) {
     result.precision = exporting::precision_json(model);
     exporting::write_precision(*result.precision, (fs::path(job.output) / "precision.json").string());
+  }
+  if (auto table = train::calibration_json(model); !table.empty()) {  // integer quantizers' scales, NNI's format
+    std::ofstream out(fs::path(job.output) / "calibration.json");
+    out << table.dump(1) << '\n';
   }
   if (job.plan.speedup) {
     SpeedupReport report;

@@ -221,7 +221,7 @@ TEST(NniConfig, BadListsNameFileLineAndKey) {
       {"- {op_names: [fc1], sparsity: 0.5, exclude: true}", "exclude and a sparsity/quantization setting exclude each other"},
       {"- {op_names: [fc1], sparsity: 1.0}", "config list entry 1 (NNI v2).sparsity: 1 is outside [0, 1)"},
       {"- {op_names: [fc1], sparsity: 0.5, sparsity_per_layer: 0.5}", "sparsity and sparsity_per_layer mean the same"},
-      {"- {op_names: [fc1], quant_dtype: int8}", "'quant_dtype' is an NNI quantization key"},
+      {"- {op_names: [fc1], quant_scheme: affine}", "'quant_scheme' is an NNI quantization key: a quantization entry needs quant_dtype"},
       {"- {op_types: [Linaer], sparse_ratio: 0.5}", "unknown op type 'Linaer', did you mean 'Linear'?"},
       {"- {op_names: [fc1], granularity: per_row, sparse_ratio: 0.5}", "'per_row' is not one of default, in_channel"},
       {"- {op_names: [fc1], sparse_ratio: 0.5, target_settings: {weight: {group_id: 1}}}",
@@ -268,7 +268,9 @@ TEST(NniConfig, JobSectionChoosesAndChecksThePruner) {
                 .find("MovementPruner cannot be scheduled"),
             std::string::npos);
   EXPECT_NE(error("pruner: {type: L1NormPruner}").find("config_list: is required"), std::string::npos);
-  EXPECT_NE(error("quantizer: {type: QATQuantizer}\nconfig_list: [{op_names: [a]}]").find("not supported"),
+  EXPECT_NE(error("quantizer: {type: QATQuantizer}\nconfig_list: [{op_names: [a]}]").find("has no quantization entry"),
+            std::string::npos);
+  EXPECT_NE(error("distiller: {type: DynamicLayerwiseDistiller}\nconfig_list: [{op_names: [a]}]").find("not supported"),
             std::string::npos);
 }
 

@@ -1,0 +1,32 @@
+// NNI's quantizer classes at run time (spec nni-config §3.4): the integer quantizers the config
+// list gave the layers are switched by a training callback (QATQuantizer from its
+// quant_start_step, BNNQuantizer's clamp of the quantized weights after every step), PTQ's
+// calibration pass runs after training, and every run with integer quantizers writes its
+// calibration table.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <memory>
+
+#include "sparq/data/dataset.h"
+#include "sparq/models/graph.h"
+#include "sparq/plan.h"
+#include "sparq/train/trainer.h"
+
+namespace sparq::train {
+
+/// The callback of the plan's quantizer (QAT start, BNN clamp); nullptr when it needs none.
+std::shared_ptr<Callback> make_quantizer_runtime(const PruningSpec& quantizer, const models::Graph& graph);
+
+/// PTQ: `batches` forwards of the first batches of `data` in evaluation mode without gradients
+/// (the quantizers record their range), then every integer quantizer starts.
+void calibrate(models::Graph& graph, const data::Dataset& data, int64_t batches, int64_t batch_size,
+               const torch::Device& device);
+
+/// Every integer quantizer's `{module: {target: {scale, zero_point, quant_dtype, quant_scheme,
+/// quant_bits, tracked_min, tracked_max}}}` (NNI's calibration config; per-channel values are
+/// lists); empty when the model has none.
+nlohmann::json calibration_json(const models::Graph& graph);
+
+}  // namespace sparq::train

@@ -1,0 +1,103 @@
+#include "sparq/train/quantizers.h"
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "sparq/compress/compress.h"
+#include "sparq/quant/integer.h"
+
+namespace sparq::train {
+
+namespace {
+
+using IntegerQ = std::shared_ptr<quant::IntegerQuantizerImpl>;
+
+/// (layer, target, quantizer) of every integer quantizer.
+std::vector<std::tuple<std::shared_ptr<layers::PQLayer>, std::string, IntegerQ>> integer_quantizers(const models::Graph& graph) {
+  std::vector<std::tuple<std::shared_ptr<layers::PQLayer>, std::string, IntegerQ>> out;
+  for (const auto& node : graph->nodes())
+    if (auto pq = pq_layer(graph, node.name))
+      for (const auto& [target, q] : pq->quantizers())
+        if (auto n = quant::as_integer(q)) out.emplace_back(pq, target, n);
+  return out;
+}
+
+/// QATQuantizer: quantizes from optimizer step quant_start_step on (observing all along).
+class QatStart : public Callback {
+ public:
+  QatStart(const models::Graph& graph, int64_t start) : quantizers_(integer_quantizers(graph)), start_(start) {}
+  void on_step_begin(Trainer&, const TrainContext& ctx) override {
+    if (done_ || ctx.global_step < start_) return;
+    for (auto& [layer, target, q] : quantizers_) q->start();
+    done_ = true;
+  }
+
+ private:
+  std::vector<std::tuple<std::shared_ptr<layers::PQLayer>, std::string, IntegerQ>> quantizers_;
+  int64_t start_;
+  bool done_ = false;
+};
+
+/// BNNQuantizer: after every optimizer step the quantized parameters are clamped to [-1, 1].
+class BnnClamp : public Callback {
+ public:
+  explicit BnnClamp(const models::Graph& graph) {
+    for (auto& [layer, target, q] : integer_quantizers(graph))
+      for (const auto& p : layer->named_parameters(/*recurse=*/false))
+        if (p.key() == target) params_.push_back(p.value());
+  }
+  void on_step_end(Trainer&, const TrainContext&) override {
+    torch::NoGradGuard no_grad;
+    for (auto& p : params_) p.clamp_(-1, 1);
+  }
+
+ private:
+  std::vector<torch::Tensor> params_;
+};
+
+}  // namespace
+
+std::shared_ptr<Callback> make_quantizer_runtime(const PruningSpec& quantizer, const models::Graph& graph) {
+  if (quantizer.method == "QATQuantizer") return std::make_shared<QatStart>(graph, quantizer.integer("quant_start_step"));
+  if (quantizer.method == "BNNQuantizer") return std::make_shared<BnnClamp>(graph);
+  return nullptr;
+}
+
+void calibrate(models::Graph& graph, const data::Dataset& data, int64_t batches, int64_t batch_size,
+               const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  graph->eval();
+  const data::Dataset ds = data.x.device() == device ? data : data.to(device);
+  data::Batches it(ds, batch_size, /*shuffle=*/false);
+  for (int64_t b = 0; b < std::min(batches, it.count()); ++b) graph->forward(std::get<0>(it.get(b)));
+  for (auto& [layer, target, q] : integer_quantizers(graph)) q->start();
+}
+
+nlohmann::json calibration_json(const models::Graph& graph) {
+  nlohmann::json out = nlohmann::json::object();
+  for (auto& [layer, target, q] : integer_quantizers(graph)) {
+    const auto& spec = q->spec();
+    auto [scale, zp] = q->qparams();
+    auto list = [](const torch::Tensor& t) {
+      auto flat = t.reshape({-1}).to(torch::kDouble).cpu();
+      std::vector<double> v(flat.data_ptr<double>(), flat.data_ptr<double>() + flat.numel());
+      return v.size() == 1 ? nlohmann::json(v[0]) : nlohmann::json(v);
+    };
+    std::string module;
+    for (const auto& node : graph->nodes())
+      if (pq_layer(graph, node.name) == layer) module = node.name;
+    const std::string name = target == "input" ? "_input_0" : target == "output" ? "_output_0" : target;  // NNI's names
+    out[module][name] = {{"scale", list(scale)},
+                           {"zero_point", list(zp)},
+                           {"quant_dtype", (spec.is_signed ? "int" : "uint") + std::to_string(spec.bits)},
+                           {"quant_scheme", spec.symmetric ? "symmetric" : "affine"},
+                           {"quant_bits", spec.bits},
+                           {"method", quant::to_string(spec.method)},
+                           {"tracked_min", list(q->min_val)},
+                           {"tracked_max", list(q->max_val)}};
+  }
+  return out;
+}
+
+}  // namespace sparq::train

@@ -1,0 +1,148 @@
+// NNI quantization config lists (spec nni-config §1.5 template Q, §3.1) and the job's quantizer
+// section: targets and their integer specs, the quantizer classes, bad input; a QAT run quantizes
+// from its start step and a PTQ run calibrates, both writing calibration.json.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "sparq/compress/resolve.h"
+#include "sparq/config/dialect.h"
+#include "sparq/config/nni.h"
+#include "test_util.h"
+
+namespace sparq {
+namespace {
+
+Plan plan_of(const std::string& text) {
+  auto doc = yaml::YamlDoc::load_string(text, "c.yaml");
+  return config::load_plan(doc.file, doc.root);
+}
+
+std::string error_of(const std::string& text) {
+  try {
+    plan_of(text);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+models::GraphSpec linear_relu() {
+  return models::parse_model_yaml("input_shape: [4]\nlayers:\n  - {name: fc, op: Linear, out_features: 3}\n"
+                                  "  - {name: relu, op: ReLU}\n",
+                                  "m.yaml");
+}
+
+const quant::IntegerSpec* integer(const Resolution& r, const std::string& module, const std::string& target) {
+  const auto& t = r.find(module)->targets.at(target);
+  return t.quantizer ? std::get_if<quant::IntegerSpec>(&*t.quantizer) : nullptr;
+}
+
+TEST(NniQuant, TemplateTargetsAndSettings) {
+  models::Graph g(linear_relu());
+  auto r = resolve(plan_of("- {op_types: [Linear, ReLU], quant_dtype: int8}\n"), g);
+  for (const char* t : {"weight", "bias", kInput, kOutput}) {
+    auto* s = integer(r, "fc", t);
+    ASSERT_TRUE(s) << t;
+    EXPECT_EQ(s->bits, 8);
+    EXPECT_TRUE(s->is_signed && s->narrow && s->symmetric);  // scheme null: symmetric; int8: +-127
+    EXPECT_EQ(s->channel_dim, -1);
+    EXPECT_EQ(s->qmin(), -127);
+  }
+  EXPECT_TRUE(integer(r, "relu", kInput) && integer(r, "relu", kOutput));  // activations: the lanes
+  EXPECT_TRUE(integer(r, "fc", kOutput)->output_lane);
+
+  auto r2 = resolve(plan_of("- op_types: [Linear]\n  quant_dtype: int4\n  target_names: [_input_, weight, _output_]\n"
+                            "  target_settings: {_input_: {quant_dtype: uint8, quant_scheme: affine}, weight: "
+                            "{granularity: out_channel}}\n"),
+                    g);
+  EXPECT_EQ(integer(r2, "fc", "weight")->bits, 4);
+  EXPECT_EQ(integer(r2, "fc", "weight")->channel_dim, 0);
+  EXPECT_EQ(integer(r2, "fc", kInput)->bits, 8);
+  EXPECT_FALSE(integer(r2, "fc", kInput)->is_signed);
+  EXPECT_FALSE(integer(r2, "fc", kInput)->symmetric);
+  EXPECT_EQ(integer(r2, "fc", kOutput)->bits, 4);
+  EXPECT_EQ(integer(r2, "fc", "bias"), nullptr);  // not in target_names
+}
+
+TEST(NniQuant, QuantizerSectionSetsTheMethod) {
+  auto p = plan_of("quantizer: {type: QATQuantizer, quant_start_step: 100}\nconfig_list:\n  - {op_types: [Linear], "
+                   "quant_dtype: int8}\n");
+  ASSERT_TRUE(p.quantizer);
+  EXPECT_EQ(p.quantizer->integer("quant_start_step"), 100);
+  EXPECT_EQ(std::get<quant::IntegerSpec>(*p.rules[0].targets.at("weight").quant->spec).method, quant::IntegerMethod::Qat);
+  auto l = plan_of("quantizer: {type: LsqQuantizer}\nconfig_list: [{op_types: [Linear], quant_dtype: int8}]\n");
+  EXPECT_EQ(std::get<quant::IntegerSpec>(*l.rules[0].targets.at("weight").quant->spec).method, quant::IntegerMethod::Lsq);
+  // a v2 quantization list reads (through the corrected converter) as a v3 one
+  auto v2 = plan_of("- {quant_types: [weight, input], quant_bits: 8, op_types: [Linear]}\n");
+  EXPECT_EQ(v2.dialect, "nni-v2");
+  EXPECT_TRUE(v2.rules[0].targets.at("weight").quant);
+}
+
+TEST(NniQuant, BadQuantizationConfigs) {
+  const std::string q = "quantizer: {type: QATQuantizer}\nconfig_list:\n";
+  std::vector<std::pair<std::string, std::string>> cases = {
+      {"- {op_types: [Linear], quant_dtype: int0}\n", "config list entry 1.quant_dtype: 'int0' is not"},
+      {"- {op_types: [Linear], quant_dtype: int33}\n", "'int33' is not int2..int32"},
+      {"- {op_types: [Linear], quant_dtype: float8}\n", "'float8' is not"},
+      {"- {op_types: [Linear], quant_dtype: int8, quant_scheme: per_tensor}\n", "'per_tensor' is not symmetric or affine"},
+      {"- {op_types: [Linear], quant_scheme: affine}\n", "a quantization entry needs quant_dtype"},
+      {"- {op_types: [Linear], quant_dtype: int8, granularity: per_channel}\n", "weight: per_channel is for inputs"},
+      {"- {op_types: [Linear], quant_dtype: int8, sparse_ratio: 0.5}\n", "'sparse_ratio' is a pruning key"},
+      {"- {op_types: [Linear], quant_dtype: int8, fuse_names: [[fc, relu]]}\n", "fusion is not supported"},
+      {q + "  - {op_types: [Linear], quant_dtype: int8, target_settings: {weight: {quant_dtype: int8, foo: 1}}}\n",
+       "unknown key 'foo'"},
+      {"quantizer: {type: QATQuantizer, quant_start_step: -1}\nconfig_list: [{op_types: [Linear], quant_dtype: int8}]\n",
+       "quant_start_step: -1 is out of range"},
+      {"quantizer: {type: QatQuantizer}\nconfig_list: [{op_types: [Linear], quant_dtype: int8}]\n",
+       "unknown quantizer 'QatQuantizer', did you mean 'QATQuantizer'?"},
+      {"quantizer: {type: BNNQuantizer}\nconfig_list: [{op_types: [Linear], quant_dtype: int8, target_settings: {weight: "
+       "{granularity: out_channel}}}]\n",
+       "BNNQuantizer takes no granularity"},
+      {"quantizer: {type: QATQuantizer}\nconfig_list: [{op_types: [Linear], sparse_ratio: 0.5}]\n",
+       "has no quantization entry"},
+  };
+  for (const auto& [text, expected] : cases) {
+    auto e = error_of(text);
+    EXPECT_NE(e.find(expected), std::string::npos) << text << "-> " << e;
+    EXPECT_NE(e.find("c.yaml:"), std::string::npos) << e;
+  }
+}
+
+TEST(NniQuant, QatAndPtqRuns) {
+  test::TempDir dir("nni_quant");
+  auto job = [&](const std::string& name, const std::string& quantizer, const std::string& epochs) {
+    return "model: mlp\ndata: {dataset: random, shape: [16], samples: 256}\ntraining: {batch_size: 64, epochs: " + epochs +
+           ", progress: none}\noutput: " + dir.file(name) + "\ncompression:\n  quantizer: " + quantizer +
+           "\n  config_list:\n    - {op_types: [Linear], quant_dtype: int8, target_names: [_input_, weight], "
+           "target_settings: {weight: {granularity: out_channel}, _input_: {quant_dtype: uint8, quant_scheme: affine}}}\n";
+  };
+  test::write_file(dir.file("qat.yaml"), job("qat", "{type: QATQuantizer, quant_start_step: 6}", "3"));
+  auto r = test::run_sparq("run " + dir.file("qat.yaml"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(dir.file("qat/calibration.json"));
+  auto table = nlohmann::json::parse(in);
+  ASSERT_TRUE(table.contains("fc1"));
+  EXPECT_EQ(table["fc1"]["weight"]["quant_dtype"], "int8");
+  EXPECT_EQ(table["fc1"]["weight"]["scale"].size(), 256u);  // per output channel of mlp's first layer
+  EXPECT_EQ(table["fc1"]["_input_0"]["quant_dtype"], "uint8");
+  EXPECT_GT(table["fc1"]["_input_0"]["tracked_max"].get<double>(), 0);
+
+  test::write_file(dir.file("ptq.yaml"), job("ptq", "{type: PtqQuantizer, calibration_batches: 2}", "0"));
+  auto p = test::run_sparq("run " + dir.file("ptq.yaml"));
+  ASSERT_EQ(p.exit_code, 0) << p.output;
+  std::ifstream pin(dir.file("ptq/calibration.json"));
+  auto ptable = nlohmann::json::parse(pin);
+  EXPECT_EQ(ptable["fc1"]["weight"]["method"], "ptq");
+  EXPECT_LT(ptable["fc1"]["_input_0"]["tracked_min"].get<double>(), 0);  // random normal inputs: a range around 0
+
+  test::write_file(dir.file("bare.yaml"), "model: mlp\ndata: {dataset: random, shape: [16], samples: 64}\ncompression:\n"
+                                          "  config_list: [{op_types: [Linear], quant_dtype: int8}]\n");
+  auto bare = test::run_sparq("run " + dir.file("bare.yaml"));
+  EXPECT_EQ(bare.exit_code, 2);
+  EXPECT_NE(bare.output.find("needs the quantizer that reads it"), std::string::npos) << bare.output;
+}
+
+}  // namespace
+}  // namespace sparq

@@ -56,7 +56,9 @@ std::string format_of(const layers::PQLayer& layer, const std::string& target) {
     auto d = q->describe();
     if (!d.enabled && d.kind != "integer") return "float";
     if (d.kind == "integer")  // QAT quantizers are off until their start: show what they will be
-      return fmt::format("{}int{}{}", d.k.at(0) ? "" : "u", d.k.at(0) + d.i.at(0), d.enabled ? "" : " (from its start)");
+      return fmt::format("{}int{}{}{}", d.k.at(0) ? "" : "u", d.k.at(0) + d.i.at(0),
+                         d.granularity == quant::Granularity::PerTensor ? "" : " per_channel",
+                         d.enabled ? "" : " (from its start)");
     auto f = d.element();
     std::string text = fmt::format("{}{}<{},{}>", q->trains_widths() ? d.kind + " " : "", f.k ? "ap_fixed" : "ap_ufixed",
                                    f.width(), f.k + f.i);
@@ -131,6 +133,11 @@ void print_plan_sections(const Plan& plan) {
     fmt::print("pruner: {} ({})\n", plan.pruner->method, fmt::join(params, ", "));
   } else if (plan.uses_masks()) {
     fmt::print("pruner: none named (a job names it: compression: {{pruner: {{type: L1NormPruner}}, config_list: ...}})\n");
+  }
+  if (plan.quantizer) {
+    std::vector<std::string> params;
+    for (const auto& [k, v] : plan.quantizer->params) params.push_back(fmt::format("{} {}", k, to_string(v)));
+    fmt::print("quantizer: {}{}\n", plan.quantizer->method, params.empty() ? "" : fmt::format(" ({})", fmt::join(params, ", ")));
   }
   auto methods = plan.pruning_methods();
   for (const auto& spec : methods) {

@@ -301,14 +301,15 @@ nlohmann::json resolution_json(const Resolution& r, const Plan& plan) {
     if (!e.groups.empty()) j["groups"] = e.groups;
     events.push_back(j);
   }
-  nlohmann::json pruner = nullptr;
-  if (plan.pruner) {
+  auto class_json = [](const std::optional<PruningSpec>& spec) -> nlohmann::json {
+    if (!spec) return nullptr;
     nlohmann::json params = nlohmann::json::object();
-    for (const auto& [k, v] : plan.pruner->params) params[k] = param_json(v);
-    pruner = {{"type", plan.pruner->method}, {"params", params}};
-  }
+    for (const auto& [k, v] : spec->params) params[k] = param_json(v);
+    return {{"type", spec->method}, {"params", params}};
+  };
   return {{"dialect", r.dialect.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.dialect)},
-          {"pruner", pruner},
+          {"pruner", class_json(plan.pruner)},
+          {"quantizer", class_json(plan.quantizer)},
           {"warnings", r.warnings},
           {"modules", modules},
           {"schedule", {{"stages", stages}, {"events", events}}}};

@@ -126,8 +126,14 @@ struct ModuleSetting {
   std::optional<std::string> function;       ///< activation function of the PQ layer (hard_tanh for Tanh, ...)
   std::optional<bool> relu_multiplier;       ///< learned power-of-two scale in front of a ReLU
   std::optional<bool> pruning_first;         ///< true: quantize(prune(W)); false: prune(quantize(W))
+  /// Fusion for quantization (NNI's fuse_names): the BatchNorm (and ReLU) nodes after this
+  /// Linear/Conv folded into it; `fuse_following`: the Conv-BN(-ReLU) chain found in the graph
+  /// (SparseML's conv_bn_relus), folded only when QAT starts (before, the float model trains).
+  std::vector<std::string> fuse_with;
+  bool fuse_following = false;
   bool operator==(const ModuleSetting& o) const {
-    return function == o.function && relu_multiplier == o.relu_multiplier && pruning_first == o.pruning_first;
+    return function == o.function && relu_multiplier == o.relu_multiplier && pruning_first == o.pruning_first &&
+           fuse_with == o.fuse_with && fuse_following == o.fuse_following;
   }
 };
 

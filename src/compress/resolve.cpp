@@ -48,6 +48,8 @@ void merge(ModuleSetting& into, const ModuleSetting& s) {
   if (s.function) into.function = s.function;
   if (s.relu_multiplier) into.relu_multiplier = s.relu_multiplier;
   if (s.pruning_first) into.pruning_first = s.pruning_first;
+  if (!s.fuse_with.empty()) into.fuse_with = s.fuse_with;
+  if (s.fuse_following) into.fuse_following = true;
 }
 
 /// Checks the names a rule selects by against the graph: names_must_exist (PQuantML's

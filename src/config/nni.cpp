@@ -322,7 +322,7 @@ Rule quant_rule_of(const std::string& file, const YAML::Node& entry, const std::
   std::vector<std::string> allowed = kSelectors;
   for (const char* k : {"target_names", "target_settings", "quant_dtype", "quant_scheme", "granularity", "apply_method",
                         "fuse_names"})
-    allowed.push_back(k);
+    allowed.push_back(k);  // fuse_names: the fusion rules plan_of_v3 adds
   for (auto it = entry.begin(); it != entry.end(); ++it) {
     const auto& k = it->first.Scalar();
     if (contains(allowed, k)) continue;
@@ -332,10 +332,6 @@ Rule quant_rule_of(const std::string& file, const YAML::Node& entry, const std::
                                         origin, k));
     check_setting_key(file, it->first, origin, allowed);
   }
-  if (entry["fuse_names"])
-    fail(file, entry["fuse_names"], fmt::format("{}.fuse_names: module fusion is not supported by this version of sparq "
-                                                "yet; remove it to quantize the modules unfused",
-                                                origin));
   Rule rule;
   read_selector(file, entry, origin, rule);
   std::map<std::string, QuantTarget> settings;
@@ -440,7 +436,26 @@ Plan plan_of_v3(const std::string& file, const YAML::Node& list, const std::vect
   Plan plan;
   plan.dialect = dialect;
   plan.precedence = Precedence::FirstWins;
-  for (size_t i = 0; i < list.size(); ++i) plan.rules.push_back(rule_of(file, list[i], origins[i]));
+  for (size_t i = 0; i < list.size(); ++i) {
+    plan.rules.push_back(rule_of(file, list[i], origins[i]));
+    // fuse_names: [[lead, follower...], ...] (spec §3.7), one rule per lead
+    if (!list[i].IsMap() || !list[i]["fuse_names"]) continue;
+    YAML::Node fuse = list[i]["fuse_names"];
+    const std::string what = origins[i] + ".fuse_names";
+    if (!fuse.IsSequence()) fail(file, fuse, what + ": expected a list of [lead, follower(s)] name lists");
+    for (const auto& group : fuse) {
+      auto names = string_list(file, group, what);
+      if (names.size() < 2 || names.size() > 3)
+        fail(file, group, fmt::format("{}: a fusion names 2 or 3 modules (Linear/Conv, BatchNorm, ReLU), got {}", what,
+                                      names.size()));
+      Rule r;
+      r.select.names = {names[0]};
+      r.module.fuse_with.assign(names.begin() + 1, names.end());
+      r.where = where(file, group), r.origin = what;
+      r.names_must_exist = true;
+      plan.rules.push_back(r);
+    }
+  }
   return plan;
 }
 

@@ -114,14 +114,44 @@ torch::Tensor PQLayer::masked(const std::string& target, const torch::Tensor& x)
   return it == masks_.end() || !x.defined() ? x : it->second->apply(x);
 }
 
-torch::Tensor PQWeightLayer::effective_weight() {
-  auto prune = [&](const torch::Tensor& w) { return pruning_ && enable_pruning ? pruning_->apply(w) : w; };
-  // pruning first: the mask too comes before the quantizer (its observer sees the zeros, as SparseML's QAT does)
-  if (pruning_first) return quantize(weight_q, masked("weight", prune(weight)));
-  return masked("weight", prune(quantize(weight_q, weight)));
+torch::Tensor PQWeightLayer::bn_factor() const {
+  std::vector<int64_t> view(static_cast<size_t>(weight.dim()), 1);
+  view[0] = -1;
+  return (bn_weight / torch::sqrt(bn_var + bn_eps)).view(view);
 }
 
-torch::Tensor PQWeightLayer::effective_bias() { return bias.defined() ? masked("bias", quantize(bias_q, bias)) : bias; }
+void PQWeightLayer::fold_batchnorm(const torch::Tensor& gamma, const torch::Tensor& beta, const torch::Tensor& mean,
+                                   const torch::Tensor& var, double eps, double momentum) {
+  torch::NoGradGuard no_grad;
+  bn_weight = register_parameter("bn_weight", gamma.detach().clone());
+  bn_bias = register_parameter("bn_bias", beta.detach().clone());
+  bn_mean = register_buffer("bn_mean", mean.detach().clone());
+  bn_var = register_buffer("bn_var", var.detach().clone());
+  bn_eps = eps, bn_momentum = momentum;
+}
+
+void PQWeightLayer::track_batchnorm(const torch::Tensor& float_output) {
+  if (!folds_batchnorm() || !fold_active || !is_training()) return;
+  torch::NoGradGuard no_grad;
+  torch::batch_norm(float_output, bn_weight, bn_bias, bn_mean, bn_var, /*training=*/true, bn_momentum, bn_eps, false);
+}
+
+torch::Tensor PQWeightLayer::effective_weight() {
+  auto prune = [&](const torch::Tensor& w) { return pruning_ && enable_pruning ? pruning_->apply(w) : w; };
+  const auto w = folds_batchnorm() && fold_active ? weight * bn_factor() : weight;
+  // pruning first: the mask too comes before the quantizer (its observer sees the zeros, as SparseML's QAT does)
+  if (pruning_first) return quantize(weight_q, masked("weight", prune(w)));
+  return masked("weight", prune(quantize(weight_q, w)));
+}
+
+torch::Tensor PQWeightLayer::effective_bias() {
+  if (folds_batchnorm() && fold_active) {
+    auto b = bias.defined() ? bias : torch::zeros_like(bn_mean);
+    auto folded = (b - bn_mean) * bn_factor().reshape({-1}) + bn_bias;
+    return masked("bias", quantize(bias_q, folded));
+  }
+  return bias.defined() ? masked("bias", quantize(bias_q, bias)) : bias;
+}
 
 torch::Tensor PQWeightLayer::alive_weights() {
   torch::NoGradGuard no_grad;
@@ -168,9 +198,10 @@ PQDenseImpl::PQDenseImpl(const torch::nn::Linear& linear, QuantTargets targets)
 torch::Tensor PQDenseImpl::forward(const torch::Tensor& x_in) {
   record_input(x_in);
   auto x = lane_in(x_in);
+  if (folds_batchnorm() && fold_active && is_training()) track_batchnorm(torch::linear(x.detach(), weight.detach(), bias.defined() ? bias.detach() : bias));
   auto w = effective_weight();
   if (pruning_) pruning_->collect_input(x, w.detach());
-  auto y = lane_out(torch::linear(x, w, effective_bias()));
+  auto y = finish(torch::linear(x, w, effective_bias()));
   if (pruning_) pruning_->collect_output(y);
   return y;
 }
@@ -206,12 +237,15 @@ PQConvImpl::PQConvImpl(const PQConvOptions& o) : options_(o) {
 torch::Tensor PQConvImpl::forward(const torch::Tensor& x_in) {
   record_input(x_in);
   auto x = lane_in(x_in);
+  const auto& o = options_;
+  auto conv = [&](const torch::Tensor& in, const torch::Tensor& w, const torch::Tensor& b) {
+    return o.dims() == 1 ? torch::conv1d(in, w, b, o.stride(), o.padding(), o.dilation(), o.groups())
+                         : torch::conv2d(in, w, b, o.stride(), o.padding(), o.dilation(), o.groups());
+  };
+  if (folds_batchnorm() && fold_active && is_training()) track_batchnorm(conv(x.detach(), weight.detach(), bias.defined() ? bias.detach() : bias));
   auto w = effective_weight(), b = effective_bias();
   if (pruning_) pruning_->collect_input(x, w.detach());
-  const auto& o = options_;
-  auto y = o.dims() == 1 ? torch::conv1d(x, w, b, o.stride(), o.padding(), o.dilation(), o.groups())
-                         : torch::conv2d(x, w, b, o.stride(), o.padding(), o.dilation(), o.groups());
-  y = lane_out(y);
+  auto y = finish(conv(x, w, b));
   if (pruning_) pruning_->collect_output(y);
   return y;
 }

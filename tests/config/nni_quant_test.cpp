@@ -90,7 +90,7 @@ TEST(NniQuant, BadQuantizationConfigs) {
       {"- {op_types: [Linear], quant_scheme: affine}\n", "a quantization entry needs quant_dtype"},
       {"- {op_types: [Linear], quant_dtype: int8, granularity: per_channel}\n", "weight: per_channel is for inputs"},
       {"- {op_types: [Linear], quant_dtype: int8, sparse_ratio: 0.5}\n", "'sparse_ratio' is a pruning key"},
-      {"- {op_types: [Linear], quant_dtype: int8, fuse_names: [[fc, relu]]}\n", "fusion is not supported"},
+      {"- {op_types: [Linear], quant_dtype: int8, fuse_names: [[fc]]}\n", "a fusion names 2 or 3 modules"},
       {q + "  - {op_types: [Linear], quant_dtype: int8, target_settings: {weight: {quant_dtype: int8, foo: 1}}}\n",
        "unknown key 'foo'"},
       {"quantizer: {type: QATQuantizer, quant_start_step: -1}\nconfig_list: [{op_types: [Linear], quant_dtype: int8}]\n",

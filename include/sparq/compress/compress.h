@@ -26,6 +26,11 @@ CompressReport compress(models::Graph& graph, const Resolution& resolution);
 /// resolve(plan, graph), then compress.
 CompressReport compress(models::Graph& graph, const Plan& plan);
 
+/// Turns on the deferred Conv-BN(-ReLU) folding of layer `lead` (ModuleSetting::fuse_following):
+/// with `copy_statistics` the BatchNorm's current parameters and running statistics are folded
+/// in first (QAT's start; a resumed run keeps the checkpoint's); its followers are skipped.
+void activate_fusion(models::Graph& graph, const std::string& lead, bool copy_statistics);
+
 /// Costs of every PQ layer of a graph and their sum.
 struct GraphCost {
   std::vector<std::pair<std::string, layers::LayerCost>> layers;

@@ -85,6 +85,21 @@ class PQWeightLayer : public PQLayer {
   /// The weight the layer computes with (pruned and quantized).
   torch::Tensor effective_weight();
   torch::Tensor effective_bias();
+  /// Folds the batch norm that follows the layer into it, for quantization (spec nni-config
+  /// §3.7): the layer computes with w·γ/√(σ²+ε) and (b − μ)·γ/√(σ²+ε) + β (then quantized);
+  /// γ and β train with the layer ("bn_weight", "bn_bias"), the running statistics ("bn_mean",
+  /// "bn_var") follow the layer's float output in training.
+  void fold_batchnorm(const torch::Tensor& gamma, const torch::Tensor& beta, const torch::Tensor& mean,
+                      const torch::Tensor& var, double eps, double momentum);
+  bool folds_batchnorm() const { return bn_weight.defined(); }
+  torch::Tensor bn_weight, bn_bias, bn_mean, bn_var;
+  double bn_eps = 1e-5, bn_momentum = 0.1;
+  bool fused_relu = false;  ///< a ReLU follower folded in: applied before the output quantizer
+  /// The folded nodes (skipped in the graph while folding is on); `fold_active` false: the layer
+  /// and its followers compute unfused (SparseML folds at QAT's start; compress.h's
+  /// activate_fusion turns it on).
+  std::vector<std::string> fused_followers;
+  bool fold_active = true;
   /// Installs a pruning method (registered as child "pruning").
   void set_pruning(std::shared_ptr<prune::PruningMethod> method);
   std::shared_ptr<prune::PruningMethod> pruning() const { return pruning_; }
@@ -93,6 +108,12 @@ class PQWeightLayer : public PQLayer {
 
  protected:
   void init_parameters(const torch::Tensor& w, const torch::Tensor& b);
+  /// γ/√(σ²+ε) shaped to broadcast over the weight (dim 0).
+  torch::Tensor bn_factor() const;
+  /// Training with a folded batch norm: its running statistics see `float_output` (no gradient).
+  void track_batchnorm(const torch::Tensor& float_output);
+  /// The fused ReLU, then the output lane.
+  torch::Tensor finish(const torch::Tensor& y) { return lane_out(fused_relu && fold_active ? torch::relu(y) : y); }
   /// EBOPs from the weight bits, the input lane bits [1, *input shape] and the mean bias bits.
   virtual torch::Tensor ebops_of(const torch::Tensor& bits_w, const torch::Tensor& bits_in,
                                  const torch::Tensor& mean_bits_b) = 0;

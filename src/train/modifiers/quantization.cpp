@@ -28,7 +28,9 @@ class Quantization : public ModifierCallback {
       if (node.op.find("BatchNorm") != std::string::npos) batchnorms_.push_back(node.module.ptr());
     }
     set(clock_.started && !clock_.ended);
+    if (clock_.started) fuse(t, /*copy_statistics=*/false);  // resumed: the checkpoint holds the folded values
     if (clock_.start_pending(e)) {  // SparseML applies QAT at initialize when its start has come
+      fuse(t, true);
       set(true);
       clock_.mark(e, true, false);
     }
@@ -37,7 +39,7 @@ class Quantization : public ModifierCallback {
     if (observers_off_) freeze_observers();
   }
   void update(Trainer& t, double, bool starting, bool) override {
-    if (starting) set(true);
+    if (starting) fuse(t, true), set(true);
   }
   void pre_step(Trainer& t, double e) override {
     if (!clock_.started) return;
@@ -57,6 +59,10 @@ class Quantization : public ModifierCallback {
  private:
   void set(bool on) {
     for (auto& pq : layers_) pq->set_quantization(on);
+  }
+  /// The deferred Conv-BN(-ReLU) folding (conv_bn_relus) starts with QAT.
+  void fuse(Trainer& t, bool copy_statistics) {
+    for (const auto& node : t.model()->nodes()) activate_fusion(t.model(), node.name, copy_statistics);
   }
   void freeze_observers() {
     for (auto& pq : layers_)

@@ -136,6 +136,11 @@ void PQWeightLayer::track_batchnorm(const torch::Tensor& float_output) {
   torch::batch_norm(float_output, bn_weight, bn_bias, bn_mean, bn_var, /*training=*/true, bn_momentum, bn_eps, false);
 }
 
+torch::Tensor PQWeightLayer::float_weight() {
+  torch::NoGradGuard no_grad;
+  return masked("weight", pruning_ && enable_pruning ? pruning_->apply(weight) : weight);
+}
+
 torch::Tensor PQWeightLayer::effective_weight() {
   auto prune = [&](const torch::Tensor& w) { return pruning_ && enable_pruning ? pruning_->apply(w) : w; };
   const auto w = folds_batchnorm() && fold_active ? weight * bn_factor() : weight;
@@ -198,7 +203,8 @@ PQDenseImpl::PQDenseImpl(const torch::nn::Linear& linear, QuantTargets targets)
 torch::Tensor PQDenseImpl::forward(const torch::Tensor& x_in) {
   record_input(x_in);
   auto x = lane_in(x_in);
-  if (folds_batchnorm() && fold_active && is_training()) track_batchnorm(torch::linear(x.detach(), weight.detach(), bias.defined() ? bias.detach() : bias));
+  if (folds_batchnorm() && fold_active && is_training())
+    track_batchnorm(torch::linear(x.detach(), float_weight().detach(), bias.defined() ? bias.detach() : bias));
   auto w = effective_weight();
   if (pruning_) pruning_->collect_input(x, w.detach());
   auto y = finish(torch::linear(x, w, effective_bias()));
@@ -242,7 +248,8 @@ torch::Tensor PQConvImpl::forward(const torch::Tensor& x_in) {
     return o.dims() == 1 ? torch::conv1d(in, w, b, o.stride(), o.padding(), o.dilation(), o.groups())
                          : torch::conv2d(in, w, b, o.stride(), o.padding(), o.dilation(), o.groups());
   };
-  if (folds_batchnorm() && fold_active && is_training()) track_batchnorm(conv(x.detach(), weight.detach(), bias.defined() ? bias.detach() : bias));
+  if (folds_batchnorm() && fold_active && is_training())
+    track_batchnorm(conv(x.detach(), float_weight().detach(), bias.defined() ? bias.detach() : bias));
   auto w = effective_weight(), b = effective_bias();
   if (pruning_) pruning_->collect_input(x, w.detach());
   auto y = finish(conv(x, w, b));

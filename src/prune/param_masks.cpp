@@ -27,9 +27,9 @@ ParamMasks::Entry& ParamMasks::entry(const std::string& node, const std::string&
   return entries_.emplace(key, std::move(e)).first->second;
 }
 
-void ParamMasks::refresh(Entry& e) {
+void ParamMasks::refresh(Entry& e, bool bake) {
   torch::NoGradGuard no_grad;
-  e.param.mul_(e.mask->mask);  // the zeros the old product made, kept in the raw weight
+  if (bake) e.param.mul_(e.mask->mask);  // the zeros the old product made, kept in the raw weight
   auto product = torch::ones_like(e.mask->mask);
   for (const auto& [owner, part] : e.parts) product.mul_(part);
   e.mask->mask.copy_(product);
@@ -39,6 +39,11 @@ void ParamMasks::refresh(Entry& e) {
 void ParamMasks::set(int owner, Entry& e, const torch::Tensor& mask) {
   e.parts[owner] = mask.to(e.mask->mask.options());
   refresh(e);
+}
+
+void ParamMasks::restore(int owner, Entry& e, const torch::Tensor& mask) {
+  e.parts[owner] = mask.to(e.mask->mask.options());
+  refresh(e, /*bake=*/false);
 }
 
 void ParamMasks::remove(int owner, Entry& e) {

@@ -82,6 +82,11 @@ TEST(Fusion, NniFuseNamesAndSparsemlDefault) {
   activate_fusion(s, "conv2", /*copy_statistics=*/true);
   EXPECT_TRUE(conv2->fold_active && s->node("bn2").skipped && s->node("relu2").skipped);
   EXPECT_TRUE(conv2->bn_mean.eq(0.25).all().item<bool>());
+  auto q = lenet_with_statistics();  // SparseML's default conv_bn_relus: folded when QAT starts
+  auto recipe = yaml::YamlDoc::load_string("modifiers:\n  - !QuantizationModifier {start_epoch: 0}\n", "r.yaml");
+  compress(q, config::load_plan(recipe.file, recipe.root));
+  auto qconv = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(q, "conv1"));
+  EXPECT_TRUE(qconv->folds_batchnorm() && !qconv->fold_active);
   auto n = lenet_with_statistics();
   auto no_fuse = yaml::YamlDoc::load_string(
       "modifiers:\n  - !QuantizationModifier {start_epoch: 0, model_fuse_fn_name: no_fuse}\n", "r.yaml");

@@ -108,6 +108,9 @@ class PQWeightLayer : public PQLayer {
 
  protected:
   void init_parameters(const torch::Tensor& w, const torch::Tensor& b);
+  /// The pruned, masked weight before folding and quantization (the folded batch norm's
+  /// statistics see the output it gives).
+  torch::Tensor float_weight();
   /// γ/√(σ²+ε) shaped to broadcast over the weight (dim 0).
   torch::Tensor bn_factor() const;
   /// Training with a folded batch norm: its running statistics see `float_output` (no gradient).

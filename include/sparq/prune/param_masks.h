@@ -32,6 +32,9 @@ class ParamMasks {
   Entry& entry(const std::string& node, const std::string& target);
   /// Sets (or replaces) `owner`'s mask of the entry.
   void set(int owner, Entry& e, const torch::Tensor& mask);
+  /// Sets `owner`'s mask as a checkpoint had it (the product is recomputed, the weight is not
+  /// multiplied: it comes from the same checkpoint).
+  void restore(int owner, Entry& e, const torch::Tensor& mask);
   /// Drops `owner`'s mask (the weight keeps its zeros, and may grow back).
   void remove(int owner, Entry& e);
   /// The weight as the layer computes with it: raw x product (no gradient).
@@ -42,7 +45,7 @@ class ParamMasks {
   int owner() { return next_owner_++; }
 
  private:
-  void refresh(Entry& e);
+  void refresh(Entry& e, bool bake = true);
   models::Graph graph_;
   std::map<std::pair<std::string, std::string>, Entry> entries_;
   int next_owner_ = 0;

@@ -1027,8 +1027,7 @@ Plan parse(const std::string& file, const YAML::Node& root, const RecipeVariable
     rule.targets[kInput].quant = QuantSetting::of(a);
     if (m.quantize_linear_activations || m.quantize_conv_activations) rule.targets[kOutput].quant = QuantSetting::of(a);
     rule.module.pruning_first = true;  // masks zero the weights before the observer sees them, as in SparseML
-    // conv_bn_relus (torch's Conv-BN(-ReLU) folding at QAT's start) is not applied yet: a resumed
-    // run of a folded model does not repeat an uninterrupted one bit for bit (docs/sparseml.md)
+    rule.module.fuse_following = m.fuse == "conv_bn_relus";  // Conv-BN(-ReLU) folded at QAT's start
     plan.rules.push_back(rule);
   }
   return plan;

@@ -95,7 +95,7 @@ class PruningModifier : public ModifierCallback {
   void load_state(torch::serialize::InputArchive& a) override {
     for (size_t i = 0; i < entries_.size(); ++i) {
       torch::Tensor m;
-      if (a.try_read(fmt::format("mask_{}", i), m)) board_->set(owner_, *entries_[i], m);
+      if (a.try_read(fmt::format("mask_{}", i), m)) board_->restore(owner_, *entries_[i], m);
     }
     torch::Tensor init;
     a.read("init", init);

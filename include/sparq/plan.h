@@ -337,6 +337,8 @@ struct Modifier {
   bool quantize_linear_activations = true, quantize_conv_activations = true;
   std::string fuse = "conv_bn_relus";           ///< conv_bn_relus | no_fuse
 
+  /// Whether it prunes with masks on parameters (the pruning modifiers but LayerPruning).
+  bool prunes() const { return type.find("Pruning") != std::string::npos && type != "LayerPruningModifier"; }
   bool operator==(const Modifier& o) const;
 };
 

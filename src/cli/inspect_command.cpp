@@ -207,7 +207,7 @@ std::vector<ModifierTimeline> dry_run(const Plan& plan, const Resolution& resolu
     if (m.type == "EpochRangeModifier") continue;
     ModifierTimeline t{&m, {}, {}, ""};
     for (const auto& [node, target] : resolution.modifiers[i].params) t.params.push_back(node + "." + target);
-    t.value_name = m.type.find("Pruning") != std::string::npos && m.type != "LayerPruningModifier" ? "sparsity"
+    t.value_name = m.prunes() ? "sparsity"
                    : m.type.find("LearningRate") != std::string::npos                            ? "lr"
                    : m.type == "SetWeightDecayModifier"                                          ? "weight decay"
                                                                                                  : "";

@@ -115,7 +115,7 @@ class Console : public RunObserver, public train::Callback {
     for (const auto& spec : job.plan.pruning_methods()) methods.push_back(spec.method);
     if (job.plan.pruner) methods.push_back(job.plan.pruner->method + " (" + job.plan.dialect + " config list)");
     for (const auto& m : job.plan.modifiers)
-      if (m.type.find("Pruning") != std::string::npos) methods.push_back(m.tag);
+      if (m.prunes()) methods.push_back(m.tag);
     if (!methods.empty()) fmt::print(", pruning {}", fmt::join(methods, ", "));
     if (!job.plan.modifiers.empty()) fmt::print("; recipe: {} modifier(s)", job.plan.modifiers.size());
     if (!report.left_float.empty()) fmt::print("; in float: {}", fmt::join(report.left_float, "; "));
@@ -132,7 +132,7 @@ class Console : public RunObserver, public train::Callback {
     }
     mode_ = job.training.progress;
     shows_sparsity_ = job.plan.pruner.has_value();
-    for (const auto& m : job.plan.modifiers) shows_sparsity_ = shows_sparsity_ || m.type.find("Pruning") != std::string::npos;
+    for (const auto& m : job.plan.modifiers) shows_sparsity_ = shows_sparsity_ || m.prunes();
     // The console outlives the run it watches: the trainer holds it without owning it.
     trainer.add_callback(std::shared_ptr<train::Callback>(this, [](train::Callback*) {}));
   }

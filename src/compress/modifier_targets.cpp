@@ -43,7 +43,7 @@ bool selects(const std::string& entry, const std::regex* re, const std::string& 
 
 ModifierTargets match_modifier(const Modifier& mod, const models::Graph& graph) {
   ModifierTargets out;
-  const bool pruning = mod.type.find("Pruning") != std::string::npos && mod.type != "LayerPruningModifier";
+  const bool pruning = mod.prunes();
   const auto all = candidates(graph);
   auto fail = [&](const std::string& message) { throw ConfigError(fmt::format("{}: !{}: {}", mod.where, mod.tag, message)); };
 

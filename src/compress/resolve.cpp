@@ -107,8 +107,7 @@ Resolution resolve(const Plan& plan, const models::Graph& graph) {
   std::set<std::string> modifier_nodes;  // nodes a modifier's parameters live on: they become PQ layers
   for (const auto& m : plan.modifiers) {
     r.modifiers.push_back(match_modifier(m, graph));
-    bool masks = m.type.find("Pruning") != std::string::npos && m.type != "LayerPruningModifier";
-    if (masks)
+    if (m.prunes())
       for (const auto& [node, target] : r.modifiers.back().params) modifier_nodes.insert(node);
   }
   for (const auto& node : graph->nodes()) {

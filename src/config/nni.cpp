@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <regex>
 
@@ -258,6 +259,23 @@ void read_selector(const std::string& file, const YAML::Node& entry, const std::
     rule.select.exclude_op_types = op_types_of(file, entry["exclude_op_types"], origin + ".exclude_op_types");
 }
 
+/// Every `target_settings` entry of a list entry: its normalised target, its name in messages and
+/// its settings mapping (checked to be one).
+void for_each_target_setting(const std::string& file, const YAML::Node& entry, const std::string& origin,
+                             const std::function<void(const std::string& target, const std::string& what,
+                                                      const YAML::Node& settings)>& visit) {
+  YAML::Node ts = entry["target_settings"];
+  if (!ts) return;
+  if (!ts.IsMap()) fail(file, ts, fmt::format("{}.target_settings: expected a mapping target -> settings", origin));
+  for (auto it = ts.begin(); it != ts.end(); ++it) {
+    const std::string written = as_string(file, it->first, origin + ".target_settings");
+    const std::string what = origin + ".target_settings." + written;
+    const std::string target = check_target(file, it->first, written, origin + ".target_settings");
+    if (!it->second.IsMap()) fail(file, it->second, fmt::format("{}: expected a mapping of settings", what));
+    visit(target, what, it->second);
+  }
+}
+
 /// A quantization entry's settings of one target (spec §1.5 template Q, §3.1, §3.5).
 struct QuantTarget {
   std::optional<std::string> dtype, scheme;
@@ -340,19 +358,12 @@ Rule quant_rule_of(const std::string& file, const YAML::Node& entry, const std::
   for (auto it = entry.begin(); it != entry.end(); ++it)
     if (contains(kQuantTargetKeys, it->first.Scalar()))
       for (auto& [t, s] : settings) apply_quant_key(file, it->first.Scalar(), it->second, origin, s);
-  if (YAML::Node ts = entry["target_settings"]) {
-    if (!ts.IsMap()) fail(file, ts, fmt::format("{}.target_settings: expected a mapping target -> settings", origin));
-    for (auto it = ts.begin(); it != ts.end(); ++it) {
-      const std::string written = as_string(file, it->first, origin + ".target_settings");
-      const std::string what = origin + ".target_settings." + written;
-      const std::string target = check_target(file, it->first, written, origin + ".target_settings");
-      if (!it->second.IsMap()) fail(file, it->second, fmt::format("{}: expected a mapping of settings", what));
-      for (auto s = it->second.begin(); s != it->second.end(); ++s) {
-        if (!contains(kQuantTargetKeys, s->first.Scalar())) check_setting_key(file, s->first, what, kQuantTargetKeys);
-        apply_quant_key(file, s->first.Scalar(), s->second, what, settings[target]);
-      }
+  for_each_target_setting(file, entry, origin, [&](const std::string& target, const std::string& what, const YAML::Node& map) {
+    for (auto s = map.begin(); s != map.end(); ++s) {
+      check_setting_key(file, s->first, what, kQuantTargetKeys);
+      apply_quant_key(file, s->first.Scalar(), s->second, what, settings[target]);
     }
-  }
+  });
   if (YAML::Node tn = entry["target_names"]) {
     auto names = string_list(file, tn, origin + ".target_names");
     order.clear();
@@ -399,19 +410,11 @@ Rule rule_of(const std::string& file, const YAML::Node& entry, const std::string
     if (contains(kWeightKeys, key)) apply_key(file, key, it->second, origin, settings["weight"]);
     if (contains(kBiasKeys, key)) apply_key(file, key, it->second, origin, settings["bias"]);
   }
-  if (YAML::Node ts = entry["target_settings"]) {
-    if (!ts.IsMap()) fail(file, ts, fmt::format("{}.target_settings: expected a mapping target -> settings", origin));
-    for (auto it = ts.begin(); it != ts.end(); ++it) {
-      const std::string written = as_string(file, it->first, origin + ".target_settings");
-      const std::string what = origin + ".target_settings." + written;
-      const std::string target = check_target(file, it->first, written, origin + ".target_settings");
-      if (!it->second.IsMap()) fail(file, it->second, fmt::format("{}: expected a mapping of settings", what));
-      for (auto s = it->second.begin(); s != it->second.end(); ++s) check_setting_key(file, s->first, what, all_prune_keys());
-      check_exclusive(file, it->second, what);
-      for (auto s = it->second.begin(); s != it->second.end(); ++s)
-        apply_key(file, s->first.Scalar(), s->second, what, settings[target]);
-    }
-  }
+  for_each_target_setting(file, entry, origin, [&](const std::string& target, const std::string& what, const YAML::Node& map) {
+    for (auto s = map.begin(); s != map.end(); ++s) check_setting_key(file, s->first, what, all_prune_keys());
+    check_exclusive(file, map, what);
+    for (auto s = map.begin(); s != map.end(); ++s) apply_key(file, s->first.Scalar(), s->second, what, settings[target]);
+  });
   if (YAML::Node tn = entry["target_names"]) {
     auto names = string_list(file, tn, origin + ".target_names");
     order.clear();

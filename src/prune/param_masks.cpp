@@ -5,6 +5,7 @@
 
 #include "sparq/compress/compress.h"
 #include "sparq/error.h"
+#include "sparq/train/modifiers.h"
 
 namespace sparq::prune {
 
@@ -14,10 +15,7 @@ ParamMasks::Entry& ParamMasks::entry(const std::string& node, const std::string&
   if (it != entries_.end()) return it->second;
   auto pq = pq_layer(graph_, node);
   if (!pq) throw Error(fmt::format("{}.{}: pruning needs the layer to be a PQ layer", node, target));
-  torch::Tensor param;
-  for (const auto& p : pq->named_parameters(/*recurse=*/false))
-    if (p.key() == target) param = p.value();
-  if (!param.defined()) throw Error(fmt::format("{} has no parameter '{}' to prune", node, target));
+  torch::Tensor param = train::parameter_of(graph_, node, target);
   Entry e{node, target, param, pq->mask(target), {}, 0};
   if (!e.mask) {
     e.mask = std::make_shared<TargetMask>(param.sizes().vec(), "mul");

@@ -103,9 +103,7 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   observer.on_trainer(job, trainer);
   const auto& eval = splits.validation.size() > 0 ? splits.validation : splits.test;
   result.history = trainer.fit(train, eval, fit);
-  if (job.plan.quantizer && job.plan.quantizer->method == "PtqQuantizer")  // calibrate, then quantize
-    train::calibrate(model, train, job.plan.quantizer->integer("calibration_batches"), job.training.batch_size,
-                     trainer.device());
+  if (job.plan.quantizer) train::finish_quantizer(*job.plan.quantizer, model, train, job.training.batch_size, trainer.device());
   if (splits.test.size() > 0) result.test = trainer.evaluate(splits.test);
   fs::create_directories(job.output);
   torch::save(model, (fs::path(job.output) / "model.pt").string());

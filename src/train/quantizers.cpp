@@ -74,6 +74,11 @@ void calibrate(models::Graph& graph, const data::Dataset& data, int64_t batches,
   for (auto& [layer, target, q] : integer_quantizers(graph)) q->start();
 }
 
+void finish_quantizer(const PruningSpec& quantizer, models::Graph& graph, const data::Dataset& data,
+                      int64_t batch_size, const torch::Device& device) {
+  if (quantizer.method == "PtqQuantizer") calibrate(graph, data, quantizer.integer("calibration_batches"), batch_size, device);
+}
+
 nlohmann::json calibration_json(const models::Graph& graph) {
   nlohmann::json out = nlohmann::json::object();
   for (auto& [layer, target, q] : integer_quantizers(graph)) {

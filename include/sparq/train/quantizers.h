@@ -19,6 +19,11 @@ namespace sparq::train {
 /// The callback of the plan's quantizer (QAT start, BNN clamp); nullptr when it needs none.
 std::shared_ptr<Callback> make_quantizer_runtime(const PruningSpec& quantizer, const models::Graph& graph);
 
+/// After training: PtqQuantizer's calibration pass over `data` (calibration_batches batches);
+/// nothing for the other quantizers.
+void finish_quantizer(const PruningSpec& quantizer, models::Graph& graph, const data::Dataset& data,
+                      int64_t batch_size, const torch::Device& device);
+
 /// PTQ: `batches` forwards of the first batches of `data` in evaluation mode without gradients
 /// (the quantizers record their range), then every integer quantizer starts.
 void calibrate(models::Graph& graph, const data::Dataset& data, int64_t batches, int64_t batch_size,

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "sparq/error.h"
+#include "sparq/prune/mask_creators.h"
 #include "sparq/train/modifiers.h"
 
 namespace sparq::train {
@@ -59,13 +60,6 @@ class TrainableParams : public ModifierCallback {
   std::vector<bool> was_;
 };
 
-double interpolate(double e, double start, double end, const std::string& func) {
-  double x = std::clamp((e - start) / (end - start), 0.0, 1.0);
-  if (func == "linear") return x;
-  if (func == "cubic") return 1 - std::pow(1 - x, 3);
-  return 1 - std::pow(1 - x, 1.0 / 3);
-}
-
 torch::Tensor value_tensor(const std::vector<double>& v, const std::vector<int64_t>& shape, const torch::Tensor& like) {
   return torch::tensor(v, torch::kFloat64).reshape(shape).to(like.options());
 }
@@ -96,7 +90,7 @@ class GradualParam : public ModifierCallback {
   GradualParam(const Modifier& m, std::vector<torch::Tensor> params) : ModifierCallback(m, true), params_(std::move(params)) {}
   void update(Trainer& t, double e, bool, bool) override {
     torch::NoGradGuard no_grad;
-    double y = interpolate(e, m_.start_epoch, m_.end_epoch, m_.inter_func);
+    double y = prune::interpolate_sparsity(e, m_.start_epoch, m_.end_epoch, 0.0, 1.0, m_.inter_func);  // the same curve
     for (auto& p : params_) {
       auto a = value_tensor(m_.init_val, m_.val_shape, p), b = value_tensor(m_.final_val, m_.val_shape, p);
       p.copy_(a + (b - a) * y);

@@ -350,6 +350,36 @@ int64_t min_epochs(const std::vector<Modifier>& modifiers);
 /// recipe order.
 std::vector<Modifier> ordered(std::vector<Modifier> modifiers);
 
+/// One distillation entry (NNI's distiller config list, spec nni-config §4): the student modules
+/// it selects have their output (`_output_0`) pulled toward the linked teacher modules' outputs.
+struct DistillRule {
+  Selector select;
+  std::vector<std::string> links;  ///< teacher module names; empty: the student module's own name ('auto')
+  double lambda = 1.0;
+  std::string method = "mse";      ///< mse | kl (temperature 2, batchmean, times 4)
+  std::string where, origin;       ///< config position and key, for errors
+  bool operator==(const DistillRule& o) const {
+    return select == o.select && links == o.links && lambda == o.lambda && method == o.method;
+  }
+};
+
+/// Knowledge distillation from a float teacher, next to any compression of the student.
+struct Distillation {
+  /// DynamicLayerwiseDistiller: each target takes the least loss over its links;
+  /// Adaptive1dLayerwiseDistiller: one link each, a trained Linear maps a differing last dimension.
+  std::string type = "DynamicLayerwiseDistiller";
+  std::string teacher_run;      ///< a run folder (model.yaml + model.pt), or
+  std::string teacher_model;    ///< a zoo name or a model YAML file, with
+  std::string teacher_weights;  ///< its model.pt (or run folder)
+  double origin_loss_lambda = 1.0;  ///< weight of the task loss
+  std::vector<DistillRule> rules;
+  std::string where;
+  bool operator==(const Distillation& o) const {
+    return type == o.type && teacher_run == o.teacher_run && teacher_model == o.teacher_model &&
+           teacher_weights == o.teacher_weights && origin_loss_lambda == o.origin_loss_lambda && rules == o.rules;
+  }
+};
+
 struct Plan {
   std::string dialect;              ///< "pquantml", "nni-v3", "nni-v2", "sparseml"; "" for a hand-made plan
   std::vector<Rule> rules;          ///< in config order
@@ -371,6 +401,8 @@ struct Plan {
   bool speedup = false;
   FitCompressPlan fitcompress;
   SearchSpace search;
+  /// A teacher and the student outputs it teaches (NNI's distillers; a job's `distillation:`).
+  std::optional<Distillation> distillation;
 
   /// Whether the plan compresses anything (a float run otherwise).
   bool compresses() const { return !rules.empty() || !modifiers.empty(); }

@@ -130,6 +130,10 @@ class Console : public RunObserver, public train::Callback {
       fmt::print("schedule: {} pretraining, {} x {} training (rewind {}), {} fine-tuning epoch(s)\n",
                  s.pretraining_epochs, s.rounds, s.epochs, to_string(s.rewind), s.fine_tuning_epochs);
     }
+    if (const auto& d = job.plan.distillation)
+      fmt::print("distillation: {} from {}, {} entr{}, task loss x {}\n", d->type,
+                 d->teacher_run.empty() ? d->teacher_model + " + " + d->teacher_weights : d->teacher_run,
+                 d->rules.size(), d->rules.size() == 1 ? "y" : "ies", d->origin_loss_lambda);
     mode_ = job.training.progress;
     shows_sparsity_ = job.plan.pruner.has_value();
     for (const auto& m : job.plan.modifiers) shows_sparsity_ = shows_sparsity_ || m.prunes();

@@ -5,8 +5,10 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <filesystem>
 
+#include "sparq/config/nni.h"
 #include "sparq/config/pquant.h"
 #include "sparq/yaml/reader.h"
 #include "sparq/error.h"
@@ -189,8 +191,10 @@ Plan compression_plan(const YamlDoc& doc, const MapReader& r, const std::string&
   return load_plan(config.file, config.root, options);
 }
 
+const std::vector<std::string> kJobKeys = {"name", "model", "data", "training", "output", "compression", "distillation"};
+
 Job parse(const YamlDoc& doc, const std::string& base, const LoadOptions& options) {
-  MapReader r(doc.file, doc.root, "job", {"name", "model", "data", "training", "output", "compression"});
+  MapReader r(doc.file, doc.root, "job", kJobKeys);
   Job job;
   job.file = doc.file;
   job.name = r.get_string("name", fs::path(doc.file).stem().string());
@@ -228,13 +232,18 @@ Job parse(const YamlDoc& doc, const std::string& base, const LoadOptions& option
       r.fail("compression", "fitcompress_parameters.enable_fitcompress: FITCompress is not implemented in this "
                             "version of sparq; set it to false");
   }
+  if (r.has("distillation")) {
+    if (job.plan.distillation)
+      r.fail("distillation", "the compression section has a distiller already (compression.distiller); keep one of them");
+    job.plan.distillation = read_distillation(doc.file, r.node("distillation"), "distillation", base);
+  }
   return job;
 }
 
 }  // namespace
 
 YamlDoc load_job_compression(const YamlDoc& job) {
-  MapReader r(job.file, job.root, "job", {"name", "model", "data", "training", "output", "compression"});
+  MapReader r(job.file, job.root, "job", kJobKeys);
   if (!r.has("compression"))
     throw ConfigError(fmt::format("{}: this job has no compression section: it trains a float model, so there is "
                                   "nothing to inspect",
@@ -295,6 +304,31 @@ models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t
     return spec;
   }
   return models::zoo_spec(model.zoo, input_shape, num_classes, model.zoo_options);
+}
+
+models::Graph load_teacher(const Distillation& d, const std::vector<int64_t>& input_shape, int64_t num_classes) {
+  models::GraphSpec spec;
+  std::string weights = d.teacher_weights;
+  if (!d.teacher_run.empty()) {
+    spec = models::load_model_yaml((fs::path(d.teacher_run) / "model.yaml").string());
+    weights = d.teacher_run;
+  } else {
+    ModelSource source;
+    const auto zoo = models::zoo_names();
+    if (std::find(zoo.begin(), zoo.end(), d.teacher_model) != zoo.end()) source.zoo = d.teacher_model;
+    else source.file = d.teacher_model;
+    spec = model_spec(source, input_shape, num_classes);
+  }
+  if (spec.input_shape != input_shape)
+    throw ConfigError(fmt::format("{}: distillation.teacher: the teacher takes samples of [{}], the data has [{}]",
+                                  d.where, fmt::join(spec.input_shape, ", "), fmt::join(input_shape, ", ")));
+  models::Graph teacher(spec);
+  try {
+    models::load_weights(teacher, weights, "distillation.teacher", /*exact=*/true);
+  } catch (const ConfigError& e) {  // the position of the distillation section leads
+    throw ConfigError(fmt::format("{}: {}", d.where, e.what()));
+  }
+  return teacher;
 }
 
 }  // namespace sparq::config

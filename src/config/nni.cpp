@@ -14,6 +14,7 @@
 #include "params.h"
 #include "sparq/config/dialect.h"
 #include "sparq/error.h"
+#include "sparq/models/graph.h"
 #include "sparq/models/op.h"
 #include "sparq/prune/mask_pruner.h"
 #include "sparq/yaml/reader.h"
@@ -208,8 +209,8 @@ void check_setting_key(const std::string& file, const YAML::Node& key, const std
                                 "(int8, uint8, ...; null for int8) at its top level",
                                 what, k));
   if (contains(kDistilKeys, k))
-    fail(file, key, fmt::format("{}: '{}' is an NNI distillation key; distillation is not supported by this "
-                                "version of sparq yet",
+    fail(file, key, fmt::format("{}: '{}' is an NNI distillation key: distillation entries go in the distiller's "
+                                "own list (compression.distiller.config_list, or the job's distillation.config_list)",
                                 what, k));
   if (contains(kV2Keys, k))
     fail(file, key, fmt::format("{}: '{}' is an NNI v2 key; this list has v3 keys, so write it as v3 (sparsity -> "
@@ -730,12 +731,18 @@ void set_quantizer(const std::string& file, const YAML::Node& node, Plan& plan) 
   if (it == kQuantizers.end())
     fail(file, node["type"], fmt::format("{}.type: unknown quantizer '{}', did you mean '{}'? (quantizers: {})", what,
                                          type, nearest(type, names), fmt::join(names, ", ")));
-  std::vector<std::string> keys = {"type"};
+  std::vector<std::string> keys = {"type", "calibration"};
   if (type == "QATQuantizer") keys.push_back("quant_start_step");
   if (type == "PtqQuantizer") keys.push_back("calibration_batches"), keys.push_back("is_bias_correction");
   MapReader r(file, node, what + " (" + type + ")", keys);
   PruningSpec spec;
   spec.method = type;
+  if (r.has("calibration")) {  // a calibration.json written by an earlier run, loaded back
+    auto path = (fs::path(file).parent_path() / r.require_string("calibration")).lexically_normal();
+    if (fs::is_directory(path)) path /= "calibration.json";
+    if (!fs::is_regular_file(path)) r.fail("calibration", fmt::format("'{}' is not a calibration.json (or a run folder holding one)", path.string()));
+    spec.params["calibration"] = path.string();
+  }
   if (type == "QATQuantizer") spec.params["quant_start_step"] = r.get_int("quant_start_step", 0, 0);
   if (type == "PtqQuantizer") {
     spec.params["calibration_batches"] = r.get_int("calibration_batches", 32, 1);
@@ -758,12 +765,105 @@ void set_quantizer(const std::string& file, const YAML::Node& node, Plan& plan) 
   plan.quantizer = spec;
 }
 
+/// One entry of a distiller's config list (spec §4): selection, `_output_0` only, lambda, link,
+/// apply_method; null values take NNI's defaults.
+DistillRule distill_rule_of(const std::string& file, const YAML::Node& entry, const std::string& origin) {
+  if (!entry.IsMap()) fail(file, entry, origin + ": expected a mapping (op_names/op_types, lambda, link, apply_method)");
+  std::vector<std::string> allowed = kSelectors;
+  for (const char* k : {"target_names", "lambda", "link", "apply_method"}) allowed.push_back(k);
+  MapReader r(file, entry, origin, allowed);
+  Rule selection;
+  read_selector(file, entry, origin, selection);
+  DistillRule d;
+  d.select = selection.select, d.where = selection.where, d.origin = origin;
+  if (YAML::Node tn = entry["target_names"])
+    for (const auto& name : string_list(file, tn, origin + ".target_names"))
+      if (name != "_output_" && name != "_output_0")
+        fail(file, tn, fmt::format("{}.target_names: '{}': distillation pulls module outputs together; the only "
+                                   "target is _output_0",
+                                   origin, name));
+  auto present = [&](const char* key) { return entry[key] && !entry[key].IsNull(); };
+  // NNI's schema allows an integer lambda (and then crashes); sparq takes any number >= 0.
+  if (present("lambda")) d.lambda = r.get_double("lambda", 1.0, 0.0);
+  if (present("apply_method")) d.method = r.get_choice("apply_method", "mse", {"mse", "kl"});
+  if (present("link")) {
+    YAML::Node link = entry["link"];
+    if (link.IsScalar()) {  // a name, or 'auto' for the student's own
+      if (link.Scalar() != "auto") d.links = {link.Scalar()};
+    } else {
+      d.links = string_list(file, link, origin + ".link");
+      if (d.links.empty()) r.fail("link", "an empty list links to no teacher module; leave it out (or 'auto') for the student's own name");
+    }
+  }
+  return d;
+}
+
 }  // namespace
+
+Distillation read_distillation(const std::string& file, const YAML::Node& node, const std::string& what,
+                               const std::string& base_dir) {
+  MapReader r(file, node, what, {"type", "teacher", "origin_loss_lambda", "config_list"});
+  Distillation d;
+  d.where = where(file, node);
+  d.type = r.get_choice("type", d.type, {"DynamicLayerwiseDistiller", "Adaptive1dLayerwiseDistiller"});
+  d.origin_loss_lambda = r.get_double("origin_loss_lambda", 1.0, 0.0);
+  const fs::path base = base_dir.empty() ? fs::path(file).parent_path() : fs::path(base_dir);
+  auto relative = [&](const std::string& p) { return fs::path(p).is_absolute() ? p : (base / p).lexically_normal().string(); };
+  if (!r.has("teacher"))
+    r.fail("teacher", "is required: a run folder of the teacher, or {model: ZOO-NAME-or-MODEL.yaml, weights: model.pt}");
+  YAML::Node teacher = r.node("teacher");
+  if (teacher.IsScalar()) {
+    d.teacher_run = relative(teacher.Scalar());
+    for (const char* f : {"model.yaml", "model.pt"})
+      if (!fs::is_regular_file(fs::path(d.teacher_run) / f))
+        r.fail("teacher", fmt::format("'{}' is not a run folder: it has no {} (a teacher is a run sparq trained, or "
+                                      "{{model: ..., weights: ...}})",
+                                      d.teacher_run, f));
+  } else {
+    MapReader t(file, teacher, what + ".teacher", {"model", "weights"});
+    d.teacher_model = t.require_string("model");
+    const auto zoo = models::zoo_names();
+    if (std::find(zoo.begin(), zoo.end(), d.teacher_model) == zoo.end()) {
+      d.teacher_model = relative(d.teacher_model);
+      if (!fs::is_regular_file(d.teacher_model))
+        t.fail("model", fmt::format("'{}' is neither a zoo model ({}) nor a model YAML file", d.teacher_model,
+                                    fmt::join(zoo, ", ")));
+    }
+    d.teacher_weights = relative(t.require_string("weights"));
+    if (!fs::exists(d.teacher_weights)) t.fail("weights", fmt::format("'{}' does not exist", d.teacher_weights));
+  }
+  if (!r.has("config_list")) r.fail("config_list", "is required: the student modules to distil (op_names, link, lambda, apply_method)");
+  YAML::Node list = r.node("config_list");
+  std::string list_file = file;
+  if (list.IsScalar()) {
+    auto path = relative(list.Scalar());
+    if (!fs::exists(path)) r.fail("config_list", fmt::format("file '{}' does not exist", path));
+    auto doc = load_config_file(path);
+    list_file = doc.file, list = doc.root;
+  }
+  if (!list.IsSequence() || list.size() == 0)
+    fail(list_file, list, what + ".config_list: expected a non-empty list of mappings");
+  for (size_t i = 0; i < list.size(); ++i) {
+    d.rules.push_back(distill_rule_of(list_file, list[i], fmt::format("{}.config_list[{}]", what, i)));
+    if (d.type == "Adaptive1dLayerwiseDistiller" && d.rules.back().links.size() > 1)
+      fail(list_file, list[i]["link"], fmt::format("{}.config_list[{}].link: Adaptive1dLayerwiseDistiller takes exactly "
+                                                   "one teacher module per target (DynamicLayerwiseDistiller takes several)",
+                                                   what, i));
+  }
+  return d;
+}
 
 Plan read_nni_section(const std::string& file, const YAML::Node& section) {
   MapReader r(file, section, "compression", {"pruner", "config_list", "dependency_groups", "speedup", "quantizer", "distiller"});
-  if (r.has("distiller")) r.fail("distiller", "NNI distillers are not supported by this version of sparq yet");
-  if (!r.has("config_list")) r.fail("config_list", "is required: the NNI config list (a file or an inline list)");
+  if (!r.has("config_list")) {
+    if (r.has("distiller") && !r.has("pruner") && !r.has("quantizer")) {  // distillation alone: a float student
+      Plan plan;
+      plan.dialect = "nni-v3";
+      plan.distillation = read_distillation(file, r.node("distiller"), "compression.distiller");
+      return plan;
+    }
+    r.fail("config_list", "is required: the NNI config list (a file or an inline list)");
+  }
   YAML::Node list = r.node("config_list");
   std::string list_file = file;
   if (list.IsScalar()) {
@@ -778,6 +878,7 @@ Plan read_nni_section(const std::string& file, const YAML::Node& section) {
   if (r.has("quantizer")) set_quantizer(file, r.node("quantizer"), plan);
   plan.auto_dependency_groups = r.get_choice("dependency_groups", "none", {"none", "auto"}) == "auto";
   plan.speedup = r.get_bool("speedup", false);
+  if (r.has("distiller")) plan.distillation = read_distillation(file, r.node("distiller"), "compression.distiller");
   return plan;
 }
 
@@ -792,7 +893,7 @@ bool is_nni_list(const YAML::Node& root) {
 
 /// A bare config list, or the job form {pruner: ..., config_list: ...}.
 bool is_nni(const YAML::Node& root) {
-  return is_nni_list(root) || (root.IsMap() && (root["config_list"] || root["pruner"]));
+  return is_nni_list(root) || (root.IsMap() && (root["config_list"] || root["pruner"] || root["distiller"]));
 }
 
 Plan read_nni(const std::string& file, const YAML::Node& root, const LoadOptions&) {

@@ -255,6 +255,7 @@ torch::Tensor GraphImpl::forward(torch::Tensor x) {
     in.clear();
     for (int i : node.inputs) in.push_back(i < 0 ? x : values[i]);
     values[n] = node.skipped ? in[0] : node.module.is_empty() ? node.info->apply(node, in) : node.module.forward(in[0]);
+    if (!record_.empty() && record_[n]) recorded_[n] = values[n];
     // Free intermediate values as soon as their last reader has run.
     for (int i : node.inputs)
       if (i >= 0 && last_use_[i] == static_cast<int>(n) && i != output_) values[i] = torch::Tensor();
@@ -268,6 +269,12 @@ void GraphImpl::set_skipped(const std::string& name, bool skipped) {
   if (skipped && in != node.out_shape)
     throw ModelError(fmt::format("node '{}' cannot be skipped: its input and output shapes differ", name));
   node.skipped = skipped;
+}
+
+void GraphImpl::record_outputs(const std::vector<int>& nodes) {
+  record_.assign(nodes.empty() ? 0 : nodes_.size(), 0);
+  recorded_.assign(nodes_.size(), torch::Tensor());
+  for (int n : nodes) record_.at(n) = 1;
 }
 
 int64_t parameter_count(const Node& node) {

@@ -83,4 +83,25 @@ GraphSpec parse_model_yaml(const std::string& text, const std::string& name,
   return parse(yaml::YamlDoc::load_string(text, name), input_shape);
 }
 
+std::string model_yaml_text(const GraphSpec& spec) {
+  YAML::Emitter out;
+  out.SetDoublePrecision(17);  // attributes round-trip exactly
+  out << YAML::BeginMap << YAML::Key << "name" << YAML::Value << spec.name;
+  out << YAML::Key << "input_shape" << YAML::Value << YAML::Flow << spec.input_shape;
+  if (!spec.output.empty()) out << YAML::Key << "output" << YAML::Value << spec.output;
+  out << YAML::Key << "layers" << YAML::Value << YAML::BeginSeq;
+  for (const auto& n : spec.nodes) {
+    out << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << n.name << YAML::Key << "op"
+        << YAML::Value << n.op;
+    if (!n.inputs.empty()) out << YAML::Key << "inputs" << YAML::Value << YAML::Flow << n.inputs;
+    for (const auto& [key, value] : n.attrs) {
+      out << YAML::Key << key << YAML::Value;
+      std::visit([&](const auto& v) { out << v; }, value);
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
 }  // namespace sparq::models

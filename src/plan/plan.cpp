@@ -163,7 +163,8 @@ bool SearchSpace::operator==(const SearchSpace& o) const {
 bool Plan::operator==(const Plan& o) const {
   return dialect == o.dialect && rules == o.rules && precedence == o.precedence && schedule == o.schedule &&
          events == o.events && modifiers == o.modifiers && pruner == o.pruner && quantizer == o.quantizer &&
-         auto_dependency_groups == o.auto_dependency_groups && speedup == o.speedup && fitcompress == o.fitcompress && search == o.search;
+         auto_dependency_groups == o.auto_dependency_groups && speedup == o.speedup && fitcompress == o.fitcompress && search == o.search &&
+         distillation == o.distillation;
 }
 
 std::string to_string(const MaskType& t) {

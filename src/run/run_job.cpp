@@ -12,6 +12,7 @@
 #include "sparq/prune/mask_pruner.h"
 #include "sparq/prune/methods.h"
 #include "sparq/train/callbacks.h"
+#include "sparq/train/distillation.h"
 #include "sparq/train/modifiers.h"
 #include "sparq/train/quantizers.h"
 
@@ -31,6 +32,14 @@ RunRng::~RunRng() {
 }
 
 namespace {
+/// Writes a small text file of the run folder (a failure is an error naming the file).
+void write_text_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  out.flush();
+  if (!out) throw Error(fmt::format("cannot write {}", path));
+}
+
 bool quantizes(const models::Graph& model) {
   for (const auto& node : model->nodes())
     if (auto pq = pq_layer(model, node.name))
@@ -82,7 +91,8 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
 
   int64_t outputs = result.classification ? train.num_classes : (train.y.dim() > 1 ? train.y.size(1) : 1);
   RunRng rng(job.training.seed);
-  models::Graph model(config::model_spec(job.model, train.sample_shape(), outputs));
+  const auto spec = config::model_spec(job.model, train.sample_shape(), outputs);
+  models::Graph model(spec);
   if (!job.model.weights.empty()) models::load_weights(model, job.model.weights);
   observer.on_model(job, model, train::resolve_device(job.training.device));
   Resolution resolution;
@@ -97,23 +107,30 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   train::Trainer trainer(model, job.training, job.plan.schedule, job.plan.events);
   if (job.plan.pruner) trainer.add_loss_term(prune::make_pruner(*job.plan.pruner, resolution, model));
   for (auto& modifier : train::make_modifiers(job.plan, resolution, model)) trainer.add_callback(modifier);
-  if (job.plan.quantizer)
-    if (auto runtime = train::make_quantizer_runtime(*job.plan.quantizer, model)) trainer.add_callback(runtime);
+  if (job.plan.quantizer) {
+    if (job.plan.quantizer->params.count("calibration"))  // an earlier run's table: no calibration pass
+      train::load_calibration(model, job.plan.quantizer->text("calibration"));
+    if (auto runtime = train::make_quantizer_runtime(*job.plan.quantizer, model))
+      trainer.add_callback(runtime);
+  }
+  if (job.plan.distillation)
+    trainer.add_loss_term(train::make_distiller(
+        *job.plan.distillation, trainer, config::load_teacher(*job.plan.distillation, train.sample_shape(), outputs)));
+  fs::create_directories(job.output);
+  write_text_file((fs::path(job.output) / "model.yaml").string(), models::model_yaml_text(spec));
   train::write_run_folder(trainer, job.output, result.classification);
   observer.on_trainer(job, trainer);
   const auto& eval = splits.validation.size() > 0 ? splits.validation : splits.test;
   result.history = trainer.fit(train, eval, fit);
   if (job.plan.quantizer) train::finish_quantizer(*job.plan.quantizer, model, train, job.training.batch_size, trainer.device());
   if (splits.test.size() > 0) result.test = trainer.evaluate(splits.test);
-  fs::create_directories(job.output);
   torch::save(model, (fs::path(job.output) / "model.pt").string());
   if (quantizes(model)) {
     result.precision = exporting::precision_json(model);
     exporting::write_precision(*result.precision, (fs::path(job.output) / "precision.json").string());
   }
   if (auto table = train::calibration_json(model); !table.empty()) {  // integer quantizers' scales, NNI's format
-    std::ofstream out(fs::path(job.output) / "calibration.json");
-    out << table.dump(1) << '\n';
+    write_text_file((fs::path(job.output) / "calibration.json").string(), table.dump(1) + "\n");
   }
   if (job.plan.speedup) {
     SpeedupReport report;

@@ -2,9 +2,13 @@
 
 #include <torch/torch.h>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <fstream>
+
 #include "sparq/compress/compress.h"
+#include "sparq/error.h"
 #include "sparq/quant/integer.h"
 
 namespace sparq::train {
@@ -21,6 +25,11 @@ std::vector<std::tuple<std::shared_ptr<layers::PQLayer>, std::string, IntegerQ>>
       for (const auto& [target, q] : pq->quantizers())
         if (auto n = quant::as_integer(q)) out.emplace_back(pq, target, n);
   return out;
+}
+
+/// NNI's name of a PQ layer's quantizer lane.
+std::string nni_target(const std::string& target) {
+  return target == "input" ? "_input_0" : target == "output" ? "_output_0" : target;
 }
 
 /// QATQuantizer: quantizes from optimizer step quant_start_step on (observing all along).
@@ -74,8 +83,56 @@ void calibrate(models::Graph& graph, const data::Dataset& data, int64_t batches,
   for (auto& [layer, target, q] : integer_quantizers(graph)) q->start();
 }
 
+void load_calibration(models::Graph& graph, const std::string& path) {
+  nlohmann::json table;
+  try {
+    std::ifstream in(path);
+    table = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw ConfigError(fmt::format("compression.quantizer.calibration: {}: not a calibration table ({})", path, e.what()));
+  }
+  torch::NoGradGuard no_grad;
+  auto values = [&](const nlohmann::json& v, const torch::Tensor& like, const std::string& what) {
+    std::vector<double> flat = v.is_array() ? v.get<std::vector<double>>() : std::vector<double>{v.get<double>()};
+    if (static_cast<int64_t>(flat.size()) != like.numel())
+      throw ConfigError(fmt::format("compression.quantizer.calibration: {}: {} has {} value(s), the model's quantizer {}",
+                                    path, what, flat.size(), like.numel()));
+    return torch::tensor(flat, torch::kDouble).to(like.dtype()).view(like.sizes());
+  };
+  for (auto& [layer, target, q] : integer_quantizers(graph)) {
+    std::string module;
+    for (const auto& node : graph->nodes())
+      if (pq_layer(graph, node.name) == layer) module = node.name;
+    const std::string name = nni_target(target), what = module + "." + name;
+    if (!table.contains(module) || !table[module].contains(name))
+      throw ConfigError(fmt::format("compression.quantizer.calibration: {} has no entry for {} (the table must come "
+                                    "from a run of the same model and config list)",
+                                    path, what));
+    const auto& e = table[module][name];
+    const auto& spec = q->spec();
+    try {
+      const std::string dtype = (spec.is_signed ? "int" : "uint") + std::to_string(spec.bits);
+      const std::string scheme = spec.symmetric ? "symmetric" : "affine";
+      if (e.at("quant_dtype") != dtype || e.at("quant_scheme") != scheme)
+        throw ConfigError(fmt::format("compression.quantizer.calibration: {}: {} is {} {} in the table, {} {} in the config",
+                                      path, what, e.at("quant_dtype").get<std::string>(),
+                                      e.at("quant_scheme").get<std::string>(), dtype, scheme));
+      q->min_val.copy_(values(e.at("tracked_min"), q->min_val, what + ".tracked_min"));
+      q->max_val.copy_(values(e.at("tracked_max"), q->max_val, what + ".tracked_max"));
+      if (q->scale.defined()) q->scale.copy_(values(e.at("scale"), q->scale, what + ".scale"));
+      if (q->zero_point.defined()) q->zero_point.copy_(values(e.at("zero_point"), q->zero_point, what + ".zero_point"));
+      q->observed.fill_(1);
+      q->start();
+      q->freeze();  // the table's ranges stay
+    } catch (const nlohmann::json::exception& ex) {
+      throw ConfigError(fmt::format("compression.quantizer.calibration: {}: {}: {}", path, what, ex.what()));
+    }
+  }
+}
+
 void finish_quantizer(const PruningSpec& quantizer, models::Graph& graph, const data::Dataset& data,
                       int64_t batch_size, const torch::Device& device) {
+  if (quantizer.params.count("calibration")) return;  // the loaded table decides
   if (quantizer.method == "PtqQuantizer") calibrate(graph, data, quantizer.integer("calibration_batches"), batch_size, device);
 }
 
@@ -92,7 +149,7 @@ nlohmann::json calibration_json(const models::Graph& graph) {
     std::string module;
     for (const auto& node : graph->nodes())
       if (pq_layer(graph, node.name) == layer) module = node.name;
-    const std::string name = target == "input" ? "_input_0" : target == "output" ? "_output_0" : target;  // NNI's names
+    const std::string name = nni_target(target);
     out[module][name] = {{"scale", list(scale)},
                            {"zero_point", list(zp)},
                            {"quant_dtype", (spec.is_signed ? "int" : "uint") + std::to_string(spec.bits)},

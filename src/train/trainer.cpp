@@ -156,6 +156,12 @@ void Trainer::add_loss_term(std::shared_ptr<LossTerm> term) {
   list_callbacks();
 }
 
+void Trainer::add_parameters(const std::string& name, std::vector<torch::Tensor> parameters) {
+  extra_parameters_.insert(extra_parameters_.end(), parameters.begin(), parameters.end());
+  optimizer_->add_param_group(torch::optim::OptimizerParamGroup(std::move(parameters)));
+  group_names_.push_back(name);
+}
+
 void Trainer::list_callbacks() {
   all_.clear();
   for (const auto& c : builtin_) all_.push_back(c.get());
@@ -288,9 +294,11 @@ StepResult Trainer::step(const torch::Tensor& x, const torch::Tensor& y) {
     ctx_.epoch = ctx_.epoch_index + static_cast<double>(ctx_.step_in_epoch) / static_cast<double>(ctx_.steps_per_epoch);
   for (auto* c : all_) c->on_step_begin(*this, ctx_);
   model_->zero_grad(/*set_to_none=*/true);  // as PyTorch 2: parameters outside the graph stay untouched
+  for (auto& p : extra_parameters_) p.mutable_grad() = torch::Tensor();
+  batch_input_ = x;
   auto out = model_->forward(x);
   auto loss = loss_of(out, y);
-  auto objective = loss;
+  auto objective = task_loss_weight_ == 1.0 ? loss : loss * task_loss_weight_;
   std::vector<torch::Tensor> terms(terms_.size());
   for (size_t t = 0; t < terms_.size(); ++t) {
     terms[t] = terms_[t]->compute(*this, ctx_);
@@ -306,6 +314,7 @@ StepResult Trainer::step(const torch::Tensor& x, const torch::Tensor& y) {
   if (y.scalar_type() == torch::kInt64) correct_ += (output.argmax(1) == y).sum();
   epoch_samples_ += x.size(0);
   ++epoch_steps_;
+  batch_input_ = torch::Tensor();
   for (auto* c : all_) c->on_step_end(*this, ctx_);
   ++ctx_.global_step;
   ++ctx_.step_in_epoch;

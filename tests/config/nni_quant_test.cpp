@@ -1,6 +1,7 @@
 // NNI quantization config lists (spec nni-config §1.5 template Q, §3.1) and the job's quantizer
 // section: targets and their integer specs, the quantizer classes, bad input; a QAT run quantizes
-// from its start step and a PTQ run calibrates, both writing calibration.json.
+// from its start step and a PTQ run calibrates, both writing calibration.json, which a later run
+// loads back.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -136,6 +137,29 @@ TEST(NniQuant, QatAndPtqRuns) {
   auto ptable = nlohmann::json::parse(pin);
   EXPECT_EQ(ptable["fc1"]["weight"]["method"], "ptq");
   EXPECT_LT(ptable["fc1"]["_input_0"]["tracked_min"].get<double>(), 0);  // random normal inputs: a range around 0
+
+  // the table loaded back: no calibration pass, the same scales and zero points, written again
+  test::write_file(dir.file("loaded.yaml"), job("loaded", "{type: PtqQuantizer, calibration: ptq}", "0"));
+  auto l = test::run_sparq("run " + dir.file("loaded.yaml"));
+  ASSERT_EQ(l.exit_code, 0) << l.output;
+  std::ifstream lin(dir.file("loaded/calibration.json"));
+  auto ltable = nlohmann::json::parse(lin);
+  for (const char* module : {"fc1", "fc2", "fc3"})
+    for (const char* target : {"weight", "_input_0"})
+      for (const char* key : {"scale", "zero_point", "tracked_min", "tracked_max"})
+        EXPECT_EQ(ltable[module][target][key], ptable[module][target][key]) << module << "." << target << "." << key;
+  // a table of other formats, or a missing one, is an error before training
+  std::string int4 = job("int4", "{type: PtqQuantizer, calibration: ptq}", "0");
+  int4.replace(int4.find("quant_dtype: int8"), 17, "quant_dtype: int4");
+  test::write_file(dir.file("int4.yaml"), int4);
+  auto bad = test::run_sparq("run " + dir.file("int4.yaml"));
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("fc1.weight is int8 symmetric in the table, int4 symmetric in the config"), std::string::npos)
+      << bad.output;
+  test::write_file(dir.file("none.yaml"), job("none", "{type: PtqQuantizer, calibration: qat/nothing.json}", "0"));
+  auto none = test::run_sparq("run " + dir.file("none.yaml"));
+  EXPECT_EQ(none.exit_code, 2) << none.output;
+  EXPECT_NE(none.output.find("is not a calibration.json"), std::string::npos) << none.output;
 
   test::write_file(dir.file("bare.yaml"), "model: mlp\ndata: {dataset: random, shape: [16], samples: 64}\ncompression:\n"
                                           "  config_list: [{op_types: [Linear], quant_dtype: int8}]\n");

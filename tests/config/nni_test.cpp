@@ -270,8 +270,10 @@ TEST(NniConfig, JobSectionChoosesAndChecksThePruner) {
   EXPECT_NE(error("pruner: {type: L1NormPruner}").find("config_list: is required"), std::string::npos);
   EXPECT_NE(error("quantizer: {type: QATQuantizer}\nconfig_list: [{op_names: [a]}]").find("has no quantization entry"),
             std::string::npos);
-  EXPECT_NE(error("distiller: {type: DynamicLayerwiseDistiller}\nconfig_list: [{op_names: [a]}]").find("not supported"),
+  EXPECT_NE(error("distiller: {type: DynamicLayerwiseDistiller}\nconfig_list: [{op_names: [a]}]")
+                .find("compression.distiller.teacher: is required"),
             std::string::npos);
+  EXPECT_NE(error("distiller: {type: Distiller}").find("compression.distiller.type"), std::string::npos);
 }
 
 }  // namespace

@@ -50,4 +50,10 @@ Job default_job();
 models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t>& input_shape,
                              int64_t num_classes);
 
+/// The teacher of a distillation with its float weights, for samples of `input_shape` (a zoo
+/// teacher gets `num_classes` outputs). Throws ConfigError when the files do not fit or the
+/// teacher's model.pt is a compressed run's.
+models::Graph load_teacher(const Distillation& distillation, const std::vector<int64_t>& input_shape,
+                           int64_t num_classes);
+
 }  // namespace sparq::config

@@ -29,4 +29,11 @@ Plan read_nni_list(const std::string& file, const YAML::Node& list);
 /// relative to `file`'s folder).
 Plan read_nni_section(const std::string& file, const YAML::Node& section);
 
+/// A distiller (spec §4): `{type, teacher, origin_loss_lambda, config_list}` with NNI's entry keys
+/// (selection, lambda, link, apply_method). `teacher` is a run folder or `{model, weights}`;
+/// paths are relative to `base_dir` ("" : `file`'s folder) and must exist. `what` names the
+/// section in errors ("compression.distiller", "distillation").
+Distillation read_distillation(const std::string& file, const YAML::Node& node, const std::string& what,
+                               const std::string& base_dir = "");
+
 }  // namespace sparq::config

@@ -69,6 +69,10 @@ class GraphImpl : public torch::nn::Module {
   /// Makes node `name` an identity of its first input (true) or itself again (false); its input
   /// and output shapes must be equal.
   void set_skipped(const std::string& name, bool skipped);
+  /// Keeps the outputs of these nodes from every forward (a distiller reads them); {} stops it.
+  void record_outputs(const std::vector<int>& nodes);
+  /// The output of node `index` in the latest forward (undefined when it is not recorded).
+  const torch::Tensor& recorded(int index) const { return recorded_.at(index); }
 
  private:
   void register_node(Node& node);
@@ -77,6 +81,8 @@ class GraphImpl : public torch::nn::Module {
   std::vector<Node> nodes_;
   int output_ = -1;
   std::vector<int> last_use_;  ///< per node: the last node that reads its value
+  std::vector<char> record_;   ///< per node: keep its output (empty: none)
+  std::vector<torch::Tensor> recorded_;
 };
 TORCH_MODULE(Graph);
 
@@ -85,8 +91,13 @@ int64_t parameter_count(const Node& node);
 
 /// Copies parameters and buffers into `graph` from a model.pt that sparq wrote (a file, or a run
 /// folder holding one): every float parameter and buffer of the graph must be there with its
-/// shape; extra entries (quantizers, masks of a compressed run) are ignored. Throws ConfigError.
-void load_weights(Graph& graph, const std::string& path);
+/// shape; extra entries (quantizers, masks of a compressed run) are ignored, or with `exact` an
+/// error. `what` names the setting in errors ("model.weights"). Throws ConfigError.
+void load_weights(Graph& graph, const std::string& path, const std::string& what = "model.weights", bool exact = false);
+
+/// The model YAML text of a spec (parse_model_yaml of it builds the same Graph): what a run folder
+/// keeps as model.yaml, so its model.pt can be rebuilt without the job.
+std::string model_yaml_text(const GraphSpec& spec);
 
 // ---- model YAML ----
 

@@ -8,6 +8,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include <memory>
+#include <string>
 
 #include "sparq/data/dataset.h"
 #include "sparq/models/graph.h"
@@ -28,6 +29,11 @@ void finish_quantizer(const PruningSpec& quantizer, models::Graph& graph, const 
 /// (the quantizers record their range), then every integer quantizer starts.
 void calibrate(models::Graph& graph, const data::Dataset& data, int64_t batches, int64_t batch_size,
                const torch::Device& device);
+
+/// Loads a calibration table (what calibration_json wrote) into the model's integer quantizers:
+/// ranges, scales and zero points copied, each quantizer started with its observer frozen.
+/// Every quantizer needs its entry with the same dtype and scheme; throws ConfigError otherwise.
+void load_calibration(models::Graph& graph, const std::string& path);
 
 /// Every integer quantizer's `{module: {target: {scale, zero_point, quant_dtype, quant_scheme,
 /// quant_bits, tracked_min, tracked_max}}}` (NNI's calibration config; per-channel values are

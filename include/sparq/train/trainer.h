@@ -148,6 +148,14 @@ class Trainer {
   void add_callback(std::shared_ptr<Callback> callback);
   /// Adds a term to the loss (after the built-in pruning and HGQ terms).
   void add_loss_term(std::shared_ptr<LossTerm> term);
+  /// Trains parameters that live outside the model (a distiller's adapters) as one more optimizer
+  /// group named `name`; call before fit() so checkpoints hold their optimizer state.
+  void add_parameters(const std::string& name, std::vector<torch::Tensor> parameters);
+  /// The task loss enters the objective times `weight` (NNI's origin_loss_lambda); the reported
+  /// train loss stays the task loss itself.
+  void set_task_loss_weight(double weight) { task_loss_weight_ = weight; }
+  /// The input batch of the step in progress (loss terms that run a second model read it).
+  const torch::Tensor& batch_input() const { return batch_input_; }
 
   /// Trains on `train` through the schedule, evaluating `eval` after every epoch.
   std::vector<EpochMetrics> fit(const data::Dataset& train, const data::Dataset& eval, const FitOptions& fit = {});
@@ -209,6 +217,9 @@ class Trainer {
   torch::Device device_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::vector<std::string> group_names_;
+  std::vector<torch::Tensor> extra_parameters_;  ///< add_parameters(): zeroed each step like the model's
+  double task_loss_weight_ = 1.0;
+  torch::Tensor batch_input_;
   std::vector<std::shared_ptr<Callback>> builtin_, callbacks_;
   std::vector<std::shared_ptr<LossTerm>> terms_;
   std::vector<Callback*> all_;

@@ -1,9 +1,11 @@
-// The fixed-point quantizer: the fused one-pass kernel against the same function built from
-// LibTorch ops, on an activation-sized tensor (256 x 8 x 28 x 28 floats), forward and backward.
+// The fixed-point and the integer quantizers: the fused kernels against the same function built
+// from LibTorch ops, on an activation-sized tensor (256 x 8 x 28 x 28 floats), forward and
+// backward; the integer one as a QAT int8 affine input lane, observer (EMA) included.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
 #include "sparq/quant/fixed_point.h"
+#include "sparq/quant/integer.h"
 
 namespace {
 
@@ -27,5 +29,28 @@ void BM_quantize(benchmark::State& state) {
 }
 BENCHMARK_TEMPLATE(BM_quantize, true)->ArgName("backward")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_quantize, false)->ArgName("backward")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+template <bool Fused>
+void BM_integer_qat(benchmark::State& state) {
+  torch::manual_seed(0);
+  auto x = torch::randn({256, 8, 28, 28}) * 4;
+  IntegerSpec spec;  // NNI's int8 affine input lane
+  spec.narrow = true;
+  spec.method = IntegerMethod::Qat;
+  IntegerQuantizer quantizer(spec, std::vector<int64_t>{8, 28, 28}, true);
+  quantizer->train();
+  quantizer->start();
+  bool backward = state.range(0);
+  if (backward) x.requires_grad_(true);
+  auto g = torch::ones_like(x);
+  for (auto _ : state) {
+    auto q = Fused ? quantizer->forward(x) : quantizer->reference_forward(x);
+    if (backward) q.backward(g);
+    benchmark::DoNotOptimize(q.data_ptr());
+  }
+  state.SetItemsProcessed(state.iterations() * x.numel());
+}
+BENCHMARK_TEMPLATE(BM_integer_qat, true)->ArgName("backward")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_integer_qat, false)->ArgName("backward")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Training throughput (samples/s): one Trainer::step per iteration (zeroing, forward, loss with
 // the model's loss terms, backward, Adam, the epoch sums), float, with 8-bit fixed-point weights
-// and activations, and with HGQ (per-weight trainable widths, the beta·EBOPs + gamma·bits terms),
-// in the same run; BM_bare_* is a bare LibTorch step on the same float model (what the Trainer's
+// and activations, with HGQ (per-weight trainable widths, the beta·EBOPs + gamma·bits terms), and
+// with NNI's int8 QAT (weights symmetric per output channel, inputs affine, EMA observers), in the
+// same run; BM_bare_* is a bare LibTorch step on the same float model (what the Trainer's
 // own bookkeeping costs on top).
 //   build/bench/sparq_bench --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
@@ -20,10 +21,12 @@
 #endif
 
 #include "sparq/compress/compress.h"
+#include "sparq/config/nni.h"
 #include "sparq/config/pquant.h"
 #include "sparq/data/dataset.h"
 #include "sparq/models/graph.h"
 #include "sparq/runtime.h"
+#include "sparq/train/quantizers.h"
 #include "sparq/train/trainer.h"
 #include "sparq/yaml/reader.h"
 
@@ -41,11 +44,24 @@ torch::Device bench_device() {
   return d ? torch::Device(d) : torch::Device(torch::kCPU);
 }
 
-enum class Mode { Float, Fixed8, Hgq, BareFloat };
+enum class Mode { Float, Fixed8, Hgq, Int8Qat, BareFloat };
 
 /// The 8-bit config of examples/lenet_fashion_mnist_8bit.yaml (weights ap_fixed<8,2>, data
 /// ap_fixed<8,4>); HGQ: per-weight trainable widths from there, beta 1e-5.
 Plan eight_bit_plan(Mode mode) {
+  if (mode == Mode::Int8Qat) {  // examples/nni_qat.yaml, quantizing from the first step
+    auto doc = yaml::YamlDoc::load_string(
+        "quantizer: {type: QATQuantizer, quant_start_step: 0}\n"
+        "config_list:\n"
+        "  - op_types: [Conv2d, Linear]\n"
+        "    quant_dtype: int8\n"
+        "    target_names: [_input_, weight]\n"
+        "    target_settings:\n"
+        "      weight: {quant_scheme: symmetric, granularity: out_channel}\n"
+        "      _input_: {quant_scheme: affine}\n",
+        "<bench>");
+    return config::read_nni_section(doc.file, doc.root);
+  }
   std::string text =
       "quantization_parameters: {default_weight_integer_bits: 1, default_weight_fractional_bits: 6, "
       "default_data_keep_negatives: 1, default_data_integer_bits: 3, default_data_fractional_bits: 4";
@@ -60,8 +76,11 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
   train::TrainOptions options;
   options.device = device.str();
   options.batch_size = batch;
-  const bool quantized = mode == Mode::Fixed8 || mode == Mode::Hgq;
-  train::Trainer trainer(model, options, std::nullopt, quantized ? eight_bit_plan(mode).events : std::vector<Event>{});
+  const bool quantized = mode == Mode::Fixed8 || mode == Mode::Hgq || mode == Mode::Int8Qat;
+  const Plan plan = quantized ? eight_bit_plan(mode) : Plan{};
+  train::Trainer trainer(model, options, std::nullopt, plan.events);
+  if (plan.quantizer)
+    if (auto runtime = train::make_quantizer_runtime(*plan.quantizer, model)) trainer.add_callback(runtime);
   int64_t epoch = 0, b = 0;
   auto batches = std::make_unique<data::Batches>(ds, batch, true, 0, epoch);
   trainer.begin_training(batches->count());
@@ -122,7 +141,7 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
 models::Graph build(const std::string& zoo, std::vector<int64_t> shape, int64_t classes, Mode mode) {
   torch::manual_seed(0);
   models::Graph g(models::zoo_spec(zoo, shape, classes));
-  if (mode == Mode::Fixed8 || mode == Mode::Hgq) compress(g, eight_bit_plan(mode));
+  if (mode != Mode::Float && mode != Mode::BareFloat) compress(g, eight_bit_plan(mode));
   return g;
 }
 
@@ -146,6 +165,7 @@ BENCHMARK_TEMPLATE(BM_jet_tagger, Mode::BareFloat)->Name("BM_bare_float_jet_tagg
 BENCHMARK_TEMPLATE(BM_jet_tagger, Mode::Float)->Name("BM_float_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_jet_tagger, Mode::Fixed8)->Name("BM_fixed8_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_jet_tagger, Mode::Hgq)->Name("BM_hgq_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_jet_tagger, Mode::Int8Qat)->Name("BM_int8_qat_jet_tagger")->Arg(1024)->Arg(33200)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 template <Mode M>
 void BM_lenet_fashion_mnist(benchmark::State& state) {
@@ -165,6 +185,7 @@ void BM_lenet_fashion_mnist(benchmark::State& state) {
 BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::BareFloat)->Name("BM_bare_float_lenet_fashion_mnist")->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::Float)->Name("BM_float_lenet_fashion_mnist")->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::Fixed8)->Name("BM_fixed8_lenet_fashion_mnist")->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::Int8Qat)->Name("BM_int8_qat_lenet_fashion_mnist")->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

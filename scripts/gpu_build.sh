@@ -40,7 +40,8 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARQ_TORCH_WHEEL=O
   -DCMAKE_INCLUDE_PATH="$prefix/usr/include" -DCMAKE_LIBRARY_PATH="$lib" \
   -DCMAKE_CXX_FLAGS="-isystem $prefix/usr/include" \
   -DCMAKE_BUILD_RPATH="$lib"
-cmake --build "$build" -j"$(nproc)"
+# SPARQ_GPU_TARGETS="sparq_tests sparq_bench" builds only those.
+cmake --build "$build" -j"$(nproc)" ${SPARQ_GPU_TARGETS:+--target $SPARQ_GPU_TARGETS}
 if [ "${1:-}" = test ]; then
   cd "$build" && ctest --output-on-failure -j8
 fi

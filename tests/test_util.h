@@ -1,10 +1,14 @@
 // Helpers shared by the tests: temporary folders, running the sparq program, fixture paths.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "sparq/data/dataset.h"
 #include "sparq/error.h"
@@ -109,6 +113,14 @@ inline std::string read_text(const std::string& path) {
     std::fclose(f);
   }
   return text;
+}
+
+/// The records of a run folder's metrics.jsonl, one per epoch.
+inline std::vector<nlohmann::json> metrics_of(const std::string& run_dir) {
+  std::istringstream in(read_text(run_dir + "/metrics.jsonl"));
+  std::vector<nlohmann::json> out;
+  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
 }
 
 /// The Plan of a PQuantML config given as text (errors name "c.yaml").

@@ -746,8 +746,11 @@ void set_quantizer(const std::string& file, const YAML::Node& node, Plan& plan) 
   if (type == "QATQuantizer") spec.params["quant_start_step"] = r.get_int("quant_start_step", 0, 0);
   if (type == "PtqQuantizer") {
     spec.params["calibration_batches"] = r.get_int("calibration_batches", 32, 1);
-    if (r.get_bool("is_bias_correction", false))
-      r.fail("is_bias_correction", "bias correction is not supported by this version of sparq yet");
+    if (r.get_bool("is_bias_correction", false)) {
+      if (r.has("calibration"))
+        r.fail("is_bias_correction", "bias correction needs a calibration pass; it cannot be combined with a loaded calibration table");
+      spec.params["is_bias_correction"] = true;
+    }
   }
   bool any = false;
   for (auto& rule : plan.rules)

@@ -1,11 +1,17 @@
 #include "sparq/quant/integer.h"
 
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <limits>
 
+#include "quant/integer_kernels.h"
+#include "quant/integer_qparams.h"
+#ifdef SPARQ_WITH_CUDA
+#include "quant/integer_cuda.h"
+#endif
 #include "sparq/error.h"
 
 namespace sparq::quant {
@@ -14,12 +20,80 @@ namespace {
 
 constexpr double kEps = std::numeric_limits<float>::epsilon();
 
-/// Forward `value`, backward the gradient of `grad_path` (straight-through constructions).
+/// Forward `value` exactly, backward the gradient of `grad_path` (straight-through
+/// constructions). Not grad_path + (value - grad_path).detach(): that sum rounds, so the forward
+/// value can miss the grid by an ulp, or by everything for an input far outside it.
 torch::Tensor with_gradient_of(const torch::Tensor& value, const torch::Tensor& grad_path) {
-  return grad_path + (value - grad_path).detach();
+  return value.detach() + (grad_path - grad_path.detach());
 }
 
 bool nni(IntegerMethod m) { return m != IntegerMethod::FakeQuant; }
+
+/// The zero point of a symmetric grid.
+int64_t symmetric_zero_point(const IntegerSpec& spec) {
+  const int64_t qmin = spec.qmin(), qmax = spec.qmax();
+  // NNI: floor((qmax + qmin + 1) / 2): int 0, uint8 128, uint2 2
+  if (nni(spec.method)) return static_cast<int64_t>(std::floor((static_cast<double>(qmax) + qmin + 1) / 2));
+  // torch: 0 for signed types, 128 for the default uint8 range, the middle code otherwise
+  return spec.is_signed ? 0 : (spec.bits == 8 && !spec.reduce_range) ? 128 : (qmin + qmax) / 2;
+}
+
+/// The element loops over a contiguous x as [outer, channels, inner]: y = fake-quantized x, or,
+/// with `grad`, the straight-through gradient.
+torch::Tensor integer_loops(const torch::Tensor& x, const torch::Tensor* grad, const torch::Tensor& scale,
+                            const torch::Tensor& zero_point, int64_t inner, double qmin, double qmax, bool nni_rule) {
+  auto out = torch::empty_like(x);
+#ifdef SPARQ_WITH_CUDA
+  if (x.is_cuda()) {
+    if (grad) cuda::integer_backward(x, *grad, out, scale, zero_point, inner, qmin, qmax, nni_rule);
+    else cuda::integer_forward(x, out, scale, zero_point, inner, qmin, qmax, nni_rule);
+    return out;
+  }
+#endif
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparq_integer_quantize", [&] {
+    const kernels::IntegerGrid<scalar_t> g{scale.data_ptr<float>(), zero_point.data_ptr<float>(), scale.numel(), inner,
+                                           scalar_t(qmin), scalar_t(qmax), nni_rule};
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* gp = grad ? grad->data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
+      if (gp) kernels::integer_backward_range<scalar_t>(xp, gp, op, begin, end, g);
+      else kernels::integer_forward_range<scalar_t>(xp, op, begin, end, g);
+    });
+  });
+  return out;
+}
+
+/// Autograd wrapper of the fused loops: the gradient reaches x only (the scale and zero point
+/// come from the observer), straight through inside the grid, or everywhere (`pass_all`, PTQ).
+struct IntegerFakeQuantize : public torch::autograd::Function<IntegerFakeQuantize> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& scale, const torch::Tensor& zero_point, int64_t inner,
+                               double qmin, double qmax, bool nni_rule, bool pass_all) {
+    ctx->saved_data["inner"] = inner;
+    ctx->saved_data["qmin"] = qmin;
+    ctx->saved_data["qmax"] = qmax;
+    ctx->saved_data["nni"] = nni_rule;
+    ctx->saved_data["pass_all"] = pass_all;
+    if (!pass_all) ctx->save_for_backward({x, scale, zero_point});
+    return integer_loops(x, nullptr, scale, zero_point, inner, qmin, qmax, nni_rule);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    torch::Tensor dx;
+    if (ctx->saved_data["pass_all"].toBool()) {
+      dx = grad[0];
+    } else {
+      auto saved = ctx->get_saved_variables();
+      auto g = grad[0].contiguous();
+      dx = integer_loops(saved[0], &g, saved[1], saved[2], ctx->saved_data["inner"].toInt(),
+                         ctx->saved_data["qmin"].toDouble(), ctx->saved_data["qmax"].toDouble(),
+                         ctx->saved_data["nni"].toBool());
+    }
+    return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -51,7 +125,32 @@ IntegerQuantizerImpl::IntegerQuantizerImpl(const IntegerSpec& spec, std::vector<
   }
 }
 
-bool IntegerQuantizerImpl::started() const { return active.item<float>() != 0; }
+bool IntegerQuantizerImpl::flag(const torch::Tensor& t, HostFlag& mirror) const {
+  if (mirror.impl != t.unsafeGetTensorImpl() || mirror.version != t._version())
+    mirror = {t.unsafeGetTensorImpl(), t._version(), t.item<float>() != 0};
+  return mirror.value;
+}
+
+void IntegerQuantizerImpl::set_flag(torch::Tensor& t, HostFlag& mirror, bool value) {
+  if (flag(t, mirror) == value) return;
+  t.fill_(value ? 1.0 : 0.0);
+  mirror = {t.unsafeGetTensorImpl(), t._version(), value};
+}
+
+bool IntegerQuantizerImpl::started() const { return flag(active, active_h_); }
+
+void IntegerQuantizerImpl::start() {
+  set_flag(active, active_h_, true);
+  set_flag(calibrating, calibrating_h_, false);
+}
+
+void IntegerQuantizerImpl::restart_calibration() {
+  set_flag(observed, observed_h_, false);
+  set_flag(active, active_h_, false);
+  set_flag(calibrating, calibrating_h_, true);
+}
+
+void IntegerQuantizerImpl::freeze() { set_flag(observing, observing_h_, false); }
 
 torch::Tensor IntegerQuantizerImpl::reduce_min(const torch::Tensor& x) const {
   if (range_shape_.empty()) return x.min();
@@ -69,9 +168,9 @@ void IntegerQuantizerImpl::observe(const torch::Tensor& x, bool running) {
   torch::NoGradGuard no_grad;
   auto v = x.detach().to(torch::kFloat);
   auto lo = reduce_min(v), hi = reduce_max(v);
-  if (observed.item<float>() == 0) {
+  if (!flag(observed, observed_h_)) {
     min_val.copy_(lo), max_val.copy_(hi);
-    observed.fill_(1);
+    set_flag(observed, observed_h_, true);
   } else if (running) {  // PTQ: the range of everything seen
     min_val.copy_(torch::minimum(min_val, lo)), max_val.copy_(torch::maximum(max_val, hi));
   } else {  // torch's MovingAverageMinMaxObserver, NNI's EMA: min += c (batch_min - min)
@@ -90,11 +189,7 @@ std::pair<torch::Tensor, torch::Tensor> IntegerQuantizerImpl::range_qparams(cons
   if (spec_.symmetric) {
     auto a = torch::maximum(-mn, mx);
     s = torch::clamp_min(a / static_cast<float>((qmax - qmin) / 2), kEps);
-    int64_t mid;
-    if (nni(spec_.method)) mid = static_cast<int64_t>(std::floor((qmax + qmin + 1) / 2));  // int 0, uint8 128, uint2 2
-    else  // torch: 0 for signed types, 128 for the default uint8 range, the middle code otherwise
-      mid = spec_.is_signed ? 0 : (spec_.bits == 8 && !spec_.reduce_range) ? 128 : (spec_.qmin() + spec_.qmax()) / 2;
-    zp = torch::full_like(s, static_cast<float>(mid));
+    zp = torch::full_like(s, static_cast<float>(symmetric_zero_point(spec_)));
   } else {
     s = torch::clamp_min((mx - mn) / static_cast<float>(qmax - qmin), kEps);
     zp = torch::clamp(qmin - torch::round(mn / s), qmin, qmax);
@@ -119,7 +214,117 @@ std::pair<torch::Tensor, torch::Tensor> IntegerQuantizerImpl::qparams() const {
   }
 }
 
+bool IntegerQuantizerImpl::fused(const torch::Tensor& x) const {
+  const auto m = spec_.method;
+  if (m != IntegerMethod::FakeQuant && m != IntegerMethod::Qat && m != IntegerMethod::Ptq) return false;
+  if ((x.scalar_type() != torch::kFloat && x.scalar_type() != torch::kDouble) || min_val.scalar_type() != torch::kFloat ||
+      min_val.device() != x.device())
+    return false;
+#ifdef SPARQ_WITH_CUDA
+  if (x.is_cuda()) return true;
+#endif
+  return x.is_cpu();
+}
+
+void IntegerQuantizerImpl::fused_observe(const torch::Tensor& x, int update) {
+  torch::NoGradGuard no_grad;
+  const auto how = static_cast<kernels::RangeUpdate>(update);
+  torch::Tensor lo = min_val, hi = max_val;  // Keep: the range as it is
+  if (how != kernels::RangeUpdate::Keep) {
+    if (range_shape_.empty()) {
+      std::tie(lo, hi) = torch::aminmax(x.detach());
+    } else {
+      if (x.dim() <= spec_.channel_dim || x.size(spec_.channel_dim) != min_val.numel())
+        throw Error(fmt::format("integer quantizer with {} channels (dim {}) got an input of shape [{}]",
+                                min_val.numel(), spec_.channel_dim, fmt::join(x.sizes(), ", ")));
+      if (spec_.channel_dim == 0) {  // weights: one reduction over the rows
+        std::tie(lo, hi) = torch::aminmax(x.detach().reshape({x.size(0), -1}), 1);
+      } else {
+        std::vector<int64_t> dims;
+        for (int64_t d = 0; d < x.dim(); ++d)
+          if (d != spec_.channel_dim) dims.push_back(d);
+        lo = torch::amin(x.detach(), dims), hi = torch::amax(x.detach(), dims);
+      }
+    }
+    lo = lo.to(torch::kFloat).contiguous(), hi = hi.to(torch::kFloat).contiguous();
+  }
+  auto& [s, zp] = fused_qp_;
+  if (!s.defined() || s.device() != min_val.device() || s.numel() != min_val.numel())
+    s = torch::empty({min_val.numel()}, min_val.options()), zp = torch::empty_like(s);
+  const double qmin = static_cast<double>(spec_.qmin()), qmax = static_cast<double>(spec_.qmax());
+  const kernels::RangeRule rule{static_cast<float>(qmin), static_cast<float>(qmax),
+                                static_cast<float>((qmax - qmin) / 2), static_cast<float>(qmax - qmin),
+                                static_cast<float>(symmetric_zero_point(spec_)), static_cast<float>(kEps),
+                                static_cast<float>(spec_.averaging_constant), spec_.symmetric};
+#ifdef SPARQ_WITH_CUDA
+  if (min_val.is_cuda()) {
+    cuda::integer_update(lo, hi, min_val, max_val, s, zp, how, rule);
+  } else
+#endif
+  {
+    const float *lp = lo.data_ptr<float>(), *hp = hi.data_ptr<float>();
+    float *mn = min_val.data_ptr<float>(), *mx = max_val.data_ptr<float>();
+    float *sp = s.data_ptr<float>(), *zpp = zp.data_ptr<float>();
+    for (int64_t c = 0; c < min_val.numel(); ++c) kernels::update_channel(lp[c], hp[c], mn[c], mx[c], sp[c], zpp[c], how, rule);
+  }
+  if (how != kernels::RangeUpdate::Keep)  // written in place, outside the tensor ops: say so to the version counters
+    min_val.unsafeGetTensorImpl()->bump_version(), max_val.unsafeGetTensorImpl()->bump_version();
+  fused_qp_impl_ = min_val.unsafeGetTensorImpl();
+  fused_qp_version_ = {min_val._version(), max_val._version()};
+}
+
+const std::pair<torch::Tensor, torch::Tensor>& IntegerQuantizerImpl::fused_qparams() {
+  // The range changed outside the fused path (a checkpoint, a calibration table, a move): recompute.
+  if (!fused_qp_.first.defined() || fused_qp_impl_ != min_val.unsafeGetTensorImpl() ||
+      fused_qp_version_ != std::pair<int64_t, int64_t>{min_val._version(), max_val._version()})
+    fused_observe(min_val, static_cast<int>(kernels::RangeUpdate::Keep));
+  return fused_qp_;
+}
+
+torch::Tensor IntegerQuantizerImpl::fused_quantize(const torch::Tensor& x, bool nni_rule, bool pass_all) {
+  const auto& [s, zp] = fused_qparams();
+  auto xc = x.contiguous();
+  int64_t inner = 1;
+  if (range_shape_.empty()) inner = std::max<int64_t>(xc.numel(), 1);
+  else
+    for (int64_t d = spec_.channel_dim + 1; d < xc.dim(); ++d) inner *= xc.size(d);
+  const double qmin = static_cast<double>(spec_.qmin()), qmax = static_cast<double>(spec_.qmax());
+  if (xc.requires_grad() && torch::GradMode::is_enabled())
+    return IntegerFakeQuantize::apply(xc, s, zp, inner, qmin, qmax, nni_rule, pass_all);
+  return integer_loops(xc, nullptr, s, zp, inner, qmin, qmax, nni_rule);
+}
+
 torch::Tensor IntegerQuantizerImpl::forward(const torch::Tensor& x) {
+  if (!enabled) return x;
+  if (!fused(x)) return reference_forward(x);
+  const bool first = !flag(observed, observed_h_);
+  auto observe_batch = [&](bool running) {
+    fused_observe(x, static_cast<int>(first     ? kernels::RangeUpdate::First
+                                      : running ? kernels::RangeUpdate::Running
+                                                : kernels::RangeUpdate::Average));
+    set_flag(observed, observed_h_, true);
+  };
+  const bool learning = is_training() && flag(observing, observing_h_);
+  switch (spec_.method) {
+    case IntegerMethod::FakeQuant:
+      if (learning || first) observe_batch(false);
+      return fused_quantize(x, /*nni=*/false, /*pass_all=*/false);
+    case IntegerMethod::Qat:
+      if (learning) observe_batch(false);
+      if (!started() || !flag(observed, observed_h_)) return x;  // bypass before the start
+      return fused_quantize(x, /*nni=*/true, /*pass_all=*/false);
+    case IntegerMethod::Ptq:
+      if (flag(calibrating, calibrating_h_)) {
+        observe_batch(true);
+        return x;
+      }
+      if (first) return x;
+      return fused_quantize(x, /*nni=*/true, /*pass_all=*/true);  // identity gradient
+    default: return reference_forward(x);
+  }
+}
+
+torch::Tensor IntegerQuantizerImpl::reference_forward(const torch::Tensor& x) {
   if (!enabled) return x;
   const double qmin = static_cast<double>(spec_.qmin()), qmax = static_cast<double>(spec_.qmax());
   // NNI's clamp_round: (round(clamp(zp + x / s, qmin, qmax)) - zp) * s
@@ -128,7 +333,7 @@ torch::Tensor IntegerQuantizerImpl::forward(const torch::Tensor& x) {
   };
   switch (spec_.method) {
     case IntegerMethod::FakeQuant: {
-      if ((is_training() && observing.item<float>() != 0) || observed.item<float>() == 0) observe(x, false);
+      if ((is_training() && flag(observing, observing_h_)) || !flag(observed, observed_h_)) observe(x, false);
       auto [s, zp] = qparams();
       auto r = torch::round(x * (1.0 / s)) + zp;  // round: half to even, as torch's nearbyint
       auto y = (torch::clamp(r, qmin, qmax) - zp) * s;
@@ -137,8 +342,8 @@ torch::Tensor IntegerQuantizerImpl::forward(const torch::Tensor& x) {
       return with_gradient_of(y, pass);
     }
     case IntegerMethod::Qat: {
-      if (is_training() && observing.item<float>() != 0) observe(x, false);
-      if (!started() || observed.item<float>() == 0) return x;  // bypass before the start
+      if (is_training() && flag(observing, observing_h_)) observe(x, false);
+      if (!started() || !flag(observed, observed_h_)) return x;  // bypass before the start
       auto [s, zp] = qparams();
       auto q = zp + x / s;
       auto y = clamp_round(x, s, zp);
@@ -146,11 +351,11 @@ torch::Tensor IntegerQuantizerImpl::forward(const torch::Tensor& x) {
       return with_gradient_of(y, x * ((q >= qmin) & (q <= qmax)).to(x.dtype()));
     }
     case IntegerMethod::Ptq: {
-      if (calibrating.item<float>() != 0) {
+      if (flag(calibrating, calibrating_h_)) {
         observe(x, true);
         return x;
       }
-      if (observed.item<float>() == 0) return x;
+      if (!flag(observed, observed_h_)) return x;
       auto [s, zp] = qparams();
       return with_gradient_of(clamp_round(x, s, zp), x);  // identity gradient
     }

@@ -17,13 +17,21 @@ namespace {
 
 using IntegerQ = std::shared_ptr<quant::IntegerQuantizerImpl>;
 
-/// (layer, target, quantizer) of every integer quantizer.
-std::vector<std::tuple<std::shared_ptr<layers::PQLayer>, std::string, IntegerQ>> integer_quantizers(const models::Graph& graph) {
-  std::vector<std::tuple<std::shared_ptr<layers::PQLayer>, std::string, IntegerQ>> out;
+/// One integer quantizer of the model: its module (node name), layer, target and quantizer.
+struct IntegerTarget {
+  std::string module;
+  std::shared_ptr<layers::PQLayer> layer;
+  std::string target;
+  IntegerQ q;
+};
+
+/// Every integer quantizer, in node order.
+std::vector<IntegerTarget> integer_quantizers(const models::Graph& graph) {
+  std::vector<IntegerTarget> out;
   for (const auto& node : graph->nodes())
     if (auto pq = pq_layer(graph, node.name))
       for (const auto& [target, q] : pq->quantizers())
-        if (auto n = quant::as_integer(q)) out.emplace_back(pq, target, n);
+        if (auto n = quant::as_integer(q)) out.push_back({node.name, pq, target, n});
   return out;
 }
 
@@ -38,12 +46,12 @@ class QatStart : public Callback {
   QatStart(const models::Graph& graph, int64_t start) : quantizers_(integer_quantizers(graph)), start_(start) {}
   void on_step_begin(Trainer&, const TrainContext& ctx) override {
     if (done_ || ctx.global_step < start_) return;
-    for (auto& [layer, target, q] : quantizers_) q->start();
+    for (auto& t : quantizers_) t.q->start();
     done_ = true;
   }
 
  private:
-  std::vector<std::tuple<std::shared_ptr<layers::PQLayer>, std::string, IntegerQ>> quantizers_;
+  std::vector<IntegerTarget> quantizers_;
   int64_t start_;
   bool done_ = false;
 };
@@ -52,9 +60,9 @@ class QatStart : public Callback {
 class BnnClamp : public Callback {
  public:
   explicit BnnClamp(const models::Graph& graph) {
-    for (auto& [layer, target, q] : integer_quantizers(graph))
-      for (const auto& p : layer->named_parameters(/*recurse=*/false))
-        if (p.key() == target) params_.push_back(p.value());
+    for (auto& t : integer_quantizers(graph))
+      for (const auto& p : t.layer->named_parameters(/*recurse=*/false))
+        if (p.key() == t.target) params_.push_back(p.value());
   }
   void on_step_end(Trainer&, const TrainContext&) override {
     torch::NoGradGuard no_grad;
@@ -80,7 +88,55 @@ void calibrate(models::Graph& graph, const data::Dataset& data, int64_t batches,
   const data::Dataset ds = data.x.device() == device ? data : data.to(device);
   data::Batches it(ds, batch_size, /*shuffle=*/false);
   for (int64_t b = 0; b < std::min(batches, it.count()); ++b) graph->forward(std::get<0>(it.get(b)));
-  for (auto& [layer, target, q] : integer_quantizers(graph)) q->start();
+  for (auto& t : integer_quantizers(graph)) t.q->start();
+}
+
+void correct_biases(models::Graph& graph, const data::Dataset& data, int64_t batches, int64_t batch_size,
+                    const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  graph->eval();
+  const data::Dataset ds = data.x.device() == device ? data : data.to(device);
+  data::Batches it(ds, batch_size, /*shuffle=*/false);
+  const int64_t n = std::min(batches, it.count());
+  const auto targets = integer_quantizers(graph);
+  const auto& nodes = graph->nodes();
+  for (int index = 0; index < static_cast<int>(nodes.size()); ++index) {
+    auto layer = pq_layer(graph, nodes[index].name);
+    if (!layer) continue;
+    torch::Tensor bias;
+    for (const auto& p : layer->named_parameters(/*recurse=*/false))
+      if (p.key() == "bias") bias = p.value();
+    std::vector<IntegerQ> own;
+    for (const auto& t : targets)
+      if (t.layer == layer) own.push_back(t.q);
+    if (!bias.defined() || own.empty()) continue;
+    // The layer's output with its quantizers on and off, on the same (quantized) input: the mean
+    // difference per output channel (dim 1, Linear and Conv alike) goes into the bias.
+    graph->record_outputs({index});
+    torch::Tensor sum;
+    int64_t count = 0;
+    for (int64_t b = 0; b < n; ++b) {
+      auto x = std::get<0>(it.get(b));
+      graph->forward(x);
+      auto quantized = graph->recorded(index);
+      for (auto& q : own) q->enabled = false;
+      graph->forward(x);
+      auto exact = graph->recorded(index);
+      for (auto& q : own) q->enabled = true;
+      if (exact.dim() < 2 || exact.size(1) != bias.numel()) break;  // not a [batch, channels, ...] output
+      std::vector<int64_t> dims;
+      for (int64_t d = 0; d < exact.dim(); ++d)
+        if (d != 1) dims.push_back(d);
+      auto part = (exact - quantized).to(torch::kDouble).sum(dims);
+      sum = sum.defined() ? sum + part : part;
+      count += exact.numel() / exact.size(1);
+    }
+    if (sum.defined()) bias.add_((sum / static_cast<double>(count)).to(bias.dtype()));
+  }
+  graph->record_outputs({});
+  // The corrected model's ranges (biases and every later activation moved): calibrated afresh.
+  for (const auto& t : targets) t.q->restart_calibration();
+  calibrate(graph, data, batches, batch_size, device);
 }
 
 void load_calibration(models::Graph& graph, const std::string& path) {
@@ -99,10 +155,7 @@ void load_calibration(models::Graph& graph, const std::string& path) {
                                     path, what, flat.size(), like.numel()));
     return torch::tensor(flat, torch::kDouble).to(like.dtype()).view(like.sizes());
   };
-  for (auto& [layer, target, q] : integer_quantizers(graph)) {
-    std::string module;
-    for (const auto& node : graph->nodes())
-      if (pq_layer(graph, node.name) == layer) module = node.name;
+  for (auto& [module, layer, target, q] : integer_quantizers(graph)) {
     const std::string name = nni_target(target), what = module + "." + name;
     if (!table.contains(module) || !table[module].contains(name))
       throw ConfigError(fmt::format("compression.quantizer.calibration: {} has no entry for {} (the table must come "
@@ -133,12 +186,16 @@ void load_calibration(models::Graph& graph, const std::string& path) {
 void finish_quantizer(const PruningSpec& quantizer, models::Graph& graph, const data::Dataset& data,
                       int64_t batch_size, const torch::Device& device) {
   if (quantizer.params.count("calibration")) return;  // the loaded table decides
-  if (quantizer.method == "PtqQuantizer") calibrate(graph, data, quantizer.integer("calibration_batches"), batch_size, device);
+  if (quantizer.method != "PtqQuantizer") return;
+  const int64_t batches = quantizer.integer("calibration_batches");
+  calibrate(graph, data, batches, batch_size, device);
+  if (quantizer.params.count("is_bias_correction") && quantizer.flag("is_bias_correction"))
+    correct_biases(graph, data, batches, batch_size, device);
 }
 
 nlohmann::json calibration_json(const models::Graph& graph) {
   nlohmann::json out = nlohmann::json::object();
-  for (auto& [layer, target, q] : integer_quantizers(graph)) {
+  for (auto& [module, layer, target, q] : integer_quantizers(graph)) {
     const auto& spec = q->spec();
     auto [scale, zp] = q->qparams();
     auto list = [](const torch::Tensor& t) {
@@ -146,9 +203,6 @@ nlohmann::json calibration_json(const models::Graph& graph) {
       std::vector<double> v(flat.data_ptr<double>(), flat.data_ptr<double>() + flat.numel());
       return v.size() == 1 ? nlohmann::json(v[0]) : nlohmann::json(v);
     };
-    std::string module;
-    for (const auto& node : graph->nodes())
-      if (pq_layer(graph, node.name) == layer) module = node.name;
     const std::string name = nni_target(target);
     out[module][name] = {{"scale", list(scale)},
                            {"zero_point", list(zp)},

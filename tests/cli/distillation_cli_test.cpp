@@ -17,13 +17,6 @@ namespace {
 const char* kData = "data: {dataset: random, shape: [16], samples: 256, num_classes: 5}\n"
                     "training: {epochs: 2, batch_size: 32, lr: 0.01, threads: 1, progress: none}\n";
 
-std::vector<nlohmann::json> metrics(const std::string& dir) {
-  std::ifstream in(dir + "/metrics.jsonl");
-  std::vector<nlohmann::json> out;
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
-
 }  // namespace
 
 TEST(DistillationCli, AFloatRunTeachesAPrunedStudent) {
@@ -41,7 +34,7 @@ TEST(DistillationCli, AFloatRunTeachesAPrunedStudent) {
   auto s = run_sparq("run " + dir.file("student.yaml"));
   ASSERT_EQ(s.exit_code, 0) << s.output;
   EXPECT_NE(s.output.find("distillation: DynamicLayerwiseDistiller"), std::string::npos) << s.output;
-  auto m = metrics(dir.file("student"));
+  auto m = sparq::test::metrics_of(dir.file("student"));
   ASSERT_EQ(m.size(), 2u);
   ASSERT_TRUE(m[0].contains("distill_loss")) << m[0].dump();
   EXPECT_GT(m[0]["distill_loss"].get<double>(), 0.0);
@@ -54,7 +47,7 @@ TEST(DistillationCli, AFloatRunTeachesAPrunedStudent) {
                                        "DynamicLayerwiseDistiller\n    config_list: [{op_names: [fc2], link: fc2}]\n");
   auto n = run_sparq("run " + dir.file("nni.yaml"));
   ASSERT_EQ(n.exit_code, 0) << n.output;
-  EXPECT_TRUE(metrics(dir.file("nni"))[0].contains("distill_loss"));
+  EXPECT_TRUE(sparq::test::metrics_of(dir.file("nni"))[0].contains("distill_loss"));
 
   // a compressed student run is no teacher
   write_file(dir.file("second.yaml"), std::string("model: {zoo: mlp, widths: [8]}\n") + kData + "output: " +

@@ -16,13 +16,6 @@ using sparq::test::write_file;
 
 namespace {
 
-std::vector<nlohmann::json> metrics(const std::string& dir) {
-  std::ifstream in(dir + "/metrics.jsonl");
-  std::vector<nlohmann::json> out;
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
-
 std::string source(const std::string& path) { return std::string(SPARQ_SOURCE_DIR) + "/" + path; }
 
 }  // namespace
@@ -35,7 +28,7 @@ TEST(SparsemlCli, SeedRecipeRunsUnchangedOnTheCubicCurve) {
   auto r = run_sparq("run " + dir.file("job.yaml"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("recipe: 2 modifier(s)"), std::string::npos) << r.output;
-  auto m = metrics(dir.file("run"));
+  auto m = sparq::test::metrics_of(dir.file("run"));
   ASSERT_EQ(m.size(), 25u);  // the recipe's EpochRangeModifier
   for (size_t e = 0; e < m.size(); ++e) {
     double expected = e < 5 ? 0 : sparq::prune::interpolate_sparsity(static_cast<double>(e), 5, 20, 0.05, 0.8, "cubic");
@@ -53,7 +46,7 @@ TEST(SparsemlCli, SeedRecipeRunsUnchangedOnTheCubicCurve) {
                                         dir.file("run2") + "\ncompression: keep.yaml\n");
   auto r2 = run_sparq("run " + dir.file("job2.yaml"));
   ASSERT_EQ(r2.exit_code, 0) << r2.output;
-  auto m2 = metrics(dir.file("run2"));
+  auto m2 = sparq::test::metrics_of(dir.file("run2"));
   ASSERT_EQ(m2.size(), 2u);
   EXPECT_NEAR(m2.back()["sparsity"].get<double>(), m.back()["sparsity"].get<double>(), 1e-4);
 }
@@ -137,7 +130,7 @@ modifiers:
   ASSERT_EQ(first.exit_code, 0) << first.output;
   auto second = run_sparq("run " + dir.file("b.yaml") + " --resume");
   ASSERT_EQ(second.exit_code, 0) << second.output;
-  auto a = metrics(dir.file("a")), b = metrics(dir.file("b"));
+  auto a = sparq::test::metrics_of(dir.file("a")), b = sparq::test::metrics_of(dir.file("b"));
   ASSERT_EQ(a.size(), 6u);
   ASSERT_EQ(b.size(), 6u);
   for (size_t e = 0; e < a.size(); ++e) {

@@ -5,11 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
+#include "sparq/compress/compress.h"
 #include "sparq/compress/resolve.h"
 #include "sparq/config/dialect.h"
 #include "sparq/config/nni.h"
+#include "sparq/train/quantizers.h"
 #include "test_util.h"
 
 namespace sparq {
@@ -166,6 +169,75 @@ TEST(NniQuant, QatAndPtqRuns) {
   auto bare = test::run_sparq("run " + dir.file("bare.yaml"));
   EXPECT_EQ(bare.exit_code, 2);
   EXPECT_NE(bare.output.find("needs the quantizer that reads it"), std::string::npos) << bare.output;
+}
+
+/// Per output channel of node `name`, the mean over the data of its float output with the bias
+/// `float_bias` (its own quantizers off) minus its quantized output, on the same input (the
+/// quantized model before it).
+torch::Tensor mean_gap(models::Graph& g, const std::string& name, const torch::Tensor& x, const torch::Tensor& float_bias) {
+  torch::NoGradGuard no_grad;
+  const int index = g->index_of(name);
+  auto layer = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(g, name));
+  g->record_outputs({index});
+  g->forward(x);
+  auto quantized = g->recorded(index);
+  auto bias = layer->bias.clone();
+  layer->bias.copy_(float_bias);
+  for (auto& [target, q] : layer->quantizers()) q->enabled = false;
+  g->forward(x);
+  auto exact = g->recorded(index);
+  for (auto& [target, q] : layer->quantizers()) q->enabled = true;
+  layer->bias.copy_(bias);
+  g->record_outputs({});
+  std::vector<int64_t> dims;
+  for (int64_t d = 0; d < exact.dim(); ++d)
+    if (d != 1) dims.push_back(d);
+  return (exact - quantized).mean(dims);
+}
+
+TEST(NniQuant, PtqBiasCorrectionCentresEveryLayer) {
+  // int3 weights on a Conv and two Linear layers, inputs with a mean far from 0: quantization
+  // shifts each output channel's mean; bias correction takes the shift out, layer after layer.
+  auto spec = models::parse_model_yaml("input_shape: [2, 6, 6]\nlayers:\n  - {name: conv, op: Conv2d, out_channels: 4, "
+                                       "kernel_size: 3}\n  - {name: relu, op: ReLU}\n  - {name: flat, op: Flatten}\n"
+                                       "  - {name: fc1, op: Linear, out_features: 8}\n  - {name: relu2, op: ReLU}\n"
+                                       "  - {name: fc2, op: Linear, out_features: 3}\n",
+                                       "m.yaml");
+  torch::manual_seed(0);
+  models::Graph g(spec);
+  auto plan = plan_of("quantizer: {type: PtqQuantizer, calibration_batches: 4, is_bias_correction: true}\n"
+                      "config_list: [{op_types: [Conv2d, Linear], quant_dtype: int3, target_names: [weight, _input_], "
+                      "target_settings: {_input_: {quant_dtype: uint8, quant_scheme: affine}}}]\n");
+  ASSERT_TRUE(plan.quantizer);
+  EXPECT_TRUE(plan.quantizer->flag("is_bias_correction"));
+  compress(g, plan);
+  data::Dataset ds;
+  ds.x = torch::randn({256, 2, 6, 6}) + 2;
+  ds.y = torch::randint(3, {256});
+  ds.num_classes = 3;
+  const torch::Device cpu(torch::kCPU);
+  train::calibrate(g, ds, 4, 64, cpu);
+  const std::vector<std::string> names = {"conv", "fc1", "fc2"};
+  std::map<std::string, torch::Tensor> float_bias;
+  std::map<std::string, double> before;
+  for (const auto& name : names) {
+    float_bias[name] = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(g, name))->bias.detach().clone();
+    before[name] = mean_gap(g, name, ds.x, float_bias[name]).abs().max().item<double>();
+    EXPECT_GT(before[name], 0.02) << name << " is shifted before";
+  }
+  train::correct_biases(g, ds, 4, 64, cpu);
+  for (const auto& name : names) {
+    const double after = mean_gap(g, name, ds.x, float_bias[name]).abs().max().item<double>();
+    // the first layer exactly (its input and ranges are the same); later ones up to the
+    // re-calibrated ranges of their inputs
+    EXPECT_LT(after, name == "conv" ? 1e-5 : 0.05 * before[name]) << name << " after correction";
+  }
+  test::TempDir dir("bias_correction");
+  test::write_file(dir.file("calibration.json"), "{}");
+  auto e = error_of("quantizer: {type: PtqQuantizer, is_bias_correction: true, calibration: " + dir.file("calibration.json") +
+                    "}\nconfig_list: [{op_types: [Linear], quant_dtype: int8}]\n");
+  EXPECT_EQ(e.find("c.yaml:"), 0u) << e;
+  EXPECT_NE(e.find("cannot be combined with a loaded calibration table"), std::string::npos) << e;
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // floor), per-channel shapes, QAT's EMA after 3 forwards and its bypass, PTQ calibration, LSQ's
 // and LSQ+'s gradients on hand examples, DoReFa and BNN.
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <cfloat>
@@ -176,6 +177,119 @@ TEST(IntegerNni, DorefaAndBnn) {
   yb.sum().backward();
   EXPECT_EQ(xb.grad()[0][1].item<float>(), 1);
   EXPECT_EQ(xb.grad()[0][2].item<float>(), 0);  // output lanes: no gradient where |x| > 1
+}
+
+}  // namespace
+}  // namespace sparq::quant
+
+namespace sparq::quant {
+namespace {
+
+/// The fused path (CPU loops) against the composed ops of reference_forward on the same states:
+/// outputs, gradients, ranges and scales equal bit for bit over several training steps.
+void expect_fused_equals_reference(IntegerSpec spec, std::vector<int64_t> shape, bool data, torch::Dtype dtype) {
+  SCOPED_TRACE(to_string(QuantizerSpec(spec)) + " method " + to_string(spec.method) + (data ? " data" : " weight") +
+               (dtype == torch::kDouble ? " double" : " float"));
+  IntegerQuantizer fused(spec, shape, data), reference(spec, shape, data);
+  torch::manual_seed(3);
+  std::vector<int64_t> full = shape;
+  if (data) full.insert(full.begin(), 6);
+  for (int step = 0; step < 5; ++step) {
+    const bool training = step < 3;
+    fused->train(training), reference->train(training);
+    if (step == 1) fused->start(), reference->start();
+    auto base = torch::randn(full, torch::TensorOptions().dtype(dtype)) * (step + 1);
+    base.view({-1})[0] = 1e30;  // far outside the grid
+    base.view({-1})[1] = -1e30;
+    if (step >= 2) {  // exact ties of the current grid: x / s = n + 0.5
+      auto s = fused->qparams().first.reshape({-1})[0].item<double>();
+      base.view({-1})[2] = 2.5 * s, base.view({-1})[3] = -3.5 * s;
+    }
+    auto xa = base.clone().requires_grad_(true), xb = base.clone().requires_grad_(true);
+    auto ya = fused->forward(xa), yb = reference->reference_forward(xb);
+    ASSERT_TRUE(ya.equal(yb)) << "step " << step << ": max difference " << (ya - yb).abs().max().item<double>();
+    auto g = torch::randn_like(ya);
+    (ya * g).sum().backward(), (yb * g).sum().backward();
+    ASSERT_TRUE(xa.grad().equal(xb.grad())) << "step " << step;
+    ASSERT_TRUE(fused->min_val.equal(reference->min_val)) << "step " << step;
+    ASSERT_TRUE(fused->max_val.equal(reference->max_val)) << "step " << step;
+    if (spec.method == IntegerMethod::Ptq && step == 2) fused->start(), reference->start();  // calibration ends
+  }
+}
+
+TEST(IntegerFused, EqualsComposedOpsBitForBit) {
+  IntegerSpec torch_int8;  // SparseML / torch FakeQuantize: int8 symmetric weights, uint8 affine inputs
+  torch_int8.symmetric = true;
+  IntegerSpec torch_uint8;
+  torch_uint8.is_signed = false;
+  for (auto dtype : {torch::kFloat, torch::kDouble}) {
+    expect_fused_equals_reference(torch_int8, {4, 3, 3, 3}, false, dtype);
+    expect_fused_equals_reference(torch_uint8, {3, 5, 5}, true, dtype);
+    auto per_channel = torch_int8;
+    per_channel.channel_dim = 0;
+    expect_fused_equals_reference(per_channel, {4, 3, 3, 3}, false, dtype);
+    for (auto method : {IntegerMethod::Qat, IntegerMethod::Ptq}) {
+      auto weights = nni_dtype("int8", true, method);
+      weights.channel_dim = 0;
+      expect_fused_equals_reference(weights, {5, 7}, false, dtype);
+      auto inputs = nni_dtype("uint4", false, method);
+      expect_fused_equals_reference(inputs, {7}, true, dtype);
+      auto channels = nni_dtype("int8", false, method);
+      channels.channel_dim = 1;  // per channel of a [B, C, H, W] lane
+      expect_fused_equals_reference(channels, {3, 4, 4}, true, dtype);
+      // wide grids: the codes no longer fit the two-addition rounding
+      expect_fused_equals_reference(nni_dtype("int32", false, method), {9}, true, dtype);
+      expect_fused_equals_reference(nni_dtype("uint24", true, method), {9}, true, dtype);
+    }
+  }
+}
+
+TEST(IntegerFused, CudaKernelsEqualTheCpuLoops) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const torch::Device gpu(torch::kCUDA);
+  for (auto method : {IntegerMethod::FakeQuant, IntegerMethod::Qat, IntegerMethod::Ptq}) {
+    for (int channel_dim : {-1, 0, 1}) {
+      SCOPED_TRACE(std::string("method ") + to_string(method) + " channel dim " + std::to_string(channel_dim));
+      auto spec = nni_dtype(channel_dim == 1 ? "uint8" : "int8", channel_dim == 0, method);
+      spec.channel_dim = channel_dim;
+      const bool data = channel_dim != 0;
+      std::vector<int64_t> shape = {4, 5, 5};
+      IntegerQuantizer cpu(spec, shape, data), cuda(spec, shape, data);
+      cuda->to(gpu);
+      torch::manual_seed(5);
+      for (int step = 0; step < 4; ++step) {
+        cpu->train(step < 3), cuda->train(step < 3);
+        if (step == 1) cpu->start(), cuda->start();
+        auto base = torch::randn(data ? std::vector<int64_t>{8, 4, 5, 5} : shape) * (step + 1);
+        auto xc = base.clone().requires_grad_(true), xg = base.to(gpu).requires_grad_(true);
+        auto yc = cpu->forward(xc), yg = cuda->forward(xg);
+        ASSERT_TRUE(yc.equal(yg.cpu())) << "step " << step;
+        auto g = torch::randn_like(yc);
+        (yc * g).sum().backward(), (yg * g.to(gpu)).sum().backward();
+        ASSERT_TRUE(xc.grad().equal(xg.grad().cpu())) << "step " << step;
+        ASSERT_TRUE(cpu->min_val.equal(cuda->min_val.cpu())) << "step " << step;
+        ASSERT_TRUE(cpu->max_val.equal(cuda->max_val.cpu())) << "step " << step;
+      }
+    }
+  }
+}
+
+TEST(IntegerFused, CheckpointedRangeIsReadAgain) {
+  // A range written from outside (a checkpoint, a calibration table) reaches the fused path.
+  IntegerQuantizer q(nni_dtype("int8", true), std::vector<int64_t>{}, true);
+  q->train();
+  q->start();
+  q->forward(torch::tensor({-1.f, 1.f}));
+  q->eval();
+  {
+    torch::NoGradGuard no_grad;
+    q->max_val.fill_(127.f), q->min_val.fill_(-127.f);  // scale 1
+  }
+  EXPECT_FLOAT_EQ(q->forward(torch::tensor({3.4f})).item<float>(), 3.f);
+  q->freeze();
+  q->train();
+  q->forward(torch::tensor({-500.f, 500.f}));  // frozen: the observer stays
+  EXPECT_EQ(q->max_val.item<float>(), 127.f);
 }
 
 }  // namespace

@@ -10,6 +10,10 @@
 //   LSQ's scaled gradients), Dorefa (tanh-normalised weights, [0, 1] outputs, per-batch input
 //   ranges), Bnn (sign). NNI's scale / zero-point rules: the range widened to contain 0,
 //   symmetric zp = floor((qmax + qmin + 1) / 2), scale >= FLT_EPSILON.
+// FakeQuant, Qat and Ptq run fused (CPU loops, CUDA kernels): the observer update and the scale /
+// zero point in one pass over the channels, the fake quantization and its gradient in one pass
+// over the elements; the composed tensor ops stay as the reference (reference_forward) the tests
+// compare them with, bit for bit.
 #pragma once
 
 #include <utility>
@@ -29,15 +33,19 @@ class IntegerQuantizerImpl : public QuantizerImpl {
   QuantFormat describe() const override;
   torch::Tensor total_bits() const override;
   /// Stops the observer: scale and zero point stay as they are.
-  void freeze() override { observing.fill_(0); }
+  void freeze() override;
 
   /// The scale and zero point now (float32, keepdim per-channel shape or 0-d).
   std::pair<torch::Tensor, torch::Tensor> qparams() const;
   const IntegerSpec& spec() const { return spec_; }
 
   /// Qat / Ptq: from now on quantize (Ptq: calibration ends, the running range is kept).
-  void start() { active.fill_(1), calibrating.fill_(0); }
+  void start();
   bool started() const;
+  /// Ptq: forgets the range and records again (calibration after the model changed).
+  void restart_calibration();
+  /// The composed-ops forward (the fused paths' reference): same results, many more operations.
+  torch::Tensor reference_forward(const torch::Tensor& x);
 
   /// Observed range (per tensor: 0-d; per channel: keepdim shape); `observed` 0 until the first
   /// batch; `observing` 1 while the observer learns; `active` 0 while Qat/Ptq pass data through;
@@ -47,6 +55,29 @@ class IntegerQuantizerImpl : public QuantizerImpl {
   torch::Tensor scale, zero_point;
 
  private:
+  /// A 0/1 buffer as the host last read it: read again (one device read) only when the buffer
+  /// was changed in place (its version counter moved) or replaced (moved to another device).
+  struct HostFlag {
+    const void* impl = nullptr;
+    int64_t version = -1;
+    bool value = false;
+  };
+  bool flag(const torch::Tensor& t, HostFlag& mirror) const;
+  void set_flag(torch::Tensor& t, HostFlag& mirror, bool value);
+  mutable HostFlag observing_h_, observed_h_, active_h_, calibrating_h_;
+
+  /// The fused path: whether it runs x; the observer step (0 first batch, 1 running range, 2 EMA,
+  /// 3 none: the scale from the range as it is); the fake quantization with its gradient rule.
+  bool fused(const torch::Tensor& x) const;
+  void fused_observe(const torch::Tensor& x, int update);
+  const std::pair<torch::Tensor, torch::Tensor>& fused_qparams();
+  torch::Tensor fused_quantize(const torch::Tensor& x, bool nni, bool pass_all);
+  /// Scale and zero point (float, one per channel) of the fused path, and the range buffers'
+  /// versions they were computed from.
+  std::pair<torch::Tensor, torch::Tensor> fused_qp_;
+  const void* fused_qp_impl_ = nullptr;
+  std::pair<int64_t, int64_t> fused_qp_version_{-1, -1};
+
   void observe(const torch::Tensor& x, bool running);
   std::pair<torch::Tensor, torch::Tensor> range_qparams(const torch::Tensor& lo, const torch::Tensor& hi) const;
   torch::Tensor reduce_min(const torch::Tensor& x) const;

@@ -20,8 +20,8 @@ namespace sparq::train {
 /// The callback of the plan's quantizer (QAT start, BNN clamp); nullptr when it needs none.
 std::shared_ptr<Callback> make_quantizer_runtime(const PruningSpec& quantizer, const models::Graph& graph);
 
-/// After training: PtqQuantizer's calibration pass over `data` (calibration_batches batches);
-/// nothing for the other quantizers.
+/// After training: PtqQuantizer's calibration pass over `data` (calibration_batches batches),
+/// then its bias correction when is_bias_correction is set; nothing for the other quantizers.
 void finish_quantizer(const PruningSpec& quantizer, models::Graph& graph, const data::Dataset& data,
                       int64_t batch_size, const torch::Device& device);
 
@@ -29,6 +29,13 @@ void finish_quantizer(const PruningSpec& quantizer, models::Graph& graph, const 
 /// (the quantizers record their range), then every integer quantizer starts.
 void calibrate(models::Graph& graph, const data::Dataset& data, int64_t batches, int64_t batch_size,
                const torch::Device& device);
+
+/// PTQ's bias correction, layer by layer in node order: the mean difference per output channel
+/// between each layer's float and quantized output (its own quantizers off and on, its input
+/// from the quantized layers before it, which are corrected already) over `batches` batches is
+/// added to its bias; then every integer quantizer is calibrated again on the corrected model.
+void correct_biases(models::Graph& graph, const data::Dataset& data, int64_t batches, int64_t batch_size,
+                    const torch::Device& device);
 
 /// Loads a calibration table (what calibration_json wrote) into the model's integer quantizers:
 /// ranges, scales and zero points copied, each quantizer started with its observer frozen.

@@ -8,6 +8,9 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <sstream>
+#include <string>
+#include <type_traits>
 
 #include "sparq/error.h"
 #include "sparq/prune/mask_creators.h"
@@ -17,6 +20,19 @@
 namespace sparq::prune {
 
 namespace {
+
+/// LibTorch's key of a parameter's optimizer state: its TensorImpl address as text (1.x, what
+/// c10::guts::to_string wrote) or the address itself (2.x).
+template <typename Key>
+Key optimizer_state_key(const torch::Tensor& p) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream text;
+    text << p.unsafeGetTensorImpl();
+    return text.str();
+  } else {
+    return p.unsafeGetTensorImpl();
+  }
+}
 
 using train::ModifierCallback;
 using train::ModifierSetup;
@@ -189,11 +205,12 @@ class AcdcPruning : public PruningModifier {
     if (ending && !m_.leave_enabled) disable();
   }
   void post_step(Trainer& t, double) override {
+    using StateKey = std::decay_t<decltype(t.optimizer().state())>::key_type;
     if (!reset_momentum_) return;
     reset_momentum_ = false;
     torch::NoGradGuard no_grad;
     for (auto* e : entries_) {
-      auto it = t.optimizer().state().find(c10::guts::to_string(e->param.unsafeGetTensorImpl()));  // LibTorch's key
+      auto it = t.optimizer().state().find(optimizer_state_key<StateKey>(e->param));
       if (it == t.optimizer().state().end()) continue;
       if (auto* sgd = dynamic_cast<torch::optim::SGDParamState*>(it->second.get()))
         if (sgd->momentum_buffer().defined()) sgd->momentum_buffer().zero_();

@@ -1,0 +1,6 @@
+// The CPU quantization loops (fixed point and integer) for one instruction set.
+#include "quant/fixed_point_kernels.h"
+#include "quant/integer_kernels.h"
+#define SPARQ_KERNEL_NS generic
+#include "quant/fixed_point_kernels.inc"
+#include "quant/integer_kernels.inc"

@@ -1,9 +1,11 @@
 #!/bin/sh
 # Distillation on Fashion-MNIST: the float LeNet (10 epochs) teaches a LeNet with half the
-# channels and a 32-wide dense layer (examples/distill_lenet_small.yaml, 4 epochs, kl on the
-# logits); the same student trained alone (same epochs, seed) is the baseline. Prints one
-# Markdown row per run: test accuracy, parameters, training seconds.
+# channels and a 32-wide dense layer (examples/distill_lenet_small.yaml, kl on the logits) for
+# EPOCHS epochs (default: the example's 4) and each seed of SEEDS (default 0); the same student
+# trained alone (same epochs, seed) is the baseline. Prints one Markdown row per run: test
+# accuracy, last distill_loss, training seconds.
 #   sh bench/distillation.sh [build/sparq] > /tmp/distill.md
+#   EPOCHS=10 SEEDS="0 1 2" sh bench/distillation.sh build/sparq
 set -e
 SPARQ=${1:-build/sparq}
 OUT=${DISTILL_BENCH_OUT:-/tmp/sparq_distill_bench}
@@ -24,9 +26,13 @@ echo "|---|---|---|---|---|"
 "$SPARQ" run examples/lenet_fashion_mnist.yaml --output "$OUT/teacher" > "$OUT/teacher.log" 2>&1
 row "teacher: float lenet" "$OUT/teacher" "$OUT/teacher.log"
 # the example job with the bench's teacher folder, and without its distillation section
-sed "s|teacher: ../runs/lenet_fashion_mnist|teacher: $OUT/teacher|" examples/distill_lenet_small.yaml > "$OUT/distilled.yaml"
-sed '/^distillation:/,$d' examples/distill_lenet_small.yaml > "$OUT/alone.yaml"
-"$SPARQ" run "$OUT/alone.yaml" --output "$OUT/alone" > "$OUT/alone.log" 2>&1
-row "student alone" "$OUT/alone" "$OUT/alone.log"
-"$SPARQ" run "$OUT/distilled.yaml" --output "$OUT/distilled" > "$OUT/distilled.log" 2>&1
-row "student distilled (kl, lambda 1)" "$OUT/distilled" "$OUT/distilled.log"
+EPOCHS=${EPOCHS:-4}
+for seed in ${SEEDS:-0}; do
+  sed -e "s|teacher: ../runs/lenet_fashion_mnist|teacher: $OUT/teacher|" -e "s|epochs: 4|epochs: $EPOCHS|" \
+    -e "s|seed: 0|seed: $seed|" examples/distill_lenet_small.yaml > "$OUT/distilled_$seed.yaml"
+  sed '/^distillation:/,$d' "$OUT/distilled_$seed.yaml" > "$OUT/alone_$seed.yaml"
+  "$SPARQ" run "$OUT/alone_$seed.yaml" --output "$OUT/alone_$seed" > "$OUT/alone_$seed.log" 2>&1
+  row "student alone, seed $seed" "$OUT/alone_$seed" "$OUT/alone_$seed.log"
+  "$SPARQ" run "$OUT/distilled_$seed.yaml" --output "$OUT/distilled_$seed" > "$OUT/distilled_$seed.log" 2>&1
+  row "student distilled (kl, lambda 1), seed $seed" "$OUT/distilled_$seed" "$OUT/distilled_$seed.log"
+done

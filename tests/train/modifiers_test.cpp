@@ -1,7 +1,7 @@
 // The runtime of SparseML recipes: the time model (spec sparseml §1.8, §4.2 C), learning-rate
 // tables (§2.4, §2.5), weight decay and trainable parameters, gradual pruning schedules, the
-// worked example of §3.4, constant pruning of a loaded model's zeros, and the QAT fake-quant
-// numbers (§2.12.5).
+// worked example of §3.4, constant pruning of a loaded model's zeros, AC/DC's momentum reset,
+// and the QAT fake-quant numbers (§2.12.5).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -20,6 +20,7 @@ namespace {
 struct StepRecord {
   double lr = 0, weight_decay = 0, fc1_sparsity = 0, fc2_sparsity = 0;
   bool fc1_trainable = true, quantized = false;
+  bool fc1_momentum_zero = false;  ///< SGD's momentum buffer of fc1.weight is all zeros
   torch::Tensor fc1_weight;
 };
 
@@ -42,6 +43,10 @@ class Probe : public Callback {
     }
     auto w = parameter_of(t.model(), "fc1", "weight");  // a PQ layer's or the float Linear's
     r.fc1_trainable = w.requires_grad();
+    for (const auto& [key, state] : t.optimizer().state())  // whatever LibTorch keys the state by
+      if (auto* sgd = dynamic_cast<torch::optim::SGDParamState*>(state.get()))
+        if (sgd->momentum_buffer().defined() && sgd->momentum_buffer().sizes() == w.sizes())
+          r.fc1_momentum_zero = sgd->momentum_buffer().eq(0).all().item<bool>();
     r.fc1_weight = w.detach().clone();
     steps.push_back(r);
   }
@@ -51,7 +56,7 @@ class Probe : public Callback {
 /// Trains blobs_mlp with `recipe` for its epochs at `spe` steps per epoch (one fixed batch per
 /// step, SGD with lr 1e-4 as the spec's tables start from).
 std::vector<StepRecord> run_recipe(const std::string& recipe, int64_t spe, models::Graph* keep = nullptr,
-                                   const std::string& optimizer = "sgd", double lr = 1e-4) {
+                                   const std::string& optimizer = "sgd", double lr = 1e-4, double momentum = 0) {
   auto doc = yaml::YamlDoc::load_string(recipe, "r.yaml");
   Plan plan = config::load_plan(doc.file, doc.root);
   seed_everything(0);
@@ -62,6 +67,7 @@ std::vector<StepRecord> run_recipe(const std::string& recipe, int64_t spe, model
   TrainOptions o;
   o.optimizer = optimizer;
   o.lr = lr;
+  o.momentum = momentum;
   o.batch_size = 8;
   Trainer t(graph, o, plan.schedule, plan.events);
   for (auto& m : make_modifiers(plan, resolution, graph)) t.add_callback(m);
@@ -299,6 +305,28 @@ TEST(RecipeRuntime, SetAndGradualParamsAndLayerPruning) {
   auto y = graph->forward(x);
   graph->set_skipped("relu1", false);
   EXPECT_FALSE(y.equal(graph->forward(x)));  // the ReLU was really passed by
+}
+
+TEST(RecipeRuntime, AcdcResetsMomentumOnEnteringADensePhase) {
+  // Phases of one epoch over epochs 0-4, the last compressed; SGD with momentum 0.9, 3 steps per
+  // epoch. Entering a dense phase from a compressed one zeroes the momentum (at that step's end).
+  auto recipe = [](bool reset) {
+    return std::string("modifiers:\n  - !ACDCPruningModifier {compression_sparsity: 0.5, start_epoch: 0, end_epoch: 4, "
+                       "update_frequency: 1, params: [fc1.weight], momentum_buffer_reset: ") +
+           (reset ? "true" : "false") + "}\n  - !EpochRangeModifier {start_epoch: 0, end_epoch: 4}\n";
+  };
+  auto on = run_recipe(recipe(true), 3, nullptr, "sgd", 0.1, 0.9);
+  auto off = run_recipe(recipe(false), 3, nullptr, "sgd", 0.1, 0.9);
+  ASSERT_EQ(on.size(), 12u);
+  ASSERT_EQ(off.size(), 12u);
+  int resets = 0;
+  for (size_t i = 0; i < on.size(); ++i) {
+    const bool dense = on[i].fc1_sparsity < 0.25, entered = i > 0 && dense && on[i - 1].fc1_sparsity > 0.25;
+    EXPECT_EQ(on[i].fc1_momentum_zero, entered) << "step " << i;  // zeroed exactly there
+    EXPECT_FALSE(off[i].fc1_momentum_zero) << "step " << i;
+    resets += entered;
+  }
+  EXPECT_GE(resets, 1);
 }
 
 TEST(IntegerQuantizer, FakeQuantNumbersOfTheSpec) {  // §2.12.5

@@ -4,9 +4,33 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <charconv>
+#include <cstdint>
+#include <string>
+
 #include "cli/commands.h"
 #include "sparq/config/pquant.h"
 #include "sparq/error.h"
+#include "sparq/limits.h"
+
+namespace {
+
+/// A whole number in [min, max], checked on the text: CLI11's own conversion saturates numbers
+/// too large for the type instead of refusing them.
+CLI::Validator whole_number(int64_t min, int64_t max) {
+  return CLI::Validator(
+      [min, max](std::string& text) -> std::string {
+        int64_t value = 0;
+        const char* end = text.data() + text.size();
+        auto [stop, ec] = std::from_chars(text.data(), end, value);
+        if (text.empty() || ec != std::errc() || stop != end || value < min || value > max)
+          return fmt::format("'{}' is not a whole number from {} to {}", text, min, max);
+        return "";
+      },
+      fmt::format("in [{}, {}]", min, max));
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"sparq: pruning and quantization-aware training for hardware"};
@@ -20,9 +44,9 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--output", run.output, "Run folder (default: the job's output, runs/<name>)");
   run_cmd->add_option("--device", run.device, "auto, cpu, cuda or cuda:N (overrides the job)");
   run_cmd->add_option("--epochs", run.epochs, "Number of epochs (overrides the job; epochs per round with a schedule)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(whole_number(0, sparq::kMaxEpochs));
   run_cmd->add_option("--stop-after", run.stop_after, "Stop after this many epochs; continue later with --resume")
-      ->check(CLI::PositiveNumber);
+      ->check(whole_number(1, sparq::kMaxEpochs));
   run_cmd->add_option("--recipe-var", run.recipe_vars, "Set a SparseML recipe variable: name=value (repeatable)");
 
   sparq::cli::InspectArgs inspect;
@@ -39,7 +63,7 @@ int main(int argc, char** argv) {
   inspect_cmd->add_flag("--json", inspect.json, "Print every module and target with its quantizer and pruning, and the schedule, as JSON");
   inspect_cmd->add_option("--recipe-var", inspect.recipe_vars, "Set a SparseML recipe variable: name=value (repeatable)");
   inspect_cmd->add_option("--steps-per-epoch", inspect.steps_per_epoch, "Steps per epoch of a recipe's timeline (default 100)")
-      ->check(CLI::Range(1LL, 1000000LL));
+      ->check(whole_number(1, 1000000));
 
   std::string method;
   auto* config_cmd = app.add_subcommand("config", "Config files");

@@ -12,6 +12,7 @@
 #include "sparq/config/pquant.h"
 #include "sparq/yaml/reader.h"
 #include "sparq/error.h"
+#include "sparq/limits.h"
 
 namespace sparq::config {
 
@@ -164,7 +165,7 @@ train::TrainOptions parse_training(const std::string& file, const YAML::Node& no
   t.eps = r.get_double("eps", 1e-8, 0.0);
   t.batch_size = r.get_int("batch_size", 256, 1);
   t.eval_batch_size = r.get_int("eval_batch_size", 0, 0);
-  t.epochs = r.get_int("epochs", 5, 0);
+  t.epochs = r.get_int("epochs", 5, 0, kMaxEpochs);
   t.seed = static_cast<uint64_t>(r.get_int("seed", 0, 0));
   t.loss = r.get_choice("loss", "cross_entropy", {"cross_entropy", "mse"});
   t.device = r.get_string("device", "cpu");

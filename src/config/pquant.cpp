@@ -12,6 +12,7 @@
 #include "sparq/yaml/reader.h"
 #include "params.h"
 #include "sparq/error.h"
+#include "sparq/limits.h"
 #include "sparq/prune/methods.h"
 
 namespace sparq::config {
@@ -227,10 +228,10 @@ Schedule parse_schedule(const std::string& file, const YAML::Node& node, bool& p
     if (std::find(keys.begin(), keys.end(), it->first.Scalar()) == keys.end()) keys.push_back(it->first.Scalar());
   MapReader r(file, node, "training_parameters", keys);
   Schedule s;
-  s.epochs = r.get_int("epochs", 200, 0);
-  s.fine_tuning_epochs = r.get_int("fine_tuning_epochs", 0, 0);
-  s.pretraining_epochs = r.get_int("pretraining_epochs", 50, 0);
-  s.rounds = r.get_int("rounds", 1, 1);
+  s.epochs = r.get_int("epochs", 200, 0, kMaxEpochs);
+  s.fine_tuning_epochs = r.get_int("fine_tuning_epochs", 0, 0, kMaxEpochs);
+  s.pretraining_epochs = r.get_int("pretraining_epochs", 50, 0, kMaxEpochs);
+  s.rounds = r.get_int("rounds", 1, 1, kMaxEpochs);
   s.rewind = parse_rewind(r);
   s.save_weights_epoch = r.get_int("save_weights_epoch", -1, -1);
   if (s.save_weights_epoch >= s.epochs)

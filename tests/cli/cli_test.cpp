@@ -82,12 +82,23 @@ TEST(Cli, BadJobFilesExitWith2AndOneLine) {
       {"name: x\nmodel: mlp\ndata: {dataset: random\n", "job.yaml:4:1: invalid YAML"},
       {"name: x\nmodel: mlp\ndata: {dataset: random}\ntraining: {device: gpu}\n",
        "job.yaml:4:20: training.device: 'gpu' is not one of auto, cpu, cuda, cuda:N"},
+      {"name: x\nmodel: mlp\ndata: {dataset: random}\ntraining: {epochs: 9223372036854775807}\n",
+       "job.yaml:4:20: training.epochs: 9223372036854775807 is out of range"},
   };
   for (const auto& c : cases) {
     write_file(dir.file("job.yaml"), c.yaml);
     auto r = run_sparq("run " + dir.file("job.yaml"));
     EXPECT_EQ(r.exit_code, 2) << c.yaml << r.output;
     EXPECT_NE(r.output.find(c.expected), std::string::npos) << "expected: " << c.expected << "\ngot: " << r.output;
+    EXPECT_EQ(count_lines(r.output), 1) << r.output;
+  }
+  // CLI numbers are checked as the job's keys are: no saturation into a run that never ends
+  write_file(dir.file("job.yaml"), "name: x\nmodel: mlp\ndata: {dataset: random, shape: [4], samples: 8}\n");
+  for (const char* arg : {"--epochs 99999999999999999999", "--epochs 100000001", "--epochs -1", "--epochs 2.5",
+                          "--epochs abc", "--stop-after 0", "--stop-after 99999999999999999999"}) {
+    auto r = run_sparq("run " + dir.file("job.yaml") + " " + arg);
+    EXPECT_EQ(r.exit_code, 2) << arg << ": " << r.output;
+    EXPECT_NE(r.output.find("is not a whole number from"), std::string::npos) << arg << ": " << r.output;
     EXPECT_EQ(count_lines(r.output), 1) << r.output;
   }
   auto missing = run_sparq("run " + dir.file("absent.yaml"));

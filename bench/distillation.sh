@@ -11,15 +11,7 @@ SPARQ=${1:-build/sparq}
 OUT=${DISTILL_BENCH_OUT:-/tmp/sparq_distill_bench}
 mkdir -p "$OUT"
 row() {  # name, run folder, log
-  python3 - "$1" "$2/metrics.jsonl" "$3" <<'PY'
-import json, re, sys
-name, metrics, log = sys.argv[1:]
-lines = [json.loads(l) for l in open(metrics)]
-acc = re.search(r"test accuracy ([0-9.]+)%", open(log).read()).group(1)
-secs = sum(l["seconds"] for l in lines)
-d = lines[-1].get("distill_loss")
-print(f"| {name} | {len(lines)} | {acc}% | {'' if d is None else f'{d:.4f}'} | {secs:.0f} s |")
-PY
+  python3 "$(dirname "$0")/run_row.py" "$1" "$2" "$3" epochs accuracy distill_loss seconds
 }
 echo "| job | epochs | test accuracy | last distill_loss | training |"
 echo "|---|---|---|---|---|"

@@ -8,15 +8,7 @@ SPARQ=${1:-build/sparq}
 OUT=${NNI_BENCH_OUT:-/tmp/sparq_nni_bench}
 mkdir -p "$OUT"
 row() {  # name, run folder, log
-  python3 - "$1" "$2/metrics.jsonl" "$3" <<'PY'
-import json, re, sys
-name, metrics, log = sys.argv[1:]
-last = [json.loads(l) for l in open(metrics)][-1]
-acc = re.search(r"test accuracy ([0-9.]+)%", open(log).read()).group(1)
-layers = last.get("layers", {})
-sp = ", ".join(f"{k} {v['sparsity']*100:.1f}%" for k, v in layers.items() if v["sparsity"] > 0) or "-"
-print(f"| {name} | {acc}% | {last.get('sparsity', 0)*100:.1f}% | {sp} |")
-PY
+  python3 "$(dirname "$0")/run_row.py" "$1" "$2" "$3" accuracy sparsity layer_sparsity
 }
 echo "| job | test accuracy | sparsity (PQ layers) | per layer |"
 echo "|---|---|---|---|"
@@ -24,6 +16,7 @@ echo "|---|---|---|---|"
 row "float (lenet_fashion_mnist, 4 epochs)" "$OUT/float" "$OUT/float.log"
 for job in examples/nni_*.yaml; do
   name=$(basename "$job" .yaml)
+  [ "$name" = nni_ptq ] && continue  # quantizes a trained float run; not a pruner
   "$SPARQ" run "$job" --output "$OUT/$name" > "$OUT/$name.log" 2>&1
   row "$name" "$OUT/$name" "$OUT/$name.log"
 done

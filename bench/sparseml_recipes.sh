@@ -8,15 +8,7 @@ SPARQ=${1:-build/sparq}
 OUT=${SPARSEML_BENCH_OUT:-/tmp/sparq_sparseml_bench}
 mkdir -p "$OUT"
 row() {  # name, run folder, log
-  python3 - "$1" "$2/metrics.jsonl" "$3" <<'PY'
-import json, re, sys
-name, metrics, log = sys.argv[1:]
-lines = [json.loads(l) for l in open(metrics)]
-acc = re.search(r"test accuracy ([0-9.]+)%", open(log).read()).group(1)
-secs = sum(l["seconds"] for l in lines)
-curve = " ".join(f"{l.get('sparsity', 0)*100:.1f}" for l in lines)
-print(f"| {name} | {len(lines)} | {acc}% | {lines[-1].get('sparsity', 0)*100:.1f}% | {secs:.0f} s | {curve} |")
-PY
+  python3 "$(dirname "$0")/run_row.py" "$1" "$2" "$3" epochs accuracy sparsity seconds sparsity_curve
 }
 echo "| job | epochs | test accuracy | final sparsity | training | sparsity per epoch (%) |"
 echo "|---|---|---|---|---|---|"

@@ -81,31 +81,32 @@ std::shared_ptr<Callback> make_quantizer_runtime(const PruningSpec& quantizer, c
   return nullptr;
 }
 
-void calibrate(models::Graph& graph, const data::Dataset& data, int64_t batches, int64_t batch_size,
-               const torch::Device& device) {
-  torch::NoGradGuard no_grad;
-  graph->eval();
+std::vector<torch::Tensor> calibration_batches(const data::Dataset& data, int64_t batches, int64_t batch_size,
+                                               const torch::Device& device) {
   const data::Dataset ds = data.x.device() == device ? data : data.to(device);
   data::Batches it(ds, batch_size, /*shuffle=*/false);
-  for (int64_t b = 0; b < std::min(batches, it.count()); ++b) graph->forward(std::get<0>(it.get(b)));
+  std::vector<torch::Tensor> inputs;
+  for (int64_t b = 0; b < std::min(batches, it.count()); ++b) inputs.push_back(std::get<0>(it.get(b)));
+  return inputs;
+}
+
+void calibrate(models::Graph& graph, const std::vector<torch::Tensor>& batches) {
+  torch::NoGradGuard no_grad;
+  graph->eval();
+  for (const auto& x : batches) graph->forward(x);
   for (auto& t : integer_quantizers(graph)) t.q->start();
 }
 
-void correct_biases(models::Graph& graph, const data::Dataset& data, int64_t batches, int64_t batch_size,
-                    const torch::Device& device) {
+void correct_biases(models::Graph& graph, const std::vector<torch::Tensor>& batches) {
   torch::NoGradGuard no_grad;
   graph->eval();
-  const data::Dataset ds = data.x.device() == device ? data : data.to(device);
-  data::Batches it(ds, batch_size, /*shuffle=*/false);
-  const int64_t n = std::min(batches, it.count());
   const auto targets = integer_quantizers(graph);
   const auto& nodes = graph->nodes();
   for (int index = 0; index < static_cast<int>(nodes.size()); ++index) {
     auto layer = pq_layer(graph, nodes[index].name);
     if (!layer) continue;
-    torch::Tensor bias;
-    for (const auto& p : layer->named_parameters(/*recurse=*/false))
-      if (p.key() == "bias") bias = p.value();
+    auto weighted = std::dynamic_pointer_cast<layers::PQWeightLayer>(layer);
+    torch::Tensor bias = weighted ? weighted->bias : torch::Tensor();
     std::vector<IntegerQ> own;
     for (const auto& t : targets)
       if (t.layer == layer) own.push_back(t.q);
@@ -115,8 +116,7 @@ void correct_biases(models::Graph& graph, const data::Dataset& data, int64_t bat
     graph->record_outputs({index});
     torch::Tensor sum;
     int64_t count = 0;
-    for (int64_t b = 0; b < n; ++b) {
-      auto x = std::get<0>(it.get(b));
+    for (const auto& x : batches) {
       graph->forward(x);
       auto quantized = graph->recorded(index);
       for (auto& q : own) q->enabled = false;
@@ -136,7 +136,7 @@ void correct_biases(models::Graph& graph, const data::Dataset& data, int64_t bat
   graph->record_outputs({});
   // The corrected model's ranges (biases and every later activation moved): calibrated afresh.
   for (const auto& t : targets) t.q->restart_calibration();
-  calibrate(graph, data, batches, batch_size, device);
+  calibrate(graph, batches);
 }
 
 void load_calibration(models::Graph& graph, const std::string& path) {
@@ -187,10 +187,10 @@ void finish_quantizer(const PruningSpec& quantizer, models::Graph& graph, const 
                       int64_t batch_size, const torch::Device& device) {
   if (quantizer.params.count("calibration")) return;  // the loaded table decides
   if (quantizer.method != "PtqQuantizer") return;
-  const int64_t batches = quantizer.integer("calibration_batches");
-  calibrate(graph, data, batches, batch_size, device);
+  const auto batches = calibration_batches(data, quantizer.integer("calibration_batches"), batch_size, device);
+  calibrate(graph, batches);
   if (quantizer.params.count("is_bias_correction") && quantizer.flag("is_bias_correction"))
-    correct_biases(graph, data, batches, batch_size, device);
+    correct_biases(graph, batches);
 }
 
 nlohmann::json calibration_json(const models::Graph& graph) {

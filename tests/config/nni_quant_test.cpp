@@ -215,8 +215,8 @@ TEST(NniQuant, PtqBiasCorrectionCentresEveryLayer) {
   ds.x = torch::randn({256, 2, 6, 6}) + 2;
   ds.y = torch::randint(3, {256});
   ds.num_classes = 3;
-  const torch::Device cpu(torch::kCPU);
-  train::calibrate(g, ds, 4, 64, cpu);
+  const auto batches = train::calibration_batches(ds, 4, 64, torch::Device(torch::kCPU));
+  train::calibrate(g, batches);
   const std::vector<std::string> names = {"conv", "fc1", "fc2"};
   std::map<std::string, torch::Tensor> float_bias;
   std::map<std::string, double> before;
@@ -225,7 +225,7 @@ TEST(NniQuant, PtqBiasCorrectionCentresEveryLayer) {
     before[name] = mean_gap(g, name, ds.x, float_bias[name]).abs().max().item<double>();
     EXPECT_GT(before[name], 0.02) << name << " is shifted before";
   }
-  train::correct_biases(g, ds, 4, 64, cpu);
+  train::correct_biases(g, batches);
   for (const auto& name : names) {
     const double after = mean_gap(g, name, ds.x, float_bias[name]).abs().max().item<double>();
     // the first layer exactly (its input and ranges are the same); later ones up to the

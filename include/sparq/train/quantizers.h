@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "sparq/data/dataset.h"
 #include "sparq/models/graph.h"
@@ -25,17 +26,20 @@ std::shared_ptr<Callback> make_quantizer_runtime(const PruningSpec& quantizer, c
 void finish_quantizer(const PruningSpec& quantizer, models::Graph& graph, const data::Dataset& data,
                       int64_t batch_size, const torch::Device& device);
 
-/// PTQ: `batches` forwards of the first batches of `data` in evaluation mode without gradients
-/// (the quantizers record their range), then every integer quantizer starts.
-void calibrate(models::Graph& graph, const data::Dataset& data, int64_t batches, int64_t batch_size,
-               const torch::Device& device);
+/// The inputs of the first `batches` batches of `data` on `device`, in order (views of one copy
+/// on the device): what PTQ calibrates and corrects biases with.
+std::vector<torch::Tensor> calibration_batches(const data::Dataset& data, int64_t batches, int64_t batch_size,
+                                               const torch::Device& device);
+
+/// PTQ: forwards of `batches` in evaluation mode without gradients (the quantizers record their
+/// range), then every integer quantizer starts.
+void calibrate(models::Graph& graph, const std::vector<torch::Tensor>& batches);
 
 /// PTQ's bias correction, layer by layer in node order: the mean difference per output channel
 /// between each layer's float and quantized output (its own quantizers off and on, its input
-/// from the quantized layers before it, which are corrected already) over `batches` batches is
-/// added to its bias; then every integer quantizer is calibrated again on the corrected model.
-void correct_biases(models::Graph& graph, const data::Dataset& data, int64_t batches, int64_t batch_size,
-                    const torch::Device& device);
+/// from the quantized layers before it, which are corrected already) over `batches` is added to
+/// its bias; then every integer quantizer is calibrated again on the corrected model.
+void correct_biases(models::Graph& graph, const std::vector<torch::Tensor>& batches);
 
 /// Loads a calibration table (what calibration_json wrote) into the model's integer quantizers:
 /// ranges, scales and zero points copied, each quantizer started with its observer frozen.

@@ -105,8 +105,12 @@ void correct_biases(models::Graph& graph, const std::vector<torch::Tensor>& batc
   for (int index = 0; index < static_cast<int>(nodes.size()); ++index) {
     auto layer = pq_layer(graph, nodes[index].name);
     if (!layer) continue;
+    // The output's offset: a folded batch norm's shift (the layer's own bias is scaled by γ/σ
+    // there), else the bias.
     auto weighted = std::dynamic_pointer_cast<layers::PQWeightLayer>(layer);
-    torch::Tensor bias = weighted ? weighted->bias : torch::Tensor();
+    torch::Tensor bias = !weighted                      ? torch::Tensor()
+                         : weighted->bn_bias.defined() ? weighted->bn_bias
+                                                       : weighted->bias;
     std::vector<IntegerQ> own;
     for (const auto& t : targets)
       if (t.layer == layer) own.push_back(t.q);

@@ -171,23 +171,30 @@ TEST(NniQuant, QatAndPtqRuns) {
   EXPECT_NE(bare.output.find("needs the quantizer that reads it"), std::string::npos) << bare.output;
 }
 
-/// Per output channel of node `name`, the mean over the data of its float output with the bias
+/// The parameter holding node `name`'s output offset: a folded batch norm's shift, else the bias.
+torch::Tensor offset_of(models::Graph& g, const std::string& name) {
+  auto layer = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(g, name));
+  return layer->bn_bias.defined() ? layer->bn_bias : layer->bias;
+}
+
+/// Per output channel of node `name`, the mean over the data of its float output with the offset
 /// `float_bias` (its own quantizers off) minus its quantized output, on the same input (the
 /// quantized model before it).
 torch::Tensor mean_gap(models::Graph& g, const std::string& name, const torch::Tensor& x, const torch::Tensor& float_bias) {
   torch::NoGradGuard no_grad;
   const int index = g->index_of(name);
-  auto layer = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(g, name));
+  auto layer = pq_layer(g, name);
+  auto offset = offset_of(g, name);
   g->record_outputs({index});
   g->forward(x);
   auto quantized = g->recorded(index);
-  auto bias = layer->bias.clone();
-  layer->bias.copy_(float_bias);
+  auto bias = offset.clone();
+  offset.copy_(float_bias);
   for (auto& [target, q] : layer->quantizers()) q->enabled = false;
   g->forward(x);
   auto exact = g->recorded(index);
   for (auto& [target, q] : layer->quantizers()) q->enabled = true;
-  layer->bias.copy_(bias);
+  offset.copy_(bias);
   g->record_outputs({});
   std::vector<int64_t> dims;
   for (int64_t d = 0; d < exact.dim(); ++d)
@@ -221,7 +228,7 @@ TEST(NniQuant, PtqBiasCorrectionCentresEveryLayer) {
   std::map<std::string, torch::Tensor> float_bias;
   std::map<std::string, double> before;
   for (const auto& name : names) {
-    float_bias[name] = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(g, name))->bias.detach().clone();
+    float_bias[name] = offset_of(g, name).detach().clone();
     before[name] = mean_gap(g, name, ds.x, float_bias[name]).abs().max().item<double>();
     EXPECT_GT(before[name], 0.02) << name << " is shifted before";
   }
@@ -232,6 +239,30 @@ TEST(NniQuant, PtqBiasCorrectionCentresEveryLayer) {
     // re-calibrated ranges of their inputs
     EXPECT_LT(after, name == "conv" ? 1e-5 : 0.05 * before[name]) << name << " after correction";
   }
+
+  // A batch norm folded into the conv (fuse_names): the correction goes into its shift.
+  auto folded_spec = models::parse_model_yaml(
+      "input_shape: [2, 6, 6]\nlayers:\n  - {name: conv, op: Conv2d, out_channels: 4, kernel_size: 3}\n"
+      "  - {name: bn, op: BatchNorm2d}\n  - {name: relu, op: ReLU}\n  - {name: flat, op: Flatten}\n"
+      "  - {name: fc, op: Linear, out_features: 3}\n",
+      "m.yaml");
+  torch::manual_seed(0);
+  models::Graph folded(folded_spec);
+  {
+    torch::NoGradGuard no_grad;  // batch-norm statistics far from the identity, so the fold scales
+    auto bn = folded->node("bn").module.ptr()->named_buffers();
+    bn["running_var"].fill_(4.0), bn["running_mean"].fill_(0.5);
+  }
+  compress(folded, plan_of("quantizer: {type: PtqQuantizer, calibration_batches: 4, is_bias_correction: true}\n"
+                           "config_list: [{op_types: [Conv2d, Linear], quant_dtype: int3, target_names: [weight, _input_], "
+                           "fuse_names: [[conv, bn]], target_settings: {_input_: {quant_dtype: uint8, quant_scheme: affine}}}]\n"));
+  train::calibrate(folded, batches);
+  auto shift = offset_of(folded, "conv").detach().clone();
+  const double folded_before = mean_gap(folded, "conv", ds.x, shift).abs().max().item<double>();
+  EXPECT_GT(folded_before, 0.02);
+  train::correct_biases(folded, batches);
+  EXPECT_LT(mean_gap(folded, "conv", ds.x, shift).abs().max().item<double>(), 1e-5);
+
   test::TempDir dir("bias_correction");
   test::write_file(dir.file("calibration.json"), "{}");
   auto e = error_of("quantizer: {type: PtqQuantizer, is_bias_correction: true, calibration: " + dir.file("calibration.json") +

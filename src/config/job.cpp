@@ -13,6 +13,7 @@
 #include "sparq/yaml/reader.h"
 #include "sparq/error.h"
 #include "sparq/limits.h"
+#include "sparq/models/onnx_import.h"
 
 namespace sparq::config {
 
@@ -34,24 +35,29 @@ bool is_model_file(const std::string& s) {
   return ext == ".yaml" || ext == ".yml";
 }
 
+bool is_onnx_file(const std::string& s) { return fs::path(s).extension().string() == ".onnx"; }
+
 ModelSource parse_model(const std::string& file, const YAML::Node& node, const std::string& base) {
   ModelSource m;
   if (node.IsScalar()) {
     std::string s = node.Scalar();
     if (is_model_file(s)) m.file = resolve(base, s);
+    else if (is_onnx_file(s)) m.onnx = resolve(base, s);
     else m.zoo = s;
   } else {
-    MapReader r(file, node, "model", {"zoo", "file", "widths", "hidden", "blocks", "activation", "weights"});
+    MapReader r(file, node, "model", {"zoo", "file", "onnx", "widths", "hidden", "blocks", "activation", "weights"});
     m.zoo = r.get_string("zoo", "");
     m.file = resolve(base, r.get_string("file", ""));
+    m.onnx = resolve(base, r.get_string("onnx", ""));
     if (r.has("weights")) {
       m.weights = resolve(base, r.require_string("weights"));
       if (!fs::exists(m.weights)) r.fail("weights", fmt::format("'{}' does not exist (a model.pt or a run folder)", m.weights));
     }
-    if (m.zoo.empty() == m.file.empty())
-      throw ConfigError(fmt::format("{}: model: give exactly one of 'zoo' (a zoo name) or 'file' (a model YAML)",
+    if (!m.zoo.empty() + !m.file.empty() + !m.onnx.empty() != 1)
+      throw ConfigError(fmt::format("{}: model: give exactly one of 'zoo' (a zoo name), 'file' (a model YAML) or "
+                                    "'onnx' (an ONNX file)",
                                     where(file, node)));
-    if (!m.file.empty())
+    if (m.zoo.empty())
       for (const char* key : {"widths", "hidden", "blocks", "activation"})
         if (r.has(key)) r.fail(key, "applies to zoo models only");
     m.zoo_options.widths = r.get_int_list("widths", {});
@@ -69,6 +75,9 @@ ModelSource parse_model(const std::string& file, const YAML::Node& node, const s
                                     "model YAML path ending in .yaml)",
                                     where(file, node.IsMap() ? node["zoo"] : node), m.zoo,
                                     nearest(m.zoo, names), fmt::join(names, ", ")));
+  } else if (!m.onnx.empty()) {
+    if (!fs::is_regular_file(m.onnx))
+      throw ConfigError(fmt::format("{}: model: ONNX file '{}' does not exist", where(file, node), m.onnx));
   } else if (!fs::exists(m.file)) {
     throw ConfigError(fmt::format("{}: model: file '{}' does not exist", where(file, node), m.file));
   }
@@ -297,6 +306,23 @@ compression:
 
 models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t>& input_shape,
                              int64_t num_classes) {
+  if (!model.onnx.empty()) {
+#ifdef SPARQ_WITH_ONNX
+    auto spec = models::import_onnx(model.onnx).spec;
+    if (spec.input_shape != input_shape)
+      throw ModelError(fmt::format("{}: the model takes samples of [{}], the data's are [{}]", model.onnx,
+                                   fmt::join(spec.input_shape, ", "), fmt::join(input_shape, ", ")));
+    models::Graph probe(spec);
+    const auto& out = probe->nodes()[probe->output_index()].out_shape;
+    if (out != std::vector<int64_t>{num_classes})
+      throw ModelError(fmt::format("{}: the model's output per sample is [{}], the data needs [{}] (its classes or "
+                                   "targets)",
+                                   model.onnx, fmt::join(out, ", "), num_classes));
+    return spec;
+#else
+    throw ConfigError(fmt::format("{}: this build of sparq has no ONNX support (libonnx-dev was not found)", model.onnx));
+#endif
+  }
   if (!model.file.empty()) {
     auto spec = models::load_model_yaml(model.file, input_shape);
     if (spec.input_shape != input_shape)
@@ -305,6 +331,15 @@ models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t
     return spec;
   }
   return models::zoo_spec(model.zoo, input_shape, num_classes, model.zoo_options);
+}
+
+models::Graph build_model(const ModelSource& model, const models::GraphSpec& spec) {
+  models::Graph graph(spec);
+#ifdef SPARQ_WITH_ONNX
+  if (!model.onnx.empty()) models::load_state(graph, models::import_onnx(model.onnx).state, model.onnx);
+#endif
+  if (!model.weights.empty()) models::load_weights(graph, model.weights);
+  return graph;
 }
 
 models::Graph load_teacher(const Distillation& d, const std::vector<int64_t>& input_shape, int64_t num_classes) {

@@ -10,6 +10,7 @@
 
 #include "sparq/data/dataset.h"
 #include "sparq/error.h"
+#include "sparq/io/files.h"
 
 namespace sparq::data {
 
@@ -112,6 +113,20 @@ torch::Tensor parse_npy(const uint8_t* data, size_t size, const std::string& src
 }
 
 }  // namespace
+
+void write_npy(const std::string& path, const torch::Tensor& t_in) {
+  auto t = t_in.detach().cpu().to(torch::kFloat32).contiguous();
+  std::string shape = fmt::format("{}", fmt::join(t.sizes(), ", ")) + (t.dim() == 1 ? "," : "");  // (4, 5) or (4,)
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + shape + "), }";
+  header.append(63 - (10 + header.size()) % 64, ' ');
+  header += '\n';
+  std::string bytes = "\x93NUMPY";
+  bytes += char(1), bytes += char(0);
+  bytes += char(header.size() & 0xff), bytes += char(header.size() >> 8);
+  bytes += header;
+  bytes.append(static_cast<const char*>(t.data_ptr()), t.numel() * sizeof(float));
+  io::write_file_atomic(path, bytes);
+}
 
 torch::Tensor read_npy(const std::string& path) {
   auto bytes = read_file(path);

@@ -139,6 +139,16 @@ void IntegerQuantizerImpl::set_flag(torch::Tensor& t, HostFlag& mirror, bool val
 
 bool IntegerQuantizerImpl::started() const { return flag(active, active_h_); }
 
+bool IntegerQuantizerImpl::passes_through() const {
+  if (!enabled) return true;
+  const bool seen = flag(observed, observed_h_);
+  switch (spec_.method) {
+    case IntegerMethod::Qat: return !started() || !seen;
+    case IntegerMethod::Ptq: return flag(calibrating, calibrating_h_) || !seen;
+    default: return false;
+  }
+}
+
 void IntegerQuantizerImpl::start() {
   set_flag(active, active_h_, true);
   set_flag(calibrating, calibrating_h_, false);

@@ -92,8 +92,7 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   int64_t outputs = result.classification ? train.num_classes : (train.y.dim() > 1 ? train.y.size(1) : 1);
   RunRng rng(job.training.seed);
   const auto spec = config::model_spec(job.model, train.sample_shape(), outputs);
-  models::Graph model(spec);
-  if (!job.model.weights.empty()) models::load_weights(model, job.model.weights);
+  models::Graph model = config::build_model(job.model, spec);
   observer.on_model(job, model, train::resolve_device(job.training.device));
   Resolution resolution;
   if (job.plan.compresses()) {

@@ -13,11 +13,12 @@
 
 namespace sparq::config {
 
-/// The model of a job: a zoo name with options, or a model YAML file.
+/// The model of a job: a zoo name with options, a model YAML file or an ONNX file.
 struct ModelSource {
-  std::string zoo;                ///< "mlp", "jet_tagger", "lenet", "resnet"; empty when `file` is set
+  std::string zoo;                ///< "mlp", "jet_tagger", "lenet", "resnet"; empty when `file` or `onnx` is set
   models::ZooOptions zoo_options;
   std::string file;               ///< model YAML path
+  std::string onnx;               ///< ONNX file: the graph and its float weights
   std::string weights;            ///< start from these weights (a model.pt or a run folder); "" random
 };
 
@@ -49,6 +50,8 @@ Job default_job();
 /// Builds the model of a job for samples of `input_shape` and `num_classes` outputs.
 models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t>& input_shape,
                              int64_t num_classes);
+/// The model of a job with its starting weights: the ONNX file's, then `weights` when given.
+models::Graph build_model(const ModelSource& model, const models::GraphSpec& spec);
 
 /// The teacher of a distillation with its float weights, for samples of `input_shape` (a zoo
 /// teacher gets `num_classes` outputs). Throws ConfigError when the files do not fit or the

@@ -52,6 +52,8 @@ Dataset read_csv(const std::string& path, const std::string& target, Task task,
 
 /// A NumPy .npy array (C order; float32/64, signed and unsigned integers, bool).
 torch::Tensor read_npy(const std::string& path);
+/// Writes a float32 tensor as a C-order .npy file (atomically); throws sparq::Error.
+void write_npy(const std::string& path, const torch::Tensor& t);
 /// Every array of a NumPy .npz archive (stored or deflated), keyed by name without ".npy".
 std::map<std::string, torch::Tensor> read_npz(const std::string& path);
 

@@ -42,6 +42,9 @@ class IntegerQuantizerImpl : public QuantizerImpl {
   /// Qat / Ptq: from now on quantize (Ptq: calibration ends, the running range is kept).
   void start();
   bool started() const;
+  /// Whether an evaluation-mode forward returns its input unchanged (disabled, Qat before its
+  /// start, Qat/Ptq before the first batch, Ptq while calibrating): what exporters write.
+  bool passes_through() const;
   /// Ptq: forgets the range and records again (calibration after the model changed).
   void restart_calibration();
   /// The composed-ops forward (the fused paths' reference): same results, many more operations.

@@ -1,0 +1,14 @@
+// Writing files so that a reader never sees half of one: the bytes go to a temporary file beside
+// the target, are flushed to disk, then renamed over it. The previous file stays intact when any
+// step fails (disk full, unwritable folder), and only regular files are ever replaced.
+#pragma once
+
+#include <string>
+
+namespace sparq::io {
+
+/// Writes `bytes` to `path` atomically. Throws sparq::Error ("cannot write PATH: reason") when the
+/// target is not a regular file (a folder, a device), or the write, flush or rename fails.
+void write_file_atomic(const std::string& path, const std::string& bytes);
+
+}  // namespace sparq::io

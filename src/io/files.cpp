@@ -1,0 +1,53 @@
+#include "sparq/io/files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "sparq/error.h"
+
+namespace sparq::io {
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  namespace fs = std::filesystem;
+  auto fail = [&](const std::string& why) { throw Error(fmt::format("cannot write {}: {}", path, why)); };
+  std::error_code ec;
+  auto status = fs::status(path, ec);
+  if (fs::exists(status) && !fs::is_regular_file(status)) fail("it exists and is not a regular file");
+  fs::path target(path);
+  fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  if (!fs::is_directory(dir, ec)) fail(fmt::format("the folder '{}' does not exist", dir.string()));
+  std::string tmp = (dir / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
+  int fd = ::mkstemp(tmp.data());
+  if (fd < 0) fail(std::strerror(errno));
+  auto abandon = [&](const std::string& why) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    fail(why);
+  };
+  for (size_t done = 0; done < bytes.size();) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      abandon(std::strerror(errno));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fchmod(fd, 0644) != 0 || ::fsync(fd) != 0) abandon(std::strerror(errno));
+  if (::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    fail(std::strerror(errno));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    fail(std::strerror(err));
+  }
+}
+
+}  // namespace sparq::io

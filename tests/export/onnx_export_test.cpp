@@ -1,0 +1,172 @@
+// ONNX export: the files pass Debian's onnx checker (python3-onnx) and ONNX Runtime (npm
+// onnxruntime-node) computes what sparq's evaluation computes: exactly, on a model whose float
+// sums are exact, for every rounding and overflow mode; QONNX Quant nodes carry the formats.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <onnx/onnx_pb.h>
+#include <torch/torch.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "sparq/compress/compress.h"
+#include "sparq/data/dataset.h"
+#include "sparq/export/onnx_export.h"
+#include "sparq/quant/integer.h"
+#include "test_util.h"
+
+using namespace sparq;
+using sparq::test::error_of;
+
+namespace {
+
+/// 16 -> 32 -> ReLU -> 32 -> ReLU -> 5, every weight, bias and lane quantized to 8 bits, inputs
+/// on a 2^-4 grid: every product and sum is exact in float32, whatever the order of the sums.
+models::Graph exact_mlp(const std::string& round, const std::string& overflow) {
+  torch::manual_seed(3);
+  auto spec = models::parse_model_yaml(R"(
+input_shape: [16]
+layers:
+  - {name: fc1, op: Linear, out_features: 32}
+  - {name: relu1, op: ReLU}
+  - {name: fc2, op: Linear, out_features: 32}
+  - {name: relu2, op: ReLU}
+  - {name: fc3, op: Linear, out_features: 5}
+)", "m.yaml");
+  models::Graph g(spec);
+  compress(g, test::pquant_plan(fmt::format(R"(
+quantization_parameters:
+  default_weight_keep_negatives: 1
+  default_weight_integer_bits: 0
+  default_weight_fractional_bits: 7
+  default_data_keep_negatives: 1
+  default_data_integer_bits: 3
+  default_data_fractional_bits: 4
+  quantize_input: true
+  quantize_output: true
+  round_mode: {}
+  overflow_mode_data: {}
+)", round, overflow)));
+  g->eval();
+  return g;
+}
+
+torch::Tensor grid_inputs(int64_t n) {
+  auto gen = at::detail::createCPUGenerator(11);
+  // Values beyond the data range (|x| up to 12 > 8) exercise saturation and wrap-around; a 2^-5
+  // grid with a 2^-4 format makes half of them ties.
+  return torch::round(at::normal(0.0, 4.0, {n, 16}, gen) * 32) / 32;
+}
+
+/// Whether the real clients are required (scripts/setup.sh sets SPARQ_REQUIRE_CLIENTS=1): then a
+/// missing one fails the test instead of skipping it.
+bool clients_required() { return std::getenv("SPARQ_REQUIRE_CLIENTS") != nullptr; }
+std::string node_modules() { return std::string(SPARQ_SOURCE_DIR) + "/build/node/node_modules"; }
+bool have_ort() { return std::filesystem::exists(node_modules() + "/onnxruntime-node"); }
+
+/// ONNX Runtime's output for `x`.
+torch::Tensor run_ort(const std::string& model, const torch::Tensor& x, const test::TempDir& dir) {
+  data::write_npy(dir.file("x.npy"), x);
+  std::string cmd = fmt::format("NODE_PATH={} node {}/tests/tools/ort_run.js {} {} {} 2>&1", node_modules(), SPARQ_SOURCE_DIR,
+                                model, dir.file("x.npy"), dir.file("y.npy"));
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  return data::read_npy(dir.file("y.npy"));
+}
+
+int python_check(const std::string& model) {
+  std::string cmd = fmt::format("/usr/bin/python3 -c \"import onnx; onnx.checker.check_model(onnx.load('{}'))\" 2>&1", model);
+  return std::system(cmd.c_str());
+}
+
+#define REQUIRE_ORT()                                                                     \
+  if (!have_ort()) {                                                                      \
+    if (clients_required()) FAIL() << "onnxruntime-node is not installed in build/node"; \
+    GTEST_SKIP() << "onnxruntime-node not installed (scripts/setup.sh installs it)";     \
+  }
+
+onnx::ModelProto load(const std::string& path) {
+  onnx::ModelProto m;
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(m.ParseFromIstream(&in));
+  return m;
+}
+
+}  // namespace
+
+TEST(OnnxExport, StandardOnnxRunsBitExactInOnnxRuntimeForEveryMode) {
+  REQUIRE_ORT();
+  test::TempDir dir("onnx_export");
+  auto x = grid_inputs(512);
+  for (const char* round : {"TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_INF", "RND_MIN_INF", "RND_CONV"})
+    for (const char* overflow : {"SAT", "SAT_SYM", "WRAP"}) {
+      auto g = exact_mlp(round, overflow);
+      torch::Tensor ours;
+      {
+        torch::NoGradGuard no_grad;
+        ours = g->forward(x);
+      }
+      auto path = dir.file(fmt::format("m_{}_{}.onnx", round, overflow));
+      auto written = exporting::export_onnx(g, path, exporting::OnnxFlavor::Standard);
+      EXPECT_EQ(written.quantizers, 3 * 4 + 2 * 2);  // dense: input, weight, bias, output; ReLU: input, output
+      auto theirs = run_ort(path, x, dir);
+      ASSERT_EQ(theirs.sizes(), ours.sizes());
+      EXPECT_TRUE(torch::equal(theirs, ours)) << round << " " << overflow << ": largest difference "
+                                              << (theirs - ours).abs().max().item<double>();
+      // The logits are on the output grid: the model really quantizes (not a float pass).
+      EXPECT_TRUE(torch::equal(torch::round(ours * 16) / 16, ours)) << round;
+    }
+  EXPECT_EQ(python_check(dir.file("m_RND_SAT.onnx")), 0);
+}
+
+TEST(OnnxExport, QonnxQuantNodesCarryTheFixedPointFormats) {
+  test::TempDir dir("onnx_qonnx");
+  auto g = exact_mlp("RND_CONV", "SAT_SYM");
+  auto path = dir.file("q.onnx");
+  exporting::export_onnx(g, path, exporting::OnnxFlavor::Qonnx);
+  auto m = load(path);
+  int quants = 0, matmuls = 0, gemms = 0, unsigned_lanes = 0;
+  for (const auto& n : m.graph().node()) {
+    matmuls += n.op_type() == "MatMul";
+    gemms += n.op_type() == "Gemm";
+    if (n.op_type() != "Quant") continue;
+    ++quants;
+    EXPECT_EQ(n.domain(), "qonnx.custom_op.general");
+    std::map<std::string, onnx::AttributeProto> a;
+    for (const auto& attr : n.attribute()) a[attr.name()] = attr;
+    EXPECT_EQ(a["rounding_mode"].s(), "ROUND");
+    // SAT_SYM data lanes are narrow when signed (the ReLUs' outputs are unsigned); parameters
+    // saturate (overflow_mode_parameters: SAT).
+    bool parameter = n.name().find(".weight") != std::string::npos || n.name().find(".bias") != std::string::npos;
+    EXPECT_EQ(a["narrow"].i(), !parameter && a["signed"].i() == 1) << n.name();
+    unsigned_lanes += a["signed"].i() == 0;
+  }
+  EXPECT_EQ(unsigned_lanes, 4);  // the ReLUs quantize their inputs and outputs unsigned
+  EXPECT_EQ(quants, 16);
+  EXPECT_EQ(matmuls, 3);
+  EXPECT_EQ(gemms, 0);
+  // The data lanes: scale 2^-4, 8 bits (ap_fixed<8,4>); weights: 2^-7, 8 bits (ap_fixed<8,1>).
+  std::map<std::string, const onnx::TensorProto*> inits;
+  for (const auto& t : m.graph().initializer()) inits[t.name()] = &t;
+  auto value = [&](const std::string& name) {
+    float v;
+    std::memcpy(&v, inits.at(name)->raw_data().data(), 4);
+    return v;
+  };
+  EXPECT_EQ(value("fc1.input.scale"), 1.0f / 16);
+  EXPECT_EQ(value("fc1.input.bitwidth"), 8.0f);
+  EXPECT_EQ(value("fc1.weight.quant.scale"), 1.0f / 128);
+  EXPECT_EQ(value("fc1.weight.quant.bitwidth"), 8.0f);
+  if (!have_ort() && !clients_required()) return;
+  EXPECT_EQ(python_check(path), 0);
+}
+
+TEST(OnnxExport, ModesWithoutAQonnxEquivalentAreRefusedByName) {
+  test::TempDir dir("onnx_refuse");
+  auto g = exact_mlp("RND", "SAT");
+  auto msg = error_of<Error>([&] { exporting::export_onnx(g, dir.file("q.onnx"), exporting::OnnxFlavor::Qonnx); });
+  EXPECT_NE(msg.find("fc1.input: rounding mode RND has no QONNX equivalent"), std::string::npos) << msg;
+  auto wrap = exact_mlp("TRN", "WRAP");
+  msg = error_of<Error>([&] { exporting::export_onnx(wrap, dir.file("q.onnx"), exporting::OnnxFlavor::Qonnx); });
+  EXPECT_NE(msg.find("overflow mode WRAP cannot be written as a QONNX Quant"), std::string::npos) << msg;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("q.onnx")));  // nothing half-written
+}

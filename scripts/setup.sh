@@ -18,6 +18,8 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libsqlite3-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist              # /usr/share/datasets/fashion-mnist
+  libonnx-dev libprotobuf-dev protobuf-compiler   # ONNX import and export
+  python3-onnx python3-torch         # the tests' real clients: onnx's checker, torch.onnx.export of fixtures
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -28,6 +30,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Node.js for onnxruntime-node (the tests run exported models in ONNX Runtime); Debian's own
+# packages unless a node is already installed.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing nodejs npm"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
 
 # LibTorch loads libblas.so.3 through Debian's alternatives: make sure it is OpenBLAS (OpenMP).
@@ -43,10 +54,19 @@ if [ ! -f "$build/build.ninja" ]; then
 fi
 cmake --build "$build" -j"$(nproc)"
 
+# onnxruntime-node (a full CPU ONNX Runtime) into build/node; its install script would fetch CUDA
+# files from the network, which ONNXRUNTIME_NODE_INSTALL=skip turns off.
+if [ "$action" = test ] && [ ! -d "$build/node/node_modules/onnxruntime-node" ]; then
+  mkdir -p "$build/node"
+  (cd "$build/node" && ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund --loglevel=error onnxruntime-node@1.30 >/dev/null)
+fi
+
 case "$action" in
   run)
     if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then job=$1; shift; exec "$build/sparq" run "$job" "$@"; fi
     exec "$build/sparq" run "$@" ;;
   test)
+    # The real clients are installed: a test that needs one fails instead of skipping.
+    export SPARQ_REQUIRE_CLIENTS=1
     cd "$build" && exec ctest --output-on-failure -j"$(nproc)" ;;
 esac

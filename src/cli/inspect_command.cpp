@@ -12,6 +12,7 @@
 #include "sparq/compress/compress.h"
 #include "sparq/config/dialect.h"
 #include "sparq/config/job.h"
+#include "sparq/models/onnx_import.h"
 #include "sparq/config/pquant.h"
 #include "sparq/yaml/reader.h"
 #include "sparq/error.h"
@@ -31,6 +32,9 @@ std::vector<int64_t> default_input_shape(const std::string& zoo) {
 
 models::GraphSpec inspect_model_spec(const InspectArgs& args) {
   auto ext = std::filesystem::path(args.model).extension().string();
+#ifdef SPARQ_WITH_ONNX
+  if (ext == ".onnx") return models::import_onnx(args.model).spec;
+#endif
   if (ext == ".yaml" || ext == ".yml") {
     if (!std::filesystem::exists(args.model))
       throw ConfigError(fmt::format("--model: file '{}' does not exist", args.model));

@@ -168,6 +168,7 @@ class Console : public RunObserver, public train::Callback {
     if (r.precision && hgq)
       fmt::print("\nlearned bit widths (also in {}):\n{}",
                  (std::filesystem::path(r.run_dir) / "precision.json").string(), exporting::precision_table(*r.precision));
+    for (const auto& path : r.exported) fmt::print("exported {}\n", path);
     if (r.speedup)
       fmt::print("speedup: {} -> {} parameters ({}); model_speedup.pt\n", r.speedup->parameters_before,
                  r.speedup->parameters_after,

@@ -201,7 +201,8 @@ Plan compression_plan(const YamlDoc& doc, const MapReader& r, const std::string&
   return load_plan(config.file, config.root, options);
 }
 
-const std::vector<std::string> kJobKeys = {"name", "model", "data", "training", "output", "compression", "distillation"};
+const std::vector<std::string> kJobKeys = {"name",        "model",        "data",  "training", "output",
+                                           "compression", "distillation", "export"};
 
 Job parse(const YamlDoc& doc, const std::string& base, const LoadOptions& options) {
   MapReader r(doc.file, doc.root, "job", kJobKeys);
@@ -217,6 +218,20 @@ Job parse(const YamlDoc& doc, const std::string& base, const LoadOptions& option
   if (r.has("training")) job.training = parse_training(doc.file, r.node("training"), job.threads);
   if (!r.node("data")["seed"]) job.data.seed = job.training.seed;  // one seed unless split apart
   job.output = r.get_string("output", "runs/" + job.name);
+  if (r.has("export")) {
+    const YAML::Node e = r.node("export");
+    std::vector<YAML::Node> items;
+    if (e.IsScalar()) items.push_back(e);
+    else if (e.IsSequence())
+      for (const auto& item : e) items.push_back(item);
+    else r.fail("export", "expected a format or a list of formats (onnx, qonnx)");
+    for (const auto& item : items) {
+      std::string format = yaml::as_string(doc.file, item, "export");
+      if (format != "onnx" && format != "qonnx")
+        throw ConfigError(fmt::format("{}: export: unknown format '{}', expected onnx or qonnx", where(doc.file, item), format));
+      if (std::find(job.exports.begin(), job.exports.end(), format) == job.exports.end()) job.exports.push_back(format);
+    }
+  }
   if (r.has("compression")) {
     job.plan = compression_plan(doc, r, base, options);
     if (job.plan.schedule && r.has("training") && r.node("training")["epochs"])

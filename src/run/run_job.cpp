@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sparq/error.h"
+#include "sparq/export/onnx_export.h"
 #include "sparq/export/precision.h"
 #include "sparq/prune/mask_pruner.h"
 #include "sparq/prune/methods.h"
@@ -137,6 +138,15 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
     torch::save(small, (fs::path(job.output) / "model_speedup.pt").string());
     result.speedup = report;
   }
+#ifdef SPARQ_WITH_ONNX
+  for (const auto& format : job.exports) {
+    auto flavor = exporting::parse_onnx_flavor(format, "export");
+    auto path = (fs::path(job.output) / exporting::onnx_file_name(flavor)).string();
+    result.exported.push_back(exporting::export_onnx(model, path, flavor).path);
+  }
+#else
+  if (!job.exports.empty()) throw ConfigError("export: this build of sparq has no ONNX support (libonnx-dev was not found)");
+#endif
   result.model = model;
   observer.on_finished(job, result);
   return result;

@@ -10,6 +10,8 @@
 #include <fstream>
 
 #include "sparq/compress/compress.h"
+#include "sparq/config/job.h"
+#include "sparq/run/run_job.h"
 #include "sparq/data/dataset.h"
 #include "sparq/export/onnx_export.h"
 #include "sparq/quant/integer.h"
@@ -169,4 +171,56 @@ TEST(OnnxExport, ModesWithoutAQonnxEquivalentAreRefusedByName) {
   msg = error_of<Error>([&] { exporting::export_onnx(wrap, dir.file("q.onnx"), exporting::OnnxFlavor::Qonnx); });
   EXPECT_NE(msg.find("overflow mode WRAP cannot be written as a QONNX Quant"), std::string::npos) << msg;
   EXPECT_FALSE(std::filesystem::exists(dir.file("q.onnx")));  // nothing half-written
+}
+
+TEST(OnnxExport, PyTorchModelTrainsWithItsModuleNamesAndExportsBack) {
+  // The generated LeNet variant (MaxPool, AvgPool, a BatchNorm folded by torch, view(-1)) is not a
+  // zoo model; the PQuantML config names its PyTorch modules.
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  test::TempDir dir("onnx_e2e");
+  test::write_file(dir.file("job.yaml"), fmt::format(R"(
+name: onnx_lenet
+model: {{onnx: {}}}
+data: {{dataset: fashion_mnist, train_limit: 1024, test_limit: 512}}
+training: {{epochs: 1, batch_size: 128, lr: 0.002}}
+output: {}
+export: [onnx, qonnx]
+compression:
+  pruning_parameters: {{disable_pruning_for_layers: [fc2], pruning_method: pdp, sparsity: 0.5, epsilon: 0.015}}
+  quantization_parameters:
+    round_mode: RND_CONV
+    default_data_integer_bits: 3
+    default_data_fractional_bits: 4
+    layer_specific:
+      conv1: {{weight: {{integer_bits: 0, fractional_bits: 3}}}}
+      fc1: {{weight: {{integer_bits: 0, fractional_bits: 5}}}}
+)", test::fixture("onnx/lenet.onnx"), dir.file("run")));
+  auto job = config::load_job(dir.file("job.yaml"));
+  RunObserver quiet;
+  auto result = run_job(job, quiet);
+  EXPECT_EQ(result.exported.size(), 2u);
+  // The config's names reached the layers: conv1's weights are on the 2^-3 grid, fc1's on 2^-5.
+  auto precision = result.precision.value();
+  std::map<std::string, nlohmann::json> layers;
+  for (const auto& l : precision["layers"]) layers[l["name"]] = l;
+  EXPECT_EQ(layers.at("conv1")["targets"]["weight"]["f"][0], 3);
+  EXPECT_EQ(layers.at("fc1")["targets"]["weight"]["f"][0], 5);
+  EXPECT_EQ(layers.at("conv2")["targets"]["weight"]["f"][0], 7);  // the default
+  REQUIRE_ORT();
+  EXPECT_EQ(python_check(dir.file("run/model.onnx")), 0);
+  EXPECT_EQ(python_check(dir.file("run/model_qonnx.onnx")), 0);
+  auto test_split = data::load_data(job.data).test;
+  auto x = test_split.x.slice(0, 0, 256);
+  torch::Tensor ours;
+  {
+    torch::NoGradGuard no_grad;
+    result.model->eval();
+    ours = result.model->forward(x);
+  }
+  auto theirs = run_ort(dir.file("run/model.onnx"), x, dir);
+  // Float sums in another order: the logits may differ by an LSB of the output format (2^-4 here,
+  // the last Dense has an output quantizer) but no prediction changes.
+  EXPECT_LE((theirs - ours).abs().max().item<double>(), 1.0 / 16);
+  EXPECT_TRUE(torch::equal(theirs.argmax(1), ours.argmax(1)));
 }

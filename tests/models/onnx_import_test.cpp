@@ -150,3 +150,25 @@ TEST(OnnxImport, BadFilesAreOneLineErrorsNamingNodeOpAndOpset) {
   EXPECT_NE(msg(dir.file("truncated.onnx")).find("not a valid ONNX"), std::string::npos);
   EXPECT_NE(msg(dir.file("missing.onnx")).find("does not exist"), std::string::npos);
 }
+
+TEST(OnnxImport, FreshPyTorchExportsOfTheGeneratorImportToTheSameOutputs) {
+  // The committed fixtures come from tests/fixtures/onnx/make_fixtures.py: run it again with
+  // Debian's python3-torch and import what it writes now.
+  if (std::system("/usr/bin/python3 -c 'import torch, onnx' >/dev/null 2>&1") != 0) {
+    if (std::getenv("SPARQ_REQUIRE_CLIENTS")) FAIL() << "python3-torch / python3-onnx are not installed";
+    GTEST_SKIP() << "python3-torch not installed (scripts/setup.sh installs it)";
+  }
+  test::TempDir dir("onnx_regen");
+  std::string cmd = "/usr/bin/python3 " + std::string(SPARQ_TEST_DATA) + "/onnx/make_fixtures.py " + dir.path().string() +
+                    " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  for (const char* name : {"mlp", "lenet", "resnet_block", "conv1d"}) {
+    auto model = import_onnx(dir.file(std::string(name) + ".onnx"));
+    Graph g(model.spec);
+    load_state(g, model.state, name);
+    g->eval();
+    torch::NoGradGuard no_grad;
+    auto out = g->forward(data::read_npy(dir.file(std::string(name) + "_x.npy")));
+    EXPECT_LE((out - data::read_npy(dir.file(std::string(name) + "_y.npy"))).abs().max().item<double>(), 1e-5) << name;
+  }
+}

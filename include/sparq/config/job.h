@@ -30,6 +30,7 @@ struct Job {
   train::TrainOptions training;
   int64_t threads = 0;            ///< CPU threads; 0: all cores
   std::string output;             ///< run folder; default runs/<name>
+  std::vector<std::string> exports;  ///< `export:` "onnx" (model.onnx), "qonnx" (model_qonnx.onnx), at the end
   Plan plan;                      ///< from `compression:` (a PQuantML config); empty: float training
 };
 

@@ -33,6 +33,7 @@ struct RunResult {
   CompressReport compression;
   std::optional<nlohmann::json> precision;  ///< precision.json, when the model quantizes
   std::optional<SpeedupReport> speedup;     ///< the plan asked for speedup: model_speedup.pt
+  std::vector<std::string> exported;        ///< the ONNX files the job's `export:` wrote
 };
 
 /// Sees a run's steps, in order. Default: nothing.

@@ -48,6 +48,16 @@ struct ConvertArgs {
 
 int convert_command(const ConvertArgs& args);
 
+struct ExportArgs {
+  std::string run_dir;
+  std::vector<std::string> formats;  ///< onnx, qonnx; default onnx
+};
+int export_command(const ExportArgs& args);
+struct VerifyArgs {
+  std::string run_dir;
+};
+/// Exit 0 when ONNX Runtime agrees (no prediction differs, logits within one output LSB), 3 when not.
+int verify_command(const VerifyArgs& args);
 /// `sparq config default METHOD`: PQuantML's packaged config of a pruning method.
 int config_default_command(const std::string& method);
 

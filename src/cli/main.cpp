@@ -66,6 +66,16 @@ int main(int argc, char** argv) {
       ->check(whole_number(1, 1000000));
 
   std::string method;
+  sparq::cli::ExportArgs export_args;
+  auto* export_cmd = app.add_subcommand("export", "Write a finished run's model as ONNX (model.onnx) or QONNX (model_qonnx.onnx)");
+  export_cmd->add_option("run", export_args.run_dir, "Run folder")->required();
+  export_cmd->add_option("--format", export_args.formats, "onnx (default) or qonnx; repeatable")
+      ->check(CLI::IsMember({"onnx", "qonnx"}));
+  sparq::cli::VerifyArgs verify;
+  auto* verify_cmd = app.add_subcommand(
+      "verify", "Run a finished run's model.onnx in ONNX Runtime and compare it with sparq's evaluation on the test split");
+  verify_cmd->add_option("run", verify.run_dir, "Run folder")->required();
+
   auto* config_cmd = app.add_subcommand("config", "Config files");
   auto* default_cmd = config_cmd->add_subcommand("default", "Print PQuantML's packaged config of a pruning method");
   default_cmd->add_option("method", method, "cs, dst, pdp, wanda, autosparse, activation_pruning, mdmm, fitcompress")
@@ -107,6 +117,8 @@ int main(int argc, char** argv) {
     if (fixed_cmd->parsed()) return sparq::cli::fixed_command(fixed);
     if (inspect_cmd->parsed()) return sparq::cli::inspect_command(inspect);
     if (convert_cmd->parsed()) return sparq::cli::convert_command(convert);
+    if (export_cmd->parsed()) return sparq::cli::export_command(export_args);
+    if (verify_cmd->parsed()) return sparq::cli::verify_command(verify);
     if (default_cmd->parsed()) return sparq::cli::config_default_command(method);
     if (keys_cmd->parsed()) {
       fmt::print("{}", sparq::config::pquant_keys_markdown());

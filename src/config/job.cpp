@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "sparq/config/nni.h"
 #include "sparq/config/pquant.h"
@@ -208,6 +210,8 @@ Job parse(const YamlDoc& doc, const std::string& base, const LoadOptions& option
   MapReader r(doc.file, doc.root, "job", kJobKeys);
   Job job;
   job.file = doc.file;
+  job.base_dir = base;
+  job.load_options = options;
   job.name = r.get_string("name", fs::path(doc.file).stem().string());
   if (job.name.empty() || job.name.find('/') != std::string::npos)
     r.fail("name", "must be a non-empty name without '/'");
@@ -286,11 +290,16 @@ Plan load_job_plan(const std::string& path, const LoadOptions& options) {
 }
 
 Job load_job(const std::string& path, const LoadOptions& options) {
-  return parse(YamlDoc::load_file(path), fs::path(path).parent_path().string(), options);
+  Job job = parse(YamlDoc::load_file(path), fs::path(path).parent_path().string(), options);
+  std::ifstream in(path, std::ios::binary);
+  job.text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return job;
 }
 
 Job parse_job(const std::string& text, const std::string& name, const std::string& base_dir, const LoadOptions& options) {
-  return parse(YamlDoc::load_string(text, name), base_dir, options);
+  Job job = parse(YamlDoc::load_string(text, name), base_dir, options);
+  job.text = text;
+  return job;
 }
 
 Job default_job() {

@@ -5,11 +5,15 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "sparq/compress/compress.h"
 #include "sparq/error.h"
+#include "sparq/layers/pq_layers.h"
 #include "sparq/export/onnx_export.h"
 #include "sparq/export/precision.h"
+#include "sparq/io/files.h"
 #include "sparq/prune/mask_pruner.h"
 #include "sparq/prune/methods.h"
 #include "sparq/train/callbacks.h"
@@ -34,11 +38,56 @@ RunRng::~RunRng() {
 
 namespace {
 /// Writes a small text file of the run folder (a failure is an error naming the file).
-void write_text_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text;
-  out.flush();
-  if (!out) throw Error(fmt::format("cannot write {}", path));
+void write_text_file(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
+
+/// The graph's state that lives outside its parameters and buffers (set by the schedule's
+/// events and callbacks as training went): quantizers on or off, pruning on or off per layer,
+/// fusions active, nodes skipped. A replay (export_only) puts it back before loading model.pt.
+nlohmann::json graph_state(const models::Graph& model) {
+  nlohmann::json state = {{"quantizers", nlohmann::json::object()}, {"pruning", nlohmann::json::object()},
+                          {"fused", nlohmann::json::array()}, {"skipped", nlohmann::json::array()}};
+  for (const auto& item : model->named_modules()) {
+    if (auto q = std::dynamic_pointer_cast<quant::QuantizerImpl>(item.value())) state["quantizers"][item.key()] = q->enabled;
+    if (auto w = std::dynamic_pointer_cast<layers::PQWeightLayer>(item.value())) {
+      state["pruning"][item.key()] = w->enable_pruning;
+      if (!w->fused_followers.empty() && w->fold_active) state["fused"].push_back(item.key());
+    }
+  }
+  for (const auto& node : model->nodes())
+    if (node.skipped) state["skipped"].push_back(node.name);
+  return state;
+}
+
+void apply_graph_state(models::Graph& model, const nlohmann::json& state, const std::string& where) {
+  auto modules = model->named_modules();
+  auto module = [&](const std::string& name) {
+    auto* m = modules.find(name);
+    if (!m) throw ConfigError(fmt::format("{}: the rebuilt model has no module '{}'; the job changed since the run", where, name));
+    return *m;
+  };
+  for (const auto& [name, on] : state.at("quantizers").items())
+    if (auto q = std::dynamic_pointer_cast<quant::QuantizerImpl>(module(name))) q->enabled = on.get<bool>();
+  for (const auto& [name, on] : state.at("pruning").items())
+    if (auto w = std::dynamic_pointer_cast<layers::PQWeightLayer>(module(name))) w->enable_pruning = on.get<bool>();
+  for (const auto& lead : state.at("fused")) activate_fusion(model, lead.get<std::string>(), /*copy_statistics=*/false);
+  for (const auto& name : state.at("skipped")) model->set_skipped(name.get<std::string>(), true);
+}
+
+void write_exports(models::Graph& model, const std::string& dir, const std::vector<std::string>& formats,
+                   std::vector<std::string>& written) {
+#ifdef SPARQ_WITH_ONNX
+  for (const auto& format : formats) {
+    auto flavor = exporting::parse_onnx_flavor(format, "export");
+    written.push_back(exporting::export_onnx(model, (fs::path(dir) / exporting::onnx_file_name(flavor)).string(), flavor).path);
+  }
+#else
+  if (!formats.empty()) throw ConfigError("export: this build of sparq has no ONNX support (libonnx-dev was not found)");
+#endif
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 bool quantizes(const models::Graph& model) {
@@ -113,11 +162,23 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
     if (auto runtime = train::make_quantizer_runtime(*job.plan.quantizer, model))
       trainer.add_callback(runtime);
   }
+  if (options.export_only) {  // the finished run: its graph state, then its weights, then the files
+    auto state = nlohmann::json::parse(read_text_file((fs::path(job.output) / "run.json").string()), nullptr, false);
+    if (state.is_discarded() || !state.contains("graph"))
+      throw ConfigError(fmt::format("{}: run.json is missing or damaged; re-export needs a run folder written by this version",
+                                    job.output));
+    apply_graph_state(model, state["graph"], job.output);
+    models::load_weights(model, job.output, "export", /*exact=*/true);
+    write_exports(model, job.output, options.formats, result.exported);
+    result.model = model;
+    return result;
+  }
   if (job.plan.distillation)
     trainer.add_loss_term(train::make_distiller(
         *job.plan.distillation, trainer, config::load_teacher(*job.plan.distillation, train.sample_shape(), outputs)));
   fs::create_directories(job.output);
   write_text_file((fs::path(job.output) / "model.yaml").string(), models::model_yaml_text(spec));
+  write_text_file((fs::path(job.output) / "job.yaml").string(), job.text);
   train::write_run_folder(trainer, job.output, result.classification);
   observer.on_trainer(job, trainer);
   const auto& eval = splits.validation.size() > 0 ? splits.validation : splits.test;
@@ -138,18 +199,31 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
     torch::save(small, (fs::path(job.output) / "model_speedup.pt").string());
     result.speedup = report;
   }
-#ifdef SPARQ_WITH_ONNX
-  for (const auto& format : job.exports) {
-    auto flavor = exporting::parse_onnx_flavor(format, "export");
-    auto path = (fs::path(job.output) / exporting::onnx_file_name(flavor)).string();
-    result.exported.push_back(exporting::export_onnx(model, path, flavor).path);
-  }
-#else
-  if (!job.exports.empty()) throw ConfigError("export: this build of sparq has no ONNX support (libonnx-dev was not found)");
-#endif
+  nlohmann::json run = {{"job_dir", fs::absolute(job.base_dir.empty() ? "." : job.base_dir).lexically_normal().string()},
+                        {"recipe_variables", job.load_options.recipe_variables},
+                        {"graph", graph_state(model)}};
+  write_text_file((fs::path(job.output) / "run.json").string(), run.dump(1) + "\n");
+  write_exports(model, job.output, job.exports, result.exported);
   result.model = model;
   observer.on_finished(job, result);
   return result;
+}
+
+config::Job load_run_job(const std::string& run_dir) {
+  auto dir = fs::path(run_dir);
+  for (const char* file : {"job.yaml", "run.json", "model.pt"})
+    if (!fs::is_regular_file(dir / file))
+      throw ConfigError(fmt::format("{}: not a finished run folder of this version of sparq (no {})", run_dir, file));
+  auto run = nlohmann::json::parse(read_text_file((dir / "run.json").string()), nullptr, false);
+  if (run.is_discarded() || !run.contains("job_dir") || !run["job_dir"].is_string())
+    throw ConfigError(fmt::format("{}: run.json is damaged", (dir / "run.json").string()));
+  config::LoadOptions load;
+  if (run.contains("recipe_variables") && run["recipe_variables"].is_object())
+    for (const auto& [k, v] : run["recipe_variables"].items()) load.recipe_variables[k] = v.get<std::string>();
+  auto job = config::parse_job(read_text_file((dir / "job.yaml").string()), (dir / "job.yaml").string(),
+                               run["job_dir"].get<std::string>(), load);
+  job.output = run_dir;
+  return job;
 }
 
 }  // namespace sparq

@@ -56,3 +56,41 @@ TEST(OnnxCli, InspectReadsOnnxModelsByTheirPyTorchNames) {
   EXPECT_NE(r.output.find("layer1.0.conv1"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("ap_fixed<4,1"), std::string::npos) << r.output;
 }
+
+TEST(OnnxCli, ExportAndVerifyRebuildAFinishedRun) {
+  TempDir dir("onnx_verify");
+  // `sparq export` rebuilds the finished run from its folder (job.yaml, run.json, model.pt);
+  // `sparq verify` runs the file in ONNX Runtime against sparq's evaluation.
+  write_file(dir.file("job.yaml"), fmt::format(R"(
+model: {{onnx: {}}}
+data: {{dataset: random, shape: [16], samples: 256, num_classes: 5, normalize: standardize}}
+training: {{epochs: 2, batch_size: 64}}
+output: {}
+compression:
+  quantization_parameters: {{round_mode: RND_CONV, quantize_output: true, default_data_keep_negatives: 1,
+                            default_data_integer_bits: 3, default_data_fractional_bits: 4}}
+)", fixture("onnx/mlp.onnx"), dir.file("run")));
+  auto run = run_sparq("run " + dir.file("job.yaml"));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("run/model.onnx")));  // no export: key
+  auto exported = run_sparq("export " + dir.file("run") + " --format onnx --format qonnx");
+  EXPECT_EQ(exported.exit_code, 0) << exported.output;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("run/model.onnx")));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("run/model_qonnx.onnx")));
+  if (!std::filesystem::exists(std::string(SPARQ_SOURCE_DIR) + "/build/node/node_modules/onnxruntime-node")) {
+    if (std::getenv("SPARQ_REQUIRE_CLIENTS")) FAIL() << "onnxruntime-node is not installed in build/node";
+    GTEST_SKIP() << "onnxruntime-node not installed";
+  }
+  auto verify = run_sparq("verify " + dir.file("run"));
+  EXPECT_EQ(verify.exit_code, 0) << verify.output;
+  EXPECT_NE(verify.output.find("predictions that differ: 0"), std::string::npos) << verify.output;
+  EXPECT_NE(verify.output.find("LSB of ap_fixed<8,4,AP_RND_CONV,AP_SAT>"), std::string::npos) << verify.output;
+  EXPECT_NE(verify.output.find("verified"), std::string::npos) << verify.output;
+
+  // Bad input: not a run folder, an unknown format.
+  auto missing = run_sparq("export " + dir.file("nothing"));
+  EXPECT_EQ(missing.exit_code, 2) << missing.output;
+  EXPECT_NE(missing.output.find("not a finished run folder"), std::string::npos) << missing.output;
+  auto format = run_sparq("export " + dir.file("run") + " --format tflite");
+  EXPECT_EQ(format.exit_code, 2) << format.output;
+}

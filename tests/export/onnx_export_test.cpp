@@ -6,6 +6,7 @@
 #include <onnx/onnx_pb.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 
@@ -69,7 +70,7 @@ bool have_ort() { return std::filesystem::exists(node_modules() + "/onnxruntime-
 /// ONNX Runtime's output for `x`.
 torch::Tensor run_ort(const std::string& model, const torch::Tensor& x, const test::TempDir& dir) {
   data::write_npy(dir.file("x.npy"), x);
-  std::string cmd = fmt::format("NODE_PATH={} node {}/tests/tools/ort_run.js {} {} {} 2>&1", node_modules(), SPARQ_SOURCE_DIR,
+  std::string cmd = fmt::format("NODE_PATH={} node {}/scripts/ort_run.js {} {} {} 2>&1", node_modules(), SPARQ_SOURCE_DIR,
                                 model, dir.file("x.npy"), dir.file("y.npy"));
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   return data::read_npy(dir.file("y.npy"));
@@ -207,6 +208,18 @@ compression:
   EXPECT_EQ(layers.at("conv1")["targets"]["weight"]["f"][0], 3);
   EXPECT_EQ(layers.at("fc1")["targets"]["weight"]["f"][0], 5);
   EXPECT_EQ(layers.at("conv2")["targets"]["weight"]["f"][0], 7);  // the default
+  // The QONNX file's weight Quant nodes give the ap_fixed types precision.json lists.
+  auto q = load(dir.file("run/model_qonnx.onnx"));
+  std::map<std::string, float> inits;
+  for (const auto& t : q.graph().initializer())
+    if (t.raw_data().size() == 4) std::memcpy(&inits[t.name()], t.raw_data().data(), 4);
+  for (const char* layer : {"conv1", "conv2", "fc1", "fc2"}) {
+    int width = static_cast<int>(inits.at(std::string(layer) + ".weight.quant.bitwidth"));
+    int f = static_cast<int>(-std::log2(inits.at(std::string(layer) + ".weight.quant.scale")));
+    auto types = layers.at(layer)["targets"]["weight"]["types"];
+    ASSERT_EQ(types.size(), 1u) << layer;
+    EXPECT_EQ(types.begin().key(), fmt::format("ap_fixed<{},{},AP_RND_CONV,AP_SAT>", width, width - f)) << layer;
+  }
   REQUIRE_ORT();
   EXPECT_EQ(python_check(dir.file("run/model.onnx")), 0);
   EXPECT_EQ(python_check(dir.file("run/model_qonnx.onnx")), 0);

@@ -32,6 +32,9 @@ struct Job {
   std::string output;             ///< run folder; default runs/<name>
   std::vector<std::string> exports;  ///< `export:` "onnx" (model.onnx), "qonnx" (model_qonnx.onnx), at the end
   Plan plan;                      ///< from `compression:` (a PQuantML config); empty: float training
+  std::string text;               ///< the job file's text (run folders keep a copy)
+  std::string base_dir;           ///< the folder its relative paths are relative to
+  LoadOptions load_options;       ///< recipe variables it was loaded with
 };
 
 /// Reads and validates a job file. Relative paths in it are relative to the file's folder.

@@ -22,6 +22,10 @@ namespace sparq {
 struct RunOptions {
   bool resume = false;      ///< continue from the run folder's checkpoint
   int64_t stop_after = -1;  ///< > 0: stop after that many global epochs
+  /// Rebuild the finished run in job.output (model.pt and run.json) instead of training, and
+  /// write `formats` ("onnx", "qonnx"); nothing else in the folder is touched.
+  bool export_only = false;
+  std::vector<std::string> formats;
 };
 
 struct RunResult {
@@ -71,5 +75,10 @@ std::vector<std::string> ineffective_settings(const config::Job& job, int64_t st
 /// Runs the job; writes metrics.jsonl, checkpoint.pt, model.pt, precision.json (when the model
 /// quantizes) and model_speedup.pt (when the plan asks for speedup) to job.output. Throws sparq::Error on bad input.
 RunResult run_job(const config::Job& job, RunObserver& observer, const RunOptions& options = {});
+
+/// The job of a finished run folder, from the copy `sparq run` keeps there (job.yaml, and
+/// run.json: the job's folder for its relative paths, recipe variables); its output is `run_dir`.
+/// Throws ConfigError when the folder is not a run folder of this version.
+config::Job load_run_job(const std::string& run_dir);
 
 }  // namespace sparq

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs an ONNX model in ONNX Runtime (npm onnxruntime-node) on a float32 .npy batch and writes
 // the first output as a float32 .npy: what the export tests compare with sparq's own outputs.
-//   NODE_PATH=build/node/node_modules node tests/tools/ort_run.js model.onnx x.npy y.npy
+//   NODE_PATH=build/node/node_modules node scripts/ort_run.js model.onnx x.npy y.npy
 const fs = require('fs');
 const ort = require('onnxruntime-node');
 

@@ -283,12 +283,12 @@ class Writer {
   }
   /// QuantizeLinear -> [Clip] -> DequantizeLinear over channel `axis` (-1: per tensor).
   std::string integer_data(const std::string& x, const quant::IntegerQuantizerImpl& q, const std::string& hint,
-                           int64_t axis) {
+                           int64_t axis, size_t rank) {
     check_integer_method(q, hint);
     auto [s, z] = integer_params(q);
     const auto& spec = q.spec();
     if (flavor_ == OnnxFlavor::Qonnx) {
-      std::vector<int64_t> shape(static_cast<size_t>(std::max<int64_t>(axis + 1, 1)), 1);
+      std::vector<int64_t> shape(rank, 1);  // per channel: [1, C, 1, ...], the rank of x
       if (axis >= 0) shape[axis] = s.numel();
       auto view = [&](const torch::Tensor& t) { return axis >= 0 ? t.reshape(shape) : t.reshape({}); };
       ++quantizers_;
@@ -324,7 +324,8 @@ class Writer {
   }
 
   // ---- lanes and weights of PQ layers ----
-  std::string lane(const std::string& x, const quant::Quantizer& q, const std::string& hint) {
+  /// `rank`: of the lane's tensor, batch axis included (QONNX scales need it for per-channel lanes).
+  std::string lane(const std::string& x, const quant::Quantizer& q, const std::string& hint, size_t rank) {
     if (!q || !q->enabled) return x;
     if (auto fixed = quant::as_fixed_point(q)) {
       ++quantizers_;
@@ -332,7 +333,7 @@ class Writer {
     }
     if (auto integer = quant::as_integer(q)) {
       if (integer->passes_through()) return x;
-      return integer_data(x, *integer, hint, integer->spec().channel_dim >= 0 ? 1 : -1);
+      return integer_data(x, *integer, hint, integer->spec().channel_dim >= 0 ? 1 : -1, rank);
     }
     throw Error(fmt::format("export: {}: quantizer kind '{}' is not exported", hint, q->kind()));
   }
@@ -457,8 +458,10 @@ class Writer {
       return quant::Quantizer(nullptr);
     };
     auto in_q = find("input"), w_q = find("weight"), b_q = find("bias"), out_q = find("output");
+    const size_t in_rank = 1 + (node.inputs[0] < 0 ? graph_->input_shape() : graph_->nodes()[node.inputs[0]].out_shape).size();
+    const size_t out_rank = 1 + node.out_shape.size();
     if (auto* layer = dynamic_cast<layers::PQWeightLayer*>(base)) {
-      std::string in = lane(x, in_q, name + ".input");
+      std::string in = lane(x, in_q, name + ".input", in_rank);
       std::string w = parameter(layer->effective_weight(), w_q, name + ".weight");
       auto bias = layer->effective_bias();
       std::string b = bias.defined() ? parameter(bias, b_q, name + ".bias") : "";
@@ -466,17 +469,17 @@ class Writer {
       if (auto* dense = dynamic_cast<layers::PQDenseImpl*>(base)) y = linear(in, w, b, name);
       else y = conv(in, w, b, dynamic_cast<layers::PQConvImpl*>(base)->options(), name);
       if (layer->fused_relu && layer->fold_active) y = op("Relu", {y}, name);
-      return lane(y, out_q, name + ".output");
+      return lane(y, out_q, name + ".output", out_rank);
     }
     if (auto* pool = dynamic_cast<layers::PQAvgPoolImpl*>(base)) {
       const auto& o = pool->options();
-      std::string y = op("AveragePool", {lane(x, in_q, name + ".input")}, name,
+      std::string y = op("AveragePool", {lane(x, in_q, name + ".input", in_rank)}, name,
                          {{"kernel_shape", o.kernel_size()}, {"strides", o.stride()}, {"pads", twice(o.padding())},
                           {"count_include_pad", int64_t(1)}});
-      return lane(y, out_q, name + ".output");
+      return lane(y, out_q, name + ".output", out_rank);
     }
     if (auto* bn = dynamic_cast<layers::PQBatchNormImpl*>(base)) {
-      std::string in = lane(x, in_q, name + ".input");
+      std::string in = lane(x, in_q, name + ".input", in_rank);
       auto quantized = [&](const quant::Quantizer& q, const torch::Tensor& t) {
         return q && q->enabled ? quant::Quantizer(q)->forward(t) : t;
       };
@@ -494,12 +497,12 @@ class Writer {
       std::string v = x;
       if (act->multiplier.defined())
         v = op("Mul", {v, scalar(std::exp2(std::nearbyint(act->multiplier.item<double>())), name + ".multiplier")}, name);
-      v = lane(v, in_q, name + ".input");
+      v = lane(v, in_q, name + ".input", in_rank);
       bool unsigned_input = in_q && in_q->enabled && in_q->clips_negatives();
       std::string y = o.function() == "relu" && unsigned_input
                           ? v
                           : activation(v, o.function(), node, o.negative_slope(), o.min_val(), o.max_val(), o.dim(), name);
-      return lane(y, out_q, name + ".output");
+      return lane(y, out_q, name + ".output", out_rank);
     }
     throw Error(fmt::format("export: node '{}' ({}) is not exported", name, node.op));
   }

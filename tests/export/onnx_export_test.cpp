@@ -15,6 +15,7 @@
 #include "sparq/run/run_job.h"
 #include "sparq/data/dataset.h"
 #include "sparq/export/onnx_export.h"
+#include "sparq/export/precision.h"
 #include "sparq/quant/integer.h"
 #include "test_util.h"
 
@@ -236,4 +237,47 @@ compression:
   // the last Dense has an output quantizer) but no prediction changes.
   EXPECT_LE((theirs - ours).abs().max().item<double>(), 1.0 / 16);
   EXPECT_TRUE(torch::equal(theirs.argmax(1), ours.argmax(1)));
+}
+
+TEST(OnnxExport, QonnxKeepsPerWeightHgqFormatsOfPrecisionJson) {
+  torch::manual_seed(0);
+  models::Graph g(models::zoo_spec("jet_tagger", {16}, 5));
+  compress(g, test::pquant_plan("quantization_parameters: {use_hgq: true, granularity: per_weight, round_mode: RND_CONV}"));
+  {
+    torch::NoGradGuard no_grad;  // learned-looking widths: f in -1..6, i in -2..3 per weight
+    auto w = quant::as_fixed_point(pq_layer(g, "fc1")->quantizers()[1].second);
+    w->f.copy_(torch::randint(-1, 7, w->f.sizes()).to(w->f.dtype()));
+    w->i.copy_(torch::randint(-2, 4, w->i.sizes()).to(w->i.dtype()));
+  }
+  g->forward(torch::randn({8, 16}));  // the layers see their input shapes
+  auto precision = exporting::precision_json(g);
+  test::TempDir dir("onnx_hgq");
+  exporting::export_onnx(g, dir.file("q.onnx"), exporting::OnnxFlavor::Qonnx);
+  auto m = load(dir.file("q.onnx"));
+  std::map<std::string, const onnx::TensorProto*> inits;
+  for (const auto& t : m.graph().initializer()) inits[t.name()] = &t;
+  auto floats = [&](const std::string& name) {
+    const auto* t = inits.at(name);
+    std::vector<float> v(t->raw_data().size() / 4);
+    std::memcpy(v.data(), t->raw_data().data(), t->raw_data().size());
+    return v;
+  };
+  const auto& w = precision["layers"][0]["targets"]["weight"];
+  ASSERT_EQ(precision["layers"][0]["name"], "fc1");
+  auto scale = floats("fc1.weight.quant.scale"), bits = floats("fc1.weight.quant.bitwidth");
+  ASSERT_EQ(scale.size(), w["f"].size());
+  ASSERT_EQ(bits.size(), w["f"].size());
+  std::map<std::string, int> types;  // the ap_fixed types the Quant node's elements make
+  int zero = 0;
+  for (size_t e = 0; e < scale.size(); ++e) {
+    const int f = w["f"][e].get<int>(), i = w["i"][e].get<int>(), k = w["k"][e].get<int>();
+    EXPECT_EQ(scale[e], std::ldexp(1.0f, -f)) << e;
+    int width = static_cast<int>(bits[e]);
+    if (k + i + f <= 0) ++zero;
+    else ++types[fmt::format("ap_fixed<{},{},AP_RND_CONV,AP_SAT>", width, width - f)];
+    if (k + i + f > 0) EXPECT_EQ(width, k + std::max(i, -f) + f) << e;
+  }
+  EXPECT_EQ(zero, w["zero_width"].get<int>());
+  for (const auto& [type, count] : w["types"].items()) EXPECT_EQ(types[type], count.get<int>()) << type;
+  EXPECT_EQ(types.size(), w["types"].size());
 }

@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "sparq/error.h"
+#include "sparq/io/files.h"
 #include "sparq/quant/fixed_point.h"
 
 namespace sparq::cli {
@@ -73,56 +74,47 @@ int run_csv(const FixedArgs& args) {
       throw Error(fmt::format("{}:1: no column '{}' in the header (need x, k, i, f, round, overflow)", args.csv, need));
   if (col.count("quantized")) throw Error(fmt::format("{}:1: the input already has a 'quantized' column", args.csv));
 
-  std::FILE* out = stdout;
-  std::string tmp;
-  if (!args.out.empty()) {
-    tmp = args.out + ".tmp";
-    out = std::fopen(tmp.c_str(), "w");
-    if (!out) throw Error(fmt::format("{}: cannot write file", args.out));
-  }
+  // A file is written whole and atomically at the end (never over a folder or a device; "-" is
+  // stdout); stdout gets the rows as they come.
+  const bool to_file = !args.out.empty() && args.out != "-";
   std::string text = line + ",quantized\n";
   int64_t line_no = 1;
-  try {
-    while (std::getline(in, line)) {
-      ++line_no;
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line.empty()) continue;
-      auto cells = split(line);
-      auto fail = [&](const std::string& what) {
-        throw Error(fmt::format("{}:{}: {}", args.csv, line_no, what));
-      };
-      if (cells.size() != header.size())
-        fail(fmt::format("{} cells, but the header has {} columns", cells.size(), header.size()));
-      bool ok = true;
-      double x = parse_double(cells[col["x"]], ok);
-      if (!ok) fail(fmt::format("x: '{}' is not a finite number", cells[col["x"]]));
-      FixedFormat fmt;
-      for (auto [name, field] : {std::pair{"k", &fmt.k}, std::pair{"i", &fmt.i}, std::pair{"f", &fmt.f}}) {
-        *field = parse_int(cells[col[name]], ok);
-        if (!ok) fail(fmt::format("{}: '{}' is not an integer", name, cells[col[name]]));
-      }
-      try {
-        fmt.round = quant::parse_round_mode(cells[col["round"]]);
-        fmt.overflow = quant::parse_overflow_mode(cells[col["overflow"]]);
-        fmt.validate();
-      } catch (const Error& e) {
-        fail(e.what());
-      }
-      char value[40];
-      std::snprintf(value, sizeof value, "%.17g", quantize(x, fmt));
-      text += line + "," + value + "\n";
-      if (text.size() > (1 << 20)) std::fputs(text.c_str(), out), text.clear();
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    auto cells = split(line);
+    auto fail = [&](const std::string& what) {
+      throw Error(fmt::format("{}:{}: {}", args.csv, line_no, what));
+    };
+    if (cells.size() != header.size())
+      fail(fmt::format("{} cells, but the header has {} columns", cells.size(), header.size()));
+    bool ok = true;
+    double x = parse_double(cells[col["x"]], ok);
+    if (!ok) fail(fmt::format("x: '{}' is not a finite number", cells[col["x"]]));
+    FixedFormat fmt;
+    for (auto [name, field] : {std::pair{"k", &fmt.k}, std::pair{"i", &fmt.i}, std::pair{"f", &fmt.f}}) {
+      *field = parse_int(cells[col[name]], ok);
+      if (!ok) fail(fmt::format("{}: '{}' is not an integer", name, cells[col[name]]));
     }
-  } catch (...) {
-    if (out != stdout) std::fclose(out), std::remove(tmp.c_str());
-    throw;
+    try {
+      fmt.round = quant::parse_round_mode(cells[col["round"]]);
+      fmt.overflow = quant::parse_overflow_mode(cells[col["overflow"]]);
+      fmt.validate();
+    } catch (const Error& e) {
+      fail(e.what());
+    }
+    char value[40];
+    std::snprintf(value, sizeof value, "%.17g", quantize(x, fmt));
+    text += line + "," + value + "\n";
+    if (!to_file && text.size() > (1 << 20)) std::fputs(text.c_str(), stdout), text.clear();
   }
-  std::fputs(text.c_str(), out);
-  if (out != stdout) {
-    std::fclose(out);
-    std::rename(tmp.c_str(), args.out.c_str());
-    fmt::print(stderr, "wrote {} rows to {}\n", line_no - 1, args.out);
+  if (!to_file) {
+    std::fputs(text.c_str(), stdout);
+    return 0;
   }
+  io::write_file_atomic(args.out, text);
+  fmt::print(stderr, "wrote {} rows to {}\n", line_no - 1, args.out);
   return 0;
 }
 

@@ -69,3 +69,35 @@ TEST(FixedCli, BadCsvRowsNameTheLine) {
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.output.find("1.5,1,2,3,RND,SAT,kept,1.5"), std::string::npos) << r.output;
 }
+
+TEST(FixedCli, OutReplacesOnlyRegularFilesAndDashIsStdout) {
+  TempDir dir("fixed_out");
+  write_file(dir.file("in.csv"), "x,k,i,f,round,overflow\n0.3,1,2,3,RND,SAT\n");
+  write_file(dir.file("old.csv"), "previous\n");
+  auto ok = run_sparq("fixed --csv " + dir.file("in.csv") + " --out " + dir.file("old.csv"));
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_EQ(sparq::test::read_text(dir.file("old.csv")), "x,k,i,f,round,overflow,quantized\n0.3,1,2,3,RND,SAT,0.25\n");
+  // A folder or a device is never replaced; the message names it; no temporary file is left.
+  std::filesystem::create_directories(dir.file("folder"));
+  for (const std::string& target : {dir.file("folder"), std::string("/dev/null")}) {
+    auto r = run_sparq("fixed --csv " + dir.file("in.csv") + " --out " + target);
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("cannot write " + target + ": it exists and is not a regular file"), std::string::npos) << r.output;
+  }
+  EXPECT_TRUE(std::filesystem::is_directory(dir.file("folder")));
+  EXPECT_TRUE(std::filesystem::is_character_file("/dev/null"));
+  auto missing = run_sparq("fixed --csv " + dir.file("in.csv") + " --out " + dir.file("no/such/dir/out.csv"));
+  EXPECT_EQ(missing.exit_code, 2) << missing.output;
+  EXPECT_NE(missing.output.find("does not exist"), std::string::npos) << missing.output;
+  // A bad row leaves the previous file as it was.
+  write_file(dir.file("bad.csv"), "x,k,i,f,round,overflow\n0.3,1,2,3,RND,SAT\nzz,1,2,3,RND,SAT\n");
+  auto bad = run_sparq("fixed --csv " + dir.file("bad.csv") + " --out " + dir.file("old.csv"));
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_EQ(sparq::test::read_text(dir.file("old.csv")), "x,k,i,f,round,overflow,quantized\n0.3,1,2,3,RND,SAT,0.25\n");
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) files += e.is_regular_file();
+  EXPECT_EQ(files, 3);  // in.csv, old.csv, bad.csv: no temporary left behind
+  auto dash = run_sparq("fixed --csv " + dir.file("in.csv") + " --out -");
+  EXPECT_EQ(dash.exit_code, 0);
+  EXPECT_NE(dash.output.find("0.3,1,2,3,RND,SAT,0.25"), std::string::npos) << dash.output;
+}

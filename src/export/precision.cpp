@@ -10,6 +10,7 @@
 
 #include "sparq/compress/compress.h"
 #include "sparq/error.h"
+#include "sparq/io/files.h"
 
 namespace sparq::exporting {
 
@@ -74,9 +75,7 @@ nlohmann::json precision_json(const models::Graph& graph) {
 }
 
 void write_precision(const nlohmann::json& precision, const std::string& path) {
-  std::ofstream out(path);
-  if (!out) throw Error(fmt::format("cannot write {}", path));
-  out << precision.dump() << '\n';
+  io::write_file_atomic(path, precision.dump() + "\n");
 }
 
 std::string precision_table(const nlohmann::json& precision) {

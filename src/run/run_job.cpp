@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "sparq/compress/compress.h"
@@ -39,6 +40,14 @@ RunRng::~RunRng() {
 namespace {
 /// Writes a small text file of the run folder (a failure is an error naming the file).
 void write_text_file(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
+
+/// torch::save of a module, atomically (a full disk is an error and leaves the old file).
+template <typename Module>
+void save_module(const Module& module, const std::string& path) {
+  std::ostringstream bytes;
+  torch::save(module, bytes);
+  io::write_file_atomic(path, bytes.str());
+}
 
 /// The graph's state that lives outside its parameters and buffers (set by the schedule's
 /// events and callbacks as training went): quantizers on or off, pruning on or off per layer,
@@ -185,7 +194,7 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   result.history = trainer.fit(train, eval, fit);
   if (job.plan.quantizer) train::finish_quantizer(*job.plan.quantizer, model, train, job.training.batch_size, trainer.device());
   if (splits.test.size() > 0) result.test = trainer.evaluate(splits.test);
-  torch::save(model, (fs::path(job.output) / "model.pt").string());
+  save_module(model, (fs::path(job.output) / "model.pt").string());
   if (quantizes(model)) {
     result.precision = exporting::precision_json(model);
     exporting::write_precision(*result.precision, (fs::path(job.output) / "precision.json").string());
@@ -196,7 +205,7 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   if (job.plan.speedup) {
     SpeedupReport report;
     auto small = speedup(model, &report);
-    torch::save(small, (fs::path(job.output) / "model_speedup.pt").string());
+    save_module(small, (fs::path(job.output) / "model_speedup.pt").string());
     result.speedup = report;
   }
   nlohmann::json run = {{"job_dir", fs::absolute(job.base_dir.empty() ? "." : job.base_dir).lexically_normal().string()},

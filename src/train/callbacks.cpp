@@ -3,11 +3,14 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "sparq/error.h"
+#include "sparq/io/files.h"
 
 namespace sparq::train {
 
@@ -49,12 +52,26 @@ void MetricsWriter::on_train_begin(Trainer& t, const TrainContext& ctx) {
       if (!j.is_discarded() && j.value("epoch", int64_t{0}) <= ctx.start_epoch) keep.push_back(line);
     }
   }
-  std::ofstream out(path, std::ios::trunc);
-  for (const auto& line : keep) out << line << '\n';
+  std::string text;
+  for (const auto& line : keep) text += line + '\n';
+  io::write_file_atomic(path.string(), text);
 }
 
 void MetricsWriter::on_epoch_report(Trainer& t, const TrainContext&, const EpochMetrics& m) {
-  std::ofstream(fs::path(dir_) / "metrics.jsonl", std::ios::app) << metrics_json(m, classification_).dump() << '\n';
+  // Appended (a sweep's file grows by one line an epoch); a failed write is cut back off, so the
+  // file keeps whole lines only, and stops the run.
+  const auto path = fs::path(dir_) / "metrics.jsonl";
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  std::ofstream out(path, std::ios::app);
+  out << metrics_json(m, classification_).dump() << '\n';
+  out.flush();
+  if (!out) {
+    const int err = errno;
+    out.close();
+    if (!ec) fs::resize_file(path, size, ec);
+    throw Error(fmt::format("cannot write {}: {}", path.string(), std::strerror(err)));
+  }
 }
 
 void Checkpointer::on_epoch_report(Trainer& t, const TrainContext& ctx, const EpochMetrics& m) {

@@ -7,9 +7,11 @@
 #include <chrono>
 #include <regex>
 #include <set>
+#include <sstream>
 
 #include "sparq/compress/compress.h"
 #include "sparq/error.h"
+#include "sparq/io/files.h"
 #include "train/builtin.h"
 
 namespace sparq::train {
@@ -421,10 +423,11 @@ void Trainer::save_checkpoint(const std::string& path, int64_t epochs_done) {
   root.write("group_lr", torch::tensor(rates, torch::kFloat64));
   root.write("group_weight_decay", torch::tensor(decays, torch::kFloat64));
   for (auto* c : all_) c->save(root);
-  // Write then rename, so an interrupted save never leaves a broken checkpoint behind.
-  std::string tmp = path + ".tmp";
-  root.save_to(tmp);
-  std::rename(tmp.c_str(), path.c_str());
+  // Whole, then renamed over the old one: a full disk or an interrupted save leaves the previous
+  // checkpoint as it was (and is an error, not an abort).
+  std::ostringstream bytes;
+  root.save_to(bytes);
+  io::write_file_atomic(path, bytes.str());
 }
 
 int64_t Trainer::load_checkpoint(const std::string& path) {

@@ -2,8 +2,10 @@
 // and exit code 2.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdint>
 #include <string>
@@ -12,6 +14,7 @@
 #include "sparq/config/pquant.h"
 #include "sparq/error.h"
 #include "sparq/limits.h"
+#include "sparq/yaml/reader.h"
 
 namespace {
 
@@ -99,6 +102,16 @@ int main(int argc, char** argv) {
   fixed_cmd->add_option("--csv", fixed.csv, "CSV with columns x,k,i,f,round,overflow: adds a 'quantized' column");
   fixed_cmd->add_option("--out", fixed.out, "Output CSV (default: standard output)");
 
+  // An unknown command is named (CLI11 alone says "A subcommand is required").
+  if (argc > 1 && argv[1][0] != '-') {
+    std::vector<std::string> commands;
+    for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) commands.push_back(sub->get_name());
+    if (std::find(commands.begin(), commands.end(), argv[1]) == commands.end()) {
+      fmt::print(stderr, "sparq: error: unknown command '{}', did you mean '{}'? (commands: {}; see sparq --help)\n",
+                 argv[1], sparq::yaml::nearest(argv[1], commands), fmt::join(commands, ", "));
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

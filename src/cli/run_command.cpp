@@ -3,6 +3,8 @@
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include <atomic>
+#include <csignal>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -19,6 +21,24 @@
 namespace sparq::cli {
 
 namespace {
+
+// SIGINT/SIGTERM: the run stops at the end of the current step (the last checkpoint, written
+// atomically after every epoch, stays as it is) and sparq exits 130/143. A second signal ends the
+// process at once (the handler puts the default action back).
+std::atomic<int> pending_signal{0};
+extern "C" void on_stop_signal(int sig) {
+  pending_signal = sig;
+  std::signal(sig, SIG_DFL);
+}
+struct Interrupted {
+  int signal;
+};
+class StopOnSignal : public train::Callback {
+ public:
+  void on_step_end(train::Trainer&, const train::TrainContext&) override {
+    if (int sig = pending_signal.load()) throw Interrupted{sig};
+  }
+};
 
 std::string shape_text(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
@@ -125,6 +145,7 @@ class Console : public RunObserver, public train::Callback {
     fmt::print(stderr, "sparq: warning: {}\n", message);
   }
   void on_trainer(const config::Job& job, train::Trainer& trainer) override {
+    trainer.add_callback(std::make_shared<StopOnSignal>());
     if (job.plan.schedule) {
       const auto& s = *job.plan.schedule;
       fmt::print("schedule: {} pretraining, {} x {} training (rewind {}), {} fine-tuning epoch(s)\n",
@@ -201,7 +222,18 @@ int run_command(const RunArgs& args) {
   RunOptions options;
   options.resume = args.resume;
   options.stop_after = args.stop_after;
-  run_job(job, console, options);
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+  try {
+    run_job(job, console, options);
+  } catch (const Interrupted& stop) {
+    auto checkpoint = std::filesystem::path(job.output) / "checkpoint.pt";
+    fmt::print(stderr, "sparq: interrupted by {}: {}\n", stop.signal == SIGINT ? "SIGINT" : "SIGTERM",
+               std::filesystem::exists(checkpoint)
+                   ? fmt::format("{} holds the last finished epoch; continue with --resume", checkpoint.string())
+                   : std::string("no epoch had finished, nothing to resume"));
+    return 128 + stop.signal;
+  }
   return 0;
 }
 

@@ -1,6 +1,7 @@
 #include "sparq/io/files.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <fmt/format.h>
 #include <unistd.h>
@@ -48,6 +49,28 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
     ::unlink(tmp.c_str());
     fail(std::strerror(err));
   }
+}
+
+FolderLock::FolderLock(const std::string& folder) {
+  const std::string path = (std::filesystem::path(folder) / ".lock").string();
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {0};
+    ssize_t n = ::pread(fd_, pid, sizeof pid - 1, 0);
+    ::close(fd_);
+    fd_ = -1;
+    std::string who = n > 0 ? fmt::format(" (pid {})", std::string(pid, static_cast<size_t>(n))) : "";
+    throw ConfigError(fmt::format("{}: another sparq run is using this run folder{}; wait for it to end or give another "
+                                  "output folder",
+                                  folder, who));
+  }
+  std::string me = std::to_string(::getpid());
+  if (::ftruncate(fd_, 0) == 0) (void)!::pwrite(fd_, me.data(), me.size(), 0);
+}
+
+FolderLock::~FolderLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the lock
 }
 
 }  // namespace sparq::io

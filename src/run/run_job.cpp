@@ -172,6 +172,7 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
       trainer.add_callback(runtime);
   }
   if (options.export_only) {  // the finished run: its graph state, then its weights, then the files
+    io::FolderLock lock(job.output);
     auto state = nlohmann::json::parse(read_text_file((fs::path(job.output) / "run.json").string()), nullptr, false);
     if (state.is_discarded() || !state.contains("graph"))
       throw ConfigError(fmt::format("{}: run.json is missing or damaged; re-export needs a run folder written by this version",
@@ -186,6 +187,7 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
     trainer.add_loss_term(train::make_distiller(
         *job.plan.distillation, trainer, config::load_teacher(*job.plan.distillation, train.sample_shape(), outputs)));
   fs::create_directories(job.output);
+  io::FolderLock lock(job.output);  // held to the end: a second run into this folder is refused
   write_text_file((fs::path(job.output) / "model.yaml").string(), models::model_yaml_text(spec));
   write_text_file((fs::path(job.output) / "job.yaml").string(), job.text);
   train::write_run_folder(trainer, job.output, result.classification);

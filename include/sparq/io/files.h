@@ -11,4 +11,18 @@ namespace sparq::io {
 /// target is not a regular file (a folder, a device), or the write, flush or rename fails.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
+/// An exclusive lock on a run folder (flock on FOLDER/.lock, released when the object goes or
+/// the process dies), so two runs never write one folder. Throws ConfigError naming the other
+/// process when the folder is locked.
+class FolderLock {
+ public:
+  explicit FolderLock(const std::string& folder);
+  ~FolderLock();
+  FolderLock(const FolderLock&) = delete;
+  FolderLock& operator=(const FolderLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 }  // namespace sparq::io

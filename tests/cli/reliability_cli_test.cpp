@@ -1,0 +1,88 @@
+// The run folder under stress: a second run into a folder in use is refused, SIGINT/SIGTERM end a
+// run with 130/143 and a checkpoint that --resume continues to the uninterrupted result, an
+// unknown command is named (docs/reliability.md).
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+using namespace sparq::test;
+
+namespace {
+
+std::string slow_job(const std::string& output, int epochs) {
+  return fmt::format("model: {{zoo: mlp, widths: [64]}}\ndata: {{dataset: random, shape: [16], samples: 16384, num_classes: 5}}\n"
+                     "training: {{epochs: {}, batch_size: 32, seed: 3}}\noutput: {}\n",
+                     epochs, output);
+}
+
+/// Starts `sparq run JOB`, waits until the run folder has a checkpoint, sends `sig`, and returns
+/// the run's exit status and output.
+CommandResult run_and_signal(const std::string& job, const std::string& run_dir, const char* sig) {
+  std::string script = fmt::format(
+      "{0} run {1} > {2}.log 2>&1 & pid=$!; "
+      "for i in $(seq 1 600); do [ -f {2}/checkpoint.pt ] && break; sleep 0.05; done; "
+      "kill -{3} $pid; wait $pid; rc=$?; cat {2}.log; exit $rc",
+      SPARQ_CLI_PATH, job, run_dir, sig);
+  CommandResult r{-1, ""};
+  FILE* pipe = popen(("bash -c '" + script + "'").c_str(), "r");
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) r.output.append(buf, n);
+  int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+}  // namespace
+
+TEST(Reliability, SignalsEndTheRunAndResumeContinuesBitForBit) {
+  TempDir dir("signals");
+  write_file(dir.file("full.yaml"), slow_job(dir.file("full"), 6));
+  auto full = run_sparq("run " + dir.file("full.yaml"));
+  ASSERT_EQ(full.exit_code, 0) << full.output;
+  for (const char* sig : {"TERM", "INT"}) {
+    std::string run = dir.file(std::string("cut_") + sig);
+    write_file(run + ".yaml", slow_job(run, 6));
+    auto cut = run_and_signal(run + ".yaml", run, sig);
+    EXPECT_EQ(cut.exit_code, std::string(sig) == "TERM" ? 143 : 130) << cut.output;
+    EXPECT_NE(cut.output.find(fmt::format("sparq: interrupted by SIG{}: {}/checkpoint.pt holds the last finished epoch", sig, run)),
+              std::string::npos)
+        << cut.output;
+    auto resumed = run_sparq("run " + run + ".yaml --resume");
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+    auto a = metrics_of(dir.file("full")), b = metrics_of(run);
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_EQ(a.back()["train_loss"], b.back()["train_loss"]) << sig;
+    EXPECT_EQ(a.back()["eval_accuracy"], b.back()["eval_accuracy"]) << sig;
+    EXPECT_EQ(read_text(dir.file("full/model.pt")).size(), read_text(run + "/model.pt").size());
+  }
+}
+
+TEST(Reliability, ASecondRunIntoAFolderInUseIsRefused) {
+  TempDir dir("lock");
+  write_file(dir.file("job.yaml"), slow_job(dir.file("run"), 400));
+  std::string script = fmt::format(
+      "{0} run {1} > /dev/null 2>&1 & pid=$!; "
+      "for i in $(seq 1 600); do [ -f {2}/checkpoint.pt ] && break; sleep 0.05; done; "
+      "{0} run {1} 2>&1; rc=$?; kill -9 $pid; wait $pid 2>/dev/null; exit $rc",
+      SPARQ_CLI_PATH, dir.file("job.yaml"), dir.file("run"));
+  FILE* pipe = popen(("bash -c '" + script + "'").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+  int status = pclose(pipe);
+  EXPECT_EQ(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 2) << out;
+  EXPECT_NE(out.find("sparq: error: " + dir.file("run") + ": another sparq run is using this run folder (pid "), std::string::npos)
+      << out;
+  // The first run was killed with -9: its lock went with it, and the folder resumes.
+  auto resumed = run_sparq("run " + dir.file("job.yaml") + " --resume --stop-after 1");
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
+}
+
+TEST(Reliability, AnUnknownCommandIsNamed) {
+  auto r = run_sparq("frobnicate");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("unknown command 'frobnicate'"), std::string::npos) << r.output;
+  auto near = run_sparq("expor RUN");
+  EXPECT_NE(near.output.find("did you mean 'export'?"), std::string::npos) << near.output;
+}

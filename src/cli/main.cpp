@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <filesystem>
 #include <cstdint>
 #include <string>
 
@@ -139,6 +140,13 @@ int main(int argc, char** argv) {
     }
   } catch (const sparq::Error& e) {
     fmt::print(stderr, "sparq: error: {}\n", e.what());
+    return 2;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path that is a file where a folder must be, a name too long...: the user's paths, not a bug.
+    std::string what = e.what(), prefix = "filesystem error: ";
+    if (what.rfind(prefix, 0) == 0) what = what.substr(prefix.size());
+    if (auto bracket = what.find(" ["); bracket != std::string::npos) what.resize(bracket);
+    fmt::print(stderr, "sparq: error: {}: {}\n", e.path1().string(), what);
     return 2;
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();

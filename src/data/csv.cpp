@@ -10,6 +10,7 @@
 
 #include "sparq/data/dataset.h"
 #include "sparq/error.h"
+#include "sparq/io/files.h"
 
 namespace sparq::data {
 
@@ -52,6 +53,7 @@ bool parse_number(const std::string& s, double& out) {
 
 Dataset read_csv(const std::string& path, const std::string& target, Task task,
                  int64_t num_classes) {
+  io::require_regular_file(path);
   std::ifstream in(path);
   if (!in) throw DataError(fmt::format("{}: cannot open file", path));
   std::string line;

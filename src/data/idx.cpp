@@ -10,6 +10,7 @@
 
 #include "sparq/data/dataset.h"
 #include "sparq/error.h"
+#include "sparq/io/files.h"
 
 namespace sparq::data {
 
@@ -17,6 +18,7 @@ namespace {
 
 /// Reads a whole (possibly gzipped) file; zlib reads raw files transparently.
 std::vector<uint8_t> read_maybe_gzipped(const std::string& path) {
+  io::require_regular_file(path);
   std::unique_ptr<gzFile_s, int (*)(gzFile)> file(gzopen(path.c_str(), "rb"), gzclose);
   if (!file) throw DataError(fmt::format("{}: cannot open file", path));
   std::vector<uint8_t> bytes;

@@ -17,6 +17,7 @@ namespace sparq::data {
 namespace {
 
 std::vector<uint8_t> read_file(const std::string& path) {
+  io::require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw DataError(fmt::format("{}: cannot open file", path));
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});

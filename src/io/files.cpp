@@ -51,6 +51,14 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   }
 }
 
+void require_regular_file(const std::string& path) {
+  std::error_code ec;
+  auto status = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(status)) throw DataError(fmt::format("{}: does not exist", path));
+  if (std::filesystem::is_directory(status)) throw DataError(fmt::format("{}: is a folder, not a file", path));
+  if (!std::filesystem::is_regular_file(status)) throw DataError(fmt::format("{}: is not a regular file", path));
+}
+
 FolderLock::FolderLock(const std::string& folder) {
   const std::string path = (std::filesystem::path(folder) / ".lock").string();
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);

@@ -86,3 +86,30 @@ TEST(Reliability, AnUnknownCommandIsNamed) {
   auto near = run_sparq("expor RUN");
   EXPECT_NE(near.output.find("did you mean 'export'?"), std::string::npos) << near.output;
 }
+
+TEST(Reliability, OutputAndDataPathsOfTheWrongKindAreOneLineErrors) {
+  TempDir dir("paths");
+  write_file(dir.file("afile"), "x");
+  std::filesystem::create_directories(dir.file("x.npy"));
+  std::filesystem::create_directories(dir.file("run_with_folder/model.pt"));
+  struct Case { std::string job, expect; };
+  const std::string data = "data: {dataset: random, shape: [4], samples: 16, num_classes: 2}\ntraining: {epochs: 1}\n";
+  for (const auto& c : {
+           Case{"model: jet_tagger\n" + data + "output: " + dir.file("afile") + "\n",
+                dir.file("afile") + ": cannot create directories: Not a directory"},
+           Case{"model: jet_tagger\n" + data + "output: " + dir.file("afile/run") + "\n",
+                dir.file("afile/run") + ": cannot create directories: Not a directory"},
+           Case{"model: {zoo: mlp, widths: [4]}\n" + data + "output: " + dir.file("run_with_folder") + "\n",
+                "cannot write " + dir.file("run_with_folder/model.pt") + ": it exists and is not a regular file"},
+           Case{"model: jet_tagger\ndata: {train: {x: " + dir.file("x.npy") + ", y: " + dir.file("x.npy") + "}}\n",
+                dir.file("x.npy") + ": is a folder, not a file"},
+       }) {
+    write_file(dir.file("job.yaml"), c.job);
+    auto r = run_sparq("run " + dir.file("job.yaml"));
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    auto at = r.output.find("sparq: error: ");
+    ASSERT_NE(at, std::string::npos) << r.output;
+    EXPECT_EQ(r.output.substr(at, r.output.find('\n', at) - at), "sparq: error: " + c.expect) << r.output;
+  }
+  EXPECT_TRUE(std::filesystem::is_directory(dir.file("run_with_folder/model.pt")));
+}

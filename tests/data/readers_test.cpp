@@ -78,7 +78,7 @@ TEST(Idx, MultiByteTypesAreBigEndian) {
 TEST(Idx, BadFilesNameFileAndPosition) {
   TempDir dir("idx");
   auto missing = dir.file("nope.gz");
-  EXPECT_EQ(data_error([&] { read_idx(missing); }), missing + ": cannot open file");
+  EXPECT_EQ(data_error([&] { read_idx(missing); }), missing + ": does not exist");
 
   test::write_file(dir.file("magic"), std::string("\x12\x34\x08\x01rest", 8));
   EXPECT_NE(data_error([&] { read_idx(dir.file("magic")); }).find("magic: byte 0: wrong magic 12 34 08 01"),
@@ -146,7 +146,7 @@ TEST(Csv, ReadsFeaturesAndNamedTarget) {
 TEST(Csv, BadFilesNameLineAndColumn) {
   TempDir dir("csv");
   EXPECT_EQ(data_error([&] { read_csv(dir.file("none.csv"), "label", Task::Classification); }),
-            dir.file("none.csv") + ": cannot open file");
+            dir.file("none.csv") + ": does not exist");
   EXPECT_NE(data_error([&] { read_csv(fixture("small.csv"), "target", Task::Classification); })
                 .find("small.csv:1: no column 'target' in the header (columns: f1, f2, label)"),
             std::string::npos);
@@ -197,7 +197,7 @@ TEST(Npy, BadFiles) {
   test::write_file(dir.file("long.npy"), bytes + "xx");
   EXPECT_NE(data_error([&] { read_npy(dir.file("long.npy")); }).find("byte 176: 2 bytes after the data"),
             std::string::npos);
-  EXPECT_NE(data_error([&] { read_npy(dir.file("none.npy")); }).find("cannot open file"), std::string::npos);
+  EXPECT_NE(data_error([&] { read_npy(dir.file("none.npy")); }).find("does not exist"), std::string::npos);
 }
 
 TEST(Npz, StoredAndDeflatedArchives) {

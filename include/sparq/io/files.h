@@ -11,6 +11,10 @@ namespace sparq::io {
 /// target is not a regular file (a folder, a device), or the write, flush or rename fails.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
+/// Throws DataError unless `path` is a regular file: "PATH: does not exist" or "PATH: is a
+/// folder, not a file" (a folder would read as an empty or failing stream).
+void require_regular_file(const std::string& path);
+
 /// An exclusive lock on a run folder (flock on FOLDER/.lock, released when the object goes or
 /// the process dies), so two runs never write one folder. Throws ConfigError naming the other
 /// process when the folder is locked.

@@ -39,7 +39,7 @@ Dataset Dataset::to(const torch::Device& device) const {
 }
 
 Dataset make_dataset(torch::Tensor x, torch::Tensor y, Task task, int64_t num_classes,
-                     const std::string& source) {
+                     const std::string& source, const std::string& feature_source) {
   if (x.dim() < 1 || x.size(0) == 0) throw DataError(fmt::format("{}: no samples", source));
   if (y.dim() < 1 || y.size(0) != x.size(0))
     throw DataError(fmt::format("{}: {} feature rows but {} targets", source, x.size(0),
@@ -47,8 +47,18 @@ Dataset make_dataset(torch::Tensor x, torch::Tensor y, Task task, int64_t num_cl
   Dataset ds;
   ds.task = task;
   ds.x = x.to(torch::kFloat32).contiguous();
+  // NaN or infinite features (or ones that overflow float32) would train to "diverged": name the first.
+  auto finite_check = [&](const torch::Tensor& t, const char* what, const std::string& file) {
+    auto bad = torch::logical_not(torch::isfinite(t)).reshape({t.size(0), -1}).nonzero();
+    if (bad.size(0) == 0) return;
+    int64_t row = bad[0][0].item<int64_t>(), col = bad[0][1].item<int64_t>();
+    double v = t.reshape({t.size(0), -1})[row][col].item<double>();
+    throw DataError(fmt::format("{}: {} {} at sample {}, position {} is not a finite number", file, what, v, row, col));
+  };
+  finite_check(ds.x, "feature", feature_source.empty() ? source : feature_source);
   if (task == Task::Regression) {
     ds.y = y.to(torch::kFloat32).contiguous();
+    finite_check(ds.y.dim() == 1 ? ds.y.unsqueeze(1) : ds.y, "target", source);
     return ds;
   }
   if (y.dim() != 1)

@@ -118,7 +118,7 @@ Dataset read_idx_pair(const std::string& images, const std::string& labels, int6
                                 y.size(0)));
   // Images get a channel axis: [N, H, W] -> [N, 1, H, W], as convolutions expect.
   if (x.dim() == 3) x = x.unsqueeze(1);
-  return make_dataset(x, y, Task::Classification, num_classes, labels);
+  return make_dataset(x, y, Task::Classification, num_classes, labels, images);
 }
 
 }  // namespace sparq::data

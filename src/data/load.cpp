@@ -25,7 +25,7 @@ Dataset read_source(const SourceFiles& s, const DataConfig& c) {
       }
     return make_dataset(arrays[c.x_key], arrays[c.y_key], c.task, c.num_classes, s.path);
   }
-  if (s.format == "npy") return make_dataset(read_npy(s.x), read_npy(s.y), c.task, c.num_classes, s.y);
+  if (s.format == "npy") return make_dataset(read_npy(s.x), read_npy(s.y), c.task, c.num_classes, s.y, s.x);
   throw DataError(fmt::format("unknown data format '{}'", s.format));
 }
 

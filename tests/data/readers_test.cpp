@@ -223,3 +223,19 @@ TEST(MakeDataset, ChecksRowsAndLabels) {
   EXPECT_EQ(data_error([] { make_dataset(torch::zeros({2, 2}), torch::tensor({0.0, 1.5}), Task::Classification, 0, "src"); }),
             "src: label 1.5 at index 1 is not an integer class");
 }
+
+TEST(Readers, NonFiniteFeaturesAndTargetsAreRejectedAtLoad) {
+  auto x = torch::rand({6, 3});
+  x[4][1] = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(data_error([&] { make_dataset(x, torch::zeros({6}, torch::kInt64), Task::Classification, 2, "y.npy", "x.npy"); }),
+            "x.npy: feature inf at sample 4, position 1 is not a finite number");
+  auto y = torch::rand({6});
+  y[2] = std::nan("");
+  EXPECT_EQ(data_error([&] { make_dataset(torch::rand({6, 3}), y, Task::Regression, 0, "t.csv"); }),
+            "t.csv: target nan at sample 2, position 0 is not a finite number");
+  // float64 values beyond float32's range become inf when stored: also refused.
+  auto big = torch::full({2, 2}, 1e300, torch::kFloat64);
+  EXPECT_NE(data_error([&] { make_dataset(big, torch::zeros({2}, torch::kInt64), Task::Classification, 2, "b.npy"); })
+                .find("b.npy: feature inf at sample 0, position 0"),
+            std::string::npos);
+}

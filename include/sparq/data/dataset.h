@@ -33,9 +33,11 @@ struct Dataset {
 };
 
 /// Checks that `x` and `y` fit together (row counts, label dtype and range) and builds a Dataset.
-/// `num_classes` 0 means "max label + 1". `source` names the origin in error messages.
+/// `num_classes` 0 means "max label + 1". `source` names the origin in error messages;
+/// `feature_source` the features' file when it is another one (an .npy pair, IDX images).
+/// Non-finite features and regression targets are errors naming the sample and position.
 Dataset make_dataset(torch::Tensor x, torch::Tensor y, Task task, int64_t num_classes,
-                     const std::string& source);
+                     const std::string& source, const std::string& feature_source = "");
 
 // ---- readers (all throw sparq::DataError naming the file and the position) ----
 

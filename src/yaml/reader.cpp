@@ -64,7 +64,13 @@ YamlDoc YamlDoc::load_file(const std::string& path) {
 
 YamlDoc YamlDoc::load_string(const std::string& text, const std::string& name) {
   try {
-    return YamlDoc{name, YAML::Load(text)};
+    // One document per file: a second one (after '---') would be ignored silently otherwise.
+    auto docs = YAML::LoadAll(text);
+    for (size_t d = 1; d < docs.size(); ++d)
+      if (docs[d].IsDefined() && !docs[d].IsNull())
+        throw ConfigError(fmt::format("{}: a second YAML document (after '---'); a job, config or model file holds one",
+                                      mark_string(name, docs[d].Mark())));
+    return YamlDoc{name, docs.empty() ? YAML::Node() : docs[0]};
   } catch (const YAML::ParserException& e) {
     throw ConfigError(fmt::format("{}: invalid YAML: {}", mark_string(name, e.mark), e.msg));
   }

@@ -84,6 +84,8 @@ TEST(Cli, BadJobFilesExitWith2AndOneLine) {
        "job.yaml:4:20: training.device: 'gpu' is not one of auto, cpu, cuda, cuda:N"},
       {"name: x\nmodel: mlp\ndata: {dataset: random}\ntraining: {epochs: 9223372036854775807}\n",
        "job.yaml:4:20: training.epochs: 9223372036854775807 is out of range"},
+      {"name: x\nmodel: mlp\ndata: {dataset: random}\n---\nname: y\n",
+       "job.yaml:5:1: a second YAML document (after '---'); a job, config or model file holds one"},
   };
   for (const auto& c : cases) {
     write_file(dir.file("job.yaml"), c.yaml);

@@ -3,9 +3,12 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
+#include <zlib.h>
 
 #include <chrono>
 #include <regex>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 
@@ -406,6 +409,46 @@ void Trainer::load_weights(torch::serialize::InputArchive& weights, const std::s
     throw Error(fmt::format("{}: checkpoint does not fit this model: the model has no '{}'", path, *unused.begin()));
 }
 
+namespace {
+
+// A checkpoint ends in a trailer "sparq-crc32:" + 8 hex digits of the CRC-32 of the archive before
+// it, so a damaged file is found before resuming from it (a flipped byte in a tensor would
+// otherwise load without complaint).
+constexpr const char* kChecksumTag = "sparq-crc32:";
+constexpr size_t kTrailer = 12 + 8;
+
+std::string crc_hex(const std::string& bytes) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  for (size_t at = 0; at < bytes.size();) {  // zlib takes at most 4 GiB a call
+    uInt n = static_cast<uInt>(std::min<size_t>(bytes.size() - at, 1u << 30));
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + at), n);
+    at += n;
+  }
+  return fmt::format("{:08x}", static_cast<uint32_t>(crc));
+}
+
+std::string with_checksum(std::string archive) {
+  std::string tail = kChecksumTag + crc_hex(archive);
+  return archive + tail;
+}
+
+/// The archive of a checkpoint file, its checksum checked (files written before checksums: as they are).
+std::string checked_archive(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("{}: cannot read the checkpoint", path));
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.size() < kTrailer || bytes.compare(bytes.size() - kTrailer, 12, kChecksumTag) != 0) return bytes;
+  std::string stored = bytes.substr(bytes.size() - 8);
+  bytes.resize(bytes.size() - kTrailer);
+  if (crc_hex(bytes) != stored)
+    throw Error(fmt::format("{}: the checkpoint is damaged (its checksum does not match: the file changed after it was "
+                            "written); resume from a good copy or start again",
+                            path));
+  return bytes;
+}
+
+}  // namespace
+
 void Trainer::save_checkpoint(const std::string& path, int64_t epochs_done) {
   torch::serialize::OutputArchive root, weights, optim;
   // Flat, fully-qualified names ("layer1.0.conv1.weight"), so loading can check each one.
@@ -427,13 +470,14 @@ void Trainer::save_checkpoint(const std::string& path, int64_t epochs_done) {
   // checkpoint as it was (and is an error, not an abort).
   std::ostringstream bytes;
   root.save_to(bytes);
-  io::write_file_atomic(path, bytes.str());
+  io::write_file_atomic(path, with_checksum(bytes.str()));
 }
 
 int64_t Trainer::load_checkpoint(const std::string& path) {
+  const std::string bytes = checked_archive(path);
   try {
     torch::serialize::InputArchive root, weights, optim;
-    root.load_from(path);
+    root.load_from(bytes.data(), bytes.size());
     root.read("model", weights);
     root.read("optimizer", optim);
     load_weights(weights, path);

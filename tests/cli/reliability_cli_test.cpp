@@ -113,3 +113,16 @@ TEST(Reliability, OutputAndDataPathsOfTheWrongKindAreOneLineErrors) {
   }
   EXPECT_TRUE(std::filesystem::is_directory(dir.file("run_with_folder/model.pt")));
 }
+
+TEST(Reliability, ADamagedCheckpointIsFoundBeforeResuming) {
+  TempDir dir("damaged");
+  write_file(dir.file("job.yaml"), slow_job(dir.file("run"), 2));
+  ASSERT_EQ(run_sparq("run " + dir.file("job.yaml") + " --stop-after 1").exit_code, 0);
+  auto bytes = read_text(dir.file("run/checkpoint.pt"));
+  bytes[bytes.size() / 2] ^= 0x10;  // one flipped bit inside the stored tensors
+  write_file(dir.file("run/checkpoint.pt"), bytes);
+  auto r = run_sparq("run " + dir.file("job.yaml") + " --resume");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("sparq: error: " + dir.file("run/checkpoint.pt") + ": the checkpoint is damaged"), std::string::npos)
+      << r.output;
+}

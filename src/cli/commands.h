@@ -23,6 +23,7 @@ struct FixedArgs {
   std::string round = "RND", overflow = "SAT";
   std::vector<std::string> values;
   std::string csv, out;
+  bool format_given = false;  ///< --k, --i and --f were all given (values need them: no silent defaults)
 };
 
 int fixed_command(const FixedArgs& args);

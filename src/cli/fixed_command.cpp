@@ -126,6 +126,8 @@ int fixed_command(const FixedArgs& args) {
     return run_csv(args);
   }
   if (args.values.empty()) throw Error("sparq fixed: no values (give numbers, or --csv FILE)");
+  if (!args.format_given)
+    throw Error("sparq fixed: give the format with --k, --i and --f (e.g. --k 1 --i 2 --f 3 for ap_fixed<6,3>)");
   FixedFormat fmt{args.k, args.i, args.f, quant::parse_round_mode(args.round), quant::parse_overflow_mode(args.overflow)};
   fmt.validate();
   fmt::print("{}  (k={}, i={}, f={}): range [{}, {}], step {}\n", fmt.type_name(), fmt.k, fmt.i, fmt.f,

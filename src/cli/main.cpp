@@ -62,7 +62,8 @@ int main(int argc, char** argv) {
   inspect_cmd->add_option("--model", inspect.model, "Zoo model name or model YAML (with a config)");
   inspect_cmd->add_option("--input-shape", inspect.input_shape, "Sample shape, e.g. 1,28,28 (default per zoo model)")
       ->delimiter(',');
-  inspect_cmd->add_option("--classes", inspect.classes, "Outputs of a zoo model (default 10; jet_tagger 5)");
+  inspect_cmd->add_option("--classes", inspect.classes, "Outputs of a zoo model (default 10; jet_tagger 5)")
+      ->check(whole_number(1, 1 << 20));
   inspect_cmd->add_flag("--yaml", inspect.yaml, "Print the config (every field) as PQuantML YAML");
   inspect_cmd->add_flag("--json", inspect.json, "Print every module and target with its quantizer and pruning, and the schedule, as JSON");
   inspect_cmd->add_option("--recipe-var", inspect.recipe_vars, "Set a SparseML recipe variable: name=value (repeatable)");
@@ -95,9 +96,9 @@ int main(int argc, char** argv) {
   sparq::cli::FixedArgs fixed;
   auto* fixed_cmd = app.add_subcommand("fixed", "Fixed-point calculator: what values become in ap_fixed<W,I,Q,O>");
   fixed_cmd->add_option("values", fixed.values, "Values to quantize")->allow_extra_args();
-  fixed_cmd->add_option("--k", fixed.k, "1 = signed, 0 = unsigned")->check(CLI::Range(0, 1));
-  fixed_cmd->add_option("--i", fixed.i, "Integer bits, without the sign bit");
-  fixed_cmd->add_option("--f", fixed.f, "Fractional bits");
+  auto* k_opt = fixed_cmd->add_option("--k", fixed.k, "1 = signed, 0 = unsigned")->check(CLI::Range(0, 1));
+  auto* i_opt = fixed_cmd->add_option("--i", fixed.i, "Integer bits, without the sign bit");
+  auto* f_opt = fixed_cmd->add_option("--f", fixed.f, "Fractional bits");
   fixed_cmd->add_option("--round", fixed.round, "TRN, TRN_ZERO, RND, RND_ZERO, RND_INF, RND_MIN_INF, RND_CONV");
   fixed_cmd->add_option("--overflow", fixed.overflow, "SAT, SAT_SYM, WRAP, WRAP_SM");
   fixed_cmd->add_option("--csv", fixed.csv, "CSV with columns x,k,i,f,round,overflow: adds a 'quantized' column");
@@ -128,7 +129,10 @@ int main(int argc, char** argv) {
   }
   try {
     if (run_cmd->parsed()) return sparq::cli::run_command(run);
-    if (fixed_cmd->parsed()) return sparq::cli::fixed_command(fixed);
+    if (fixed_cmd->parsed()) {
+      fixed.format_given = k_opt->count() && i_opt->count() && f_opt->count();
+      return sparq::cli::fixed_command(fixed);
+    }
     if (inspect_cmd->parsed()) return sparq::cli::inspect_command(inspect);
     if (convert_cmd->parsed()) return sparq::cli::convert_command(convert);
     if (export_cmd->parsed()) return sparq::cli::export_command(export_args);

@@ -27,6 +27,11 @@ TEST(FixedCli, PrintsValueCodeAndType) {
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.output.find("WRAP_SM needs a signed type"), std::string::npos) << bad.output;
   EXPECT_EQ(run_sparq("fixed --k 1 --i 2 --f 3 --round NEAREST 1").exit_code, 2);
+  // No silent defaults: values need the whole format.
+  auto partial = run_sparq("fixed --k 1 1.0");
+  EXPECT_EQ(partial.exit_code, 2);
+  EXPECT_NE(partial.output.find("give the format with --k, --i and --f"), std::string::npos) << partial.output;
+  EXPECT_EQ(run_sparq("fixed 1.0").exit_code, 2);
 }
 
 TEST(FixedCli, GoldenTableThroughCsvMode) {

@@ -328,6 +328,18 @@ compression:
   return job;
 }
 
+namespace {
+/// The model's output per sample must be [outputs] (the data's classes or targets): otherwise the
+/// loss would fail deep inside LibTorch.
+void check_output(const models::GraphSpec& spec, int64_t outputs, const std::string& file) {
+  models::Graph probe(spec);
+  const auto& out = probe->nodes()[probe->output_index()].out_shape;
+  if (out != std::vector<int64_t>{outputs})
+    throw ModelError(fmt::format("{}: the model's output per sample is [{}], the data needs [{}] (its classes or targets)",
+                                 file, fmt::join(out, ", "), outputs));
+}
+}  // namespace
+
 models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t>& input_shape,
                              int64_t num_classes) {
   if (!model.onnx.empty()) {
@@ -336,12 +348,7 @@ models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t
     if (spec.input_shape != input_shape)
       throw ModelError(fmt::format("{}: the model takes samples of [{}], the data's are [{}]", model.onnx,
                                    fmt::join(spec.input_shape, ", "), fmt::join(input_shape, ", ")));
-    models::Graph probe(spec);
-    const auto& out = probe->nodes()[probe->output_index()].out_shape;
-    if (out != std::vector<int64_t>{num_classes})
-      throw ModelError(fmt::format("{}: the model's output per sample is [{}], the data needs [{}] (its classes or "
-                                   "targets)",
-                                   model.onnx, fmt::join(out, ", "), num_classes));
+    check_output(spec, num_classes, model.onnx);
     return spec;
 #else
     throw ConfigError(fmt::format("{}: this build of sparq has no ONNX support (libonnx-dev was not found)", model.onnx));
@@ -352,6 +359,7 @@ models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t
     if (spec.input_shape != input_shape)
       throw ModelError(fmt::format("{}: model input_shape [{}] does not match the data's samples [{}]",
                                    model.file, fmt::join(spec.input_shape, ", "), fmt::join(input_shape, ", ")));
+    check_output(spec, num_classes, model.file);
     return spec;
   }
   return models::zoo_spec(model.zoo, input_shape, num_classes, model.zoo_options);

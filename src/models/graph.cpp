@@ -105,6 +105,16 @@ void AttrReader::fail(const std::string& key, const std::string& msg) const {
                                spec_.op, key, msg));
 }
 
+void check_window(const AttrReader& a, const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
+                  const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation) {
+  auto at_least = [&](const char* key, const std::vector<int64_t>& v, int64_t min) {
+    for (auto x : v)
+      if (x < min) a.fail(key, fmt::format("{} must be >= {}", x, min));
+  };
+  at_least("kernel_size", kernel, 1), at_least("stride", stride, 1), at_least("dilation", dilation, 1);
+  at_least("padding", padding, 0);
+}
+
 int64_t int_attr(const Node& node, const std::string& key, int64_t fallback) {
   const Attr* a = find_attr(node.attrs, key);
   if (auto v = a ? std::get_if<int64_t>(a) : nullptr) return *v;

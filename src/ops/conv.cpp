@@ -19,6 +19,7 @@ torch::nn::AnyModule build_conv(const NodeSpec& spec, const std::vector<int64_t>
   auto k = a.get_dims("kernel_size", N, 1), s = a.get_dims("stride", N, 1), p = a.get_dims("padding", N, 0),
        d = a.get_dims("dilation", N, 1);
   int64_t groups = a.get_int("groups", 1);
+  check_window(a, k, s, p, d);
   bool bias = a.get_bool("bias", true);
   if (groups < 1 || cin % groups || cout % groups)
     a.fail("groups", fmt::format("{} must divide in_channels {} and out_channels {}", groups, cin, cout));

@@ -126,3 +126,26 @@ TEST(Reliability, ADamagedCheckpointIsFoundBeforeResuming) {
   EXPECT_NE(r.output.find("sparq: error: " + dir.file("run/checkpoint.pt") + ": the checkpoint is damaged"), std::string::npos)
       << r.output;
 }
+
+TEST(Reliability, ModelsThatDoNotFitTheDataOrHaveEmptyWindowsAreOneLineErrors) {
+  TempDir dir("mismatch");
+  write_file(dir.file("wide.yaml"), "input_shape: [16]\nlayers:\n  - {name: fc, op: Linear, out_features: 3}\n");
+  write_file(dir.file("rank.yaml"), "input_shape: [16]\nlayers:\n  - {name: fc, op: Linear, out_features: 5}\n"
+                                     "  - {op: reshape, shape: [5, 1]}\n");
+  write_file(dir.file("kernel.yaml"), "input_shape: [1, 8, 8]\nlayers:\n  - {name: c, op: Conv2d, out_channels: 2, kernel_size: 0}\n");
+  write_file(dir.file("stride.yaml"), "input_shape: [1, 8, 8]\nlayers:\n  - {name: p, op: MaxPool2d, kernel_size: 2, stride: -1}\n");
+  struct Case { std::string model, shape, expect; };
+  for (const auto& c : {
+           Case{"wide.yaml", "[16]", "wide.yaml: the model's output per sample is [3], the data needs [5] (its classes or targets)"},
+           Case{"rank.yaml", "[16]", "rank.yaml: the model's output per sample is [5, 1], the data needs [5]"},
+           Case{"kernel.yaml", "[1, 8, 8]", "kernel.yaml:3:5: node 'c' (Conv2d): kernel_size: 0 must be >= 1"},
+           Case{"stride.yaml", "[1, 8, 8]", "stride.yaml:3:5: node 'p' (MaxPool2d): stride: -1 must be >= 1"},
+       }) {
+    write_file(dir.file("job.yaml"), fmt::format("model: {}\ndata: {{dataset: random, shape: {}, samples: 32, num_classes: 5}}\n"
+                                                 "training: {{epochs: 1}}\noutput: {}\n",
+                                                 c.model, c.shape, dir.file("run")));
+    auto r = run_sparq("run " + dir.file("job.yaml"));
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("sparq: error: " + dir.file(c.expect)), std::string::npos) << r.output;
+  }
+}

@@ -82,6 +82,10 @@ class AttrReader {
   const NodeSpec& spec_;
 };
 
+/// Kernel sizes, strides and dilations >= 1, paddings >= 0 (throws ModelError naming the key).
+void check_window(const AttrReader& a, const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
+                  const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation);
+
 /// A node's attribute read back after building (as compress() reads kernel sizes and slopes).
 int64_t int_attr(const Node& node, const std::string& key, int64_t fallback);
 double number_attr(const Node& node, const std::string& key, double fallback);

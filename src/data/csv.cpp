@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 
 #include "sparq/data/dataset.h"
 #include "sparq/error.h"
@@ -58,7 +59,12 @@ Dataset read_csv(const std::string& path, const std::string& target, Task task,
   if (!in) throw DataError(fmt::format("{}: cannot open file", path));
   std::string line;
   if (!std::getline(in, line)) throw DataError(fmt::format("{}:1: empty file, expected a header row", path));
+  if (line.find('\0') != std::string::npos) throw DataError(fmt::format("{}:1: a NUL byte in the header", path));
   auto header = split_csv_line(line);
+  std::map<std::string, size_t> seen;
+  for (size_t c = 0; c < header.size(); ++c)
+    if (auto [it, fresh] = seen.emplace(header[c], c); !fresh)
+      throw DataError(fmt::format("{}:1: column '{}' appears twice (columns {} and {})", path, header[c], it->second + 1, c + 1));
   auto target_it = std::find(header.begin(), header.end(), target);
   if (target_it == header.end())
     throw DataError(fmt::format("{}:1: no column '{}' in the header (columns: {})", path, target,
@@ -72,6 +78,8 @@ Dataset read_csv(const std::string& path, const std::string& target, Task task,
   while (std::getline(in, line)) {
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (auto nul = line.find('\0'); nul != std::string::npos)
+      throw DataError(fmt::format("{}:{}: a NUL byte at column {} of the line", path, line_no, nul + 1));
     auto cells = split_csv_line(line);
     if (cells.size() != width)
       throw DataError(fmt::format("{}:{}: {} cells, but the header has {} columns", path, line_no,

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <cstring>
@@ -33,9 +34,11 @@ std::string dict_value(const std::string& header, const std::string& key, const 
   if (k == std::string::npos)
     throw DataError(fmt::format("{}: byte 10: header has no '{}' entry", src, key));
   auto colon = header.find(':', k);
-  size_t begin = header.find_first_not_of(' ', colon + 1), end;
-  if (header[begin] == '(') end = header.find(')', begin) + 1;
+  size_t begin = colon == std::string::npos ? std::string::npos : header.find_first_not_of(' ', colon + 1), end;
+  if (begin == std::string::npos) throw DataError(fmt::format("{}: byte 10: header entry '{}' has no value", src, key));
+  if (header[begin] == '(') end = header.find(')', begin), end = end == std::string::npos ? end : end + 1;
   else end = header.find_first_of(",}", begin);
+  if (end == std::string::npos) throw DataError(fmt::format("{}: byte 10: header entry '{}' is not terminated", src, key));
   return header.substr(begin, end - begin);
 }
 
@@ -57,6 +60,12 @@ torch::Tensor parse_npy(const uint8_t* data, size_t size, const std::string& src
     throw DataError(fmt::format("{}: truncated at byte {}: header needs {} bytes", src, size,
                                 header_start + header_len));
   std::string header(reinterpret_cast<const char*>(data + header_start), header_len);
+  // The header is a Python dict literal ending in a newline (spaces pad it before the newline).
+  auto open = header.find_first_not_of(' '), close = header.rfind('}');
+  if (header.empty() || header.back() != '\n' || open == std::string::npos || header[open] != '{' ||
+      close == std::string::npos || header.find_first_not_of(" \n", close + 1) != std::string::npos)
+    throw DataError(fmt::format("{}: byte {}: the header is not a terminated dict ('{{...}}' and a newline)", src,
+                                header_start));
 
   std::string descr = dict_value(header, "descr", src);
   if (dict_value(header, "fortran_order", src) != "False")
@@ -153,7 +162,8 @@ std::map<std::string, torch::Tensor> read_npz(const std::string& path) {
   for (uint32_t e = 0; e < entries; ++e) {
     if (dir + 46 > n || le32(&bytes[dir]) != 0x02014b50)
       throw DataError(fmt::format("{}: byte {}: corrupt central directory entry {}", path, dir, e));
-    uint32_t method = le16(&bytes[dir + 10]);
+    uint32_t flags = le16(&bytes[dir + 8]), method = le16(&bytes[dir + 10]);
+    uint32_t crc = le32(&bytes[dir + 16]);
     uint64_t packed = le32(&bytes[dir + 20]), unpacked = le32(&bytes[dir + 24]);
     uint32_t name_len = le16(&bytes[dir + 28]), extra_len = le16(&bytes[dir + 30]),
              comment_len = le16(&bytes[dir + 32]);
@@ -179,6 +189,17 @@ std::map<std::string, torch::Tensor> read_npz(const std::string& path) {
     if (start + packed > n)
       throw DataError(fmt::format("{}: truncated: member needs bytes {}..{} of {}", member, start,
                                   start + packed, n));
+    if (flags & 1) throw DataError(fmt::format("{}: the member is encrypted; sparq reads unencrypted .npz files", member));
+    // Declared sizes are checked before any memory is taken: deflate expands at most ~1032:1, a
+    // stored member is its own size, and the array must fit in this machine's memory.
+    if ((method == 0 && unpacked != packed) || (method == 8 && unpacked > packed * 1032 + 1024))
+      throw DataError(fmt::format("{}: declares {} bytes uncompressed from {} stored: more than {} can give; the "
+                                  "archive is damaged",
+                                  member, unpacked, packed, method == 0 ? "a stored member" : "deflate"));
+    const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+    if (memory > 0 && static_cast<double>(unpacked) > memory)
+      throw DataError(fmt::format("{}: the array needs {:.1f} GB, more than this machine's {:.1f} GB of memory", member,
+                                  unpacked / 1e9, memory / 1e9));
     std::vector<uint8_t> content;
     if (method == 0) {
       content.assign(bytes.begin() + start, bytes.begin() + start + packed);
@@ -197,6 +218,11 @@ std::map<std::string, torch::Tensor> read_npz(const std::string& path) {
     } else {
       throw DataError(fmt::format("{}: unsupported zip compression method {}", member, method));
     }
+    uLong sum = crc32(0L, Z_NULL, 0);
+    for (size_t at = 0; at < content.size(); at += 1u << 30)
+      sum = crc32(sum, content.data() + at, static_cast<uInt>(std::min<size_t>(content.size() - at, 1u << 30)));
+    if (sum != crc)
+      throw DataError(fmt::format("{}: CRC mismatch: the member is damaged", member));
     std::string key = name.size() > 4 && name.substr(name.size() - 4) == ".npy"
                           ? name.substr(0, name.size() - 4)
                           : name;

@@ -239,3 +239,36 @@ TEST(Readers, NonFiniteFeaturesAndTargetsAreRejectedAtLoad) {
                 .find("b.npy: feature inf at sample 0, position 0"),
             std::string::npos);
 }
+
+TEST(Readers, SilentAcceptancesAreErrors) {
+  test::TempDir dir("silent");
+  // CSV: a column twice, a NUL byte in a cell.
+  test::write_file(dir.file("twice.csv"), "a,label,label\n1,0,1\n");
+  EXPECT_EQ(data_error([&] { read_csv(dir.file("twice.csv"), "label", Task::Classification); }),
+            dir.file("twice.csv") + ":1: column 'label' appears twice (columns 2 and 3)");
+  test::write_file(dir.file("nul.csv"), std::string("a,label\n1,0\n2\0x,1\n", 16));
+  EXPECT_EQ(data_error([&] { read_csv(dir.file("nul.csv"), "label", Task::Classification); }),
+            dir.file("nul.csv") + ":3: a NUL byte at column 2 of the line");
+  // NPY: a header that is not a terminated dict.
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,";
+  header.append(64 - 10 - header.size() - 1, ' ');
+  header += '\n';
+  std::string npy = std::string("\x93NUMPY\x01\x00", 8) + char(header.size()) + char(0) + header + std::string(8, '\0');
+  test::write_file(dir.file("open.npy"), npy);
+  EXPECT_NE(data_error([&] { read_npy(dir.file("open.npy")); }).find("the header is not a terminated dict"), std::string::npos);
+  // NPZ: a wrong CRC, the encryption flag, a declared size deflate cannot give.
+  const std::string good = test::read_text(test::fixture("xy_compressed.npz"));
+  auto patched = [&](size_t field, uint32_t value, const std::string& name) {
+    std::string z = good;
+    size_t dir_at = z.find(std::string("PK\x01\x02", 4));
+    for (int b = 0; b < (field == 8 ? 2 : 4); ++b) z[dir_at + field + b] = static_cast<char>((value >> (8 * b)) & 0xff);
+    test::write_file(dir.file(name), z);
+    return dir.file(name);
+  };
+  auto crc = patched(16, 0x12345678, "crc.npz");
+  EXPECT_NE(data_error([&] { read_npz(crc); }).find("CRC mismatch: the member is damaged"), std::string::npos);
+  auto locked = patched(8, 1, "locked.npz");
+  EXPECT_NE(data_error([&] { read_npz(locked); }).find("the member is encrypted"), std::string::npos);
+  auto bomb = patched(24, 0xF0000000u, "bomb.npz");  // 4 GB from a few hundred bytes
+  EXPECT_NE(data_error([&] { read_npz(bomb); }).find("more than deflate can give"), std::string::npos);
+}

@@ -21,8 +21,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-RunResult rebuild(const std::string& run_dir, const std::vector<std::string>& formats) {
-  auto job = load_run_job(run_dir);
+RunResult rebuild(const config::Job& job, const std::vector<std::string>& formats) {
   RunObserver quiet;
   RunOptions options;
   options.export_only = true;
@@ -55,7 +54,7 @@ std::string env_or(const char* name, const std::string& fallback) {
 
 int export_command(const ExportArgs& args) {
   auto formats = args.formats.empty() ? std::vector<std::string>{"onnx"} : args.formats;
-  auto result = rebuild(args.run_dir, formats);
+  auto result = rebuild(load_run_job(args.run_dir), formats);
   for (const auto& path : result.exported) fmt::print("exported {}\n", path);
   return 0;
 }
@@ -67,9 +66,9 @@ int verify_command(const VerifyArgs& args) {
     throw ConfigError(fmt::format("verify needs ONNX Runtime: no onnxruntime-node in {} (scripts/setup.sh test installs "
                                   "it there; or set SPARQ_NODE_MODULES)",
                                   modules));
-  auto result = rebuild(args.run_dir, {"onnx"});
   auto job = load_run_job(args.run_dir);
-  auto splits = data::load_data(job.data);
+  auto result = rebuild(job, {"onnx"});
+  const auto& splits = result.data;
   const auto& test = splits.test.size() > 0 ? splits.test : splits.validation;
   if (test.size() == 0) throw ConfigError(fmt::format("{}: the job has no test or validation split to verify on", args.run_dir));
   auto model = result.model;

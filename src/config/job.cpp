@@ -7,13 +7,12 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include "sparq/config/nni.h"
 #include "sparq/config/pquant.h"
 #include "sparq/yaml/reader.h"
 #include "sparq/error.h"
+#include "sparq/io/files.h"
 #include "sparq/limits.h"
 #include "sparq/models/onnx_import.h"
 
@@ -290,9 +289,9 @@ Plan load_job_plan(const std::string& path, const LoadOptions& options) {
 }
 
 Job load_job(const std::string& path, const LoadOptions& options) {
-  Job job = parse(YamlDoc::load_file(path), fs::path(path).parent_path().string(), options);
-  std::ifstream in(path, std::ios::binary);
-  job.text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  std::string text = io::read_file(path);
+  Job job = parse(YamlDoc::load_string(text, path), fs::path(path).parent_path().string(), options);
+  job.text = std::move(text);
   return job;
 }
 
@@ -328,18 +327,6 @@ compression:
   return job;
 }
 
-namespace {
-/// The model's output per sample must be [outputs] (the data's classes or targets): otherwise the
-/// loss would fail deep inside LibTorch.
-void check_output(const models::GraphSpec& spec, int64_t outputs, const std::string& file) {
-  models::Graph probe(spec);
-  const auto& out = probe->nodes()[probe->output_index()].out_shape;
-  if (out != std::vector<int64_t>{outputs})
-    throw ModelError(fmt::format("{}: the model's output per sample is [{}], the data needs [{}] (its classes or targets)",
-                                 file, fmt::join(out, ", "), outputs));
-}
-}  // namespace
-
 models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t>& input_shape,
                              int64_t num_classes) {
   if (!model.onnx.empty()) {
@@ -348,7 +335,6 @@ models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t
     if (spec.input_shape != input_shape)
       throw ModelError(fmt::format("{}: the model takes samples of [{}], the data's are [{}]", model.onnx,
                                    fmt::join(spec.input_shape, ", "), fmt::join(input_shape, ", ")));
-    check_output(spec, num_classes, model.onnx);
     return spec;
 #else
     throw ConfigError(fmt::format("{}: this build of sparq has no ONNX support (libonnx-dev was not found)", model.onnx));
@@ -359,19 +345,37 @@ models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t
     if (spec.input_shape != input_shape)
       throw ModelError(fmt::format("{}: model input_shape [{}] does not match the data's samples [{}]",
                                    model.file, fmt::join(spec.input_shape, ", "), fmt::join(input_shape, ", ")));
-    check_output(spec, num_classes, model.file);
     return spec;
   }
   return models::zoo_spec(model.zoo, input_shape, num_classes, model.zoo_options);
 }
 
-models::Graph build_model(const ModelSource& model, const models::GraphSpec& spec) {
-  models::Graph graph(spec);
+BuiltModel build_model(const ModelSource& model, const std::vector<int64_t>& input_shape, int64_t outputs) {
+  BuiltModel built;
 #ifdef SPARQ_WITH_ONNX
-  if (!model.onnx.empty()) models::load_state(graph, models::import_onnx(model.onnx).state, model.onnx);
+  models::OnnxImport onnx;
+  if (!model.onnx.empty()) {  // read once: the graph and its weights
+    onnx = models::import_onnx(model.onnx);
+    if (onnx.spec.input_shape != input_shape)
+      throw ModelError(fmt::format("{}: the model takes samples of [{}], the data's are [{}]", model.onnx,
+                                   fmt::join(onnx.spec.input_shape, ", "), fmt::join(input_shape, ", ")));
+    built.spec = onnx.spec;
+  } else
 #endif
-  if (!model.weights.empty()) models::load_weights(graph, model.weights);
-  return graph;
+    built.spec = model_spec(model, input_shape, outputs);
+  built.graph = models::Graph(built.spec);
+  // The output per sample must be [outputs] (the data's classes or targets): otherwise the loss
+  // would fail deep inside LibTorch.
+  const auto& out = built.graph->nodes()[built.graph->output_index()].out_shape;
+  if (out != std::vector<int64_t>{outputs})
+    throw ModelError(fmt::format("{}: the model's output per sample is [{}], the data needs [{}] (its classes or targets)",
+                                 !model.onnx.empty() ? model.onnx : !model.file.empty() ? model.file : model.zoo,
+                                 fmt::join(out, ", "), outputs));
+#ifdef SPARQ_WITH_ONNX
+  if (!model.onnx.empty()) models::load_state(built.graph, onnx.state, model.onnx);
+#endif
+  if (!model.weights.empty()) models::load_weights(built.graph, model.weights);
+  return built;
 }
 
 models::Graph load_teacher(const Distillation& d, const std::vector<int64_t>& input_shape, int64_t num_classes) {

@@ -466,7 +466,7 @@ class Writer {
       auto bias = layer->effective_bias();
       std::string b = bias.defined() ? parameter(bias, b_q, name + ".bias") : "";
       std::string y;
-      if (auto* dense = dynamic_cast<layers::PQDenseImpl*>(base)) y = linear(in, w, b, name);
+      if (dynamic_cast<layers::PQDenseImpl*>(base)) y = linear(in, w, b, name);
       else y = conv(in, w, b, dynamic_cast<layers::PQConvImpl*>(base)->options(), name);
       if (layer->fused_relu && layer->fold_active) y = op("Relu", {y}, name);
       return lane(y, out_q, name + ".output", out_rank);

@@ -4,8 +4,6 @@
 #include <torch/torch.h>
 
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <sstream>
 #include <nlohmann/json.hpp>
 
@@ -94,11 +92,6 @@ void write_exports(models::Graph& model, const std::string& dir, const std::vect
 #endif
 }
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 bool quantizes(const models::Graph& model) {
   for (const auto& node : model->nodes())
     if (auto pq = pq_layer(model, node.name))
@@ -142,6 +135,7 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   observer.on_data(job, splits);
   const auto& train = splits.train;
   RunResult result;
+  result.data = splits;
   result.classification = train.task == data::Task::Classification;
   result.run_dir = job.output;
   train::FitOptions fit;
@@ -150,8 +144,9 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
 
   int64_t outputs = result.classification ? train.num_classes : (train.y.dim() > 1 ? train.y.size(1) : 1);
   RunRng rng(job.training.seed);
-  const auto spec = config::model_spec(job.model, train.sample_shape(), outputs);
-  models::Graph model = config::build_model(job.model, spec);
+  auto built = config::build_model(job.model, train.sample_shape(), outputs);
+  const auto& spec = built.spec;
+  models::Graph model = built.graph;
   observer.on_model(job, model, train::resolve_device(job.training.device));
   Resolution resolution;
   if (job.plan.compresses()) {
@@ -173,7 +168,7 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   }
   if (options.export_only) {  // the finished run: its graph state, then its weights, then the files
     io::FolderLock lock(job.output);
-    auto state = nlohmann::json::parse(read_text_file((fs::path(job.output) / "run.json").string()), nullptr, false);
+    auto state = nlohmann::json::parse(io::read_file((fs::path(job.output) / "run.json").string()), nullptr, false);
     if (state.is_discarded() || !state.contains("graph"))
       throw ConfigError(fmt::format("{}: run.json is missing or damaged; re-export needs a run folder written by this version",
                                     job.output));
@@ -225,13 +220,13 @@ config::Job load_run_job(const std::string& run_dir) {
   for (const char* file : {"job.yaml", "run.json", "model.pt"})
     if (!fs::is_regular_file(dir / file))
       throw ConfigError(fmt::format("{}: not a finished run folder of this version of sparq (no {})", run_dir, file));
-  auto run = nlohmann::json::parse(read_text_file((dir / "run.json").string()), nullptr, false);
+  auto run = nlohmann::json::parse(io::read_file((dir / "run.json").string()), nullptr, false);
   if (run.is_discarded() || !run.contains("job_dir") || !run["job_dir"].is_string())
     throw ConfigError(fmt::format("{}: run.json is damaged", (dir / "run.json").string()));
   config::LoadOptions load;
   if (run.contains("recipe_variables") && run["recipe_variables"].is_object())
     for (const auto& [k, v] : run["recipe_variables"].items()) load.recipe_variables[k] = v.get<std::string>();
-  auto job = config::parse_job(read_text_file((dir / "job.yaml").string()), (dir / "job.yaml").string(),
+  auto job = config::parse_job(io::read_file((dir / "job.yaml").string()), (dir / "job.yaml").string(),
                                run["job_dir"].get<std::string>(), load);
   job.output = run_dir;
   return job;

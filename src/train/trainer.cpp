@@ -7,8 +7,6 @@
 
 #include <chrono>
 #include <regex>
-#include <fstream>
-#include <iterator>
 #include <set>
 #include <sstream>
 
@@ -434,9 +432,7 @@ std::string with_checksum(std::string archive) {
 
 /// The archive of a checkpoint file, its checksum checked (files written before checksums: as they are).
 std::string checked_archive(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot read the checkpoint", path));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string bytes = io::read_file(path);
   if (bytes.size() < kTrailer || bytes.compare(bytes.size() - kTrailer, 12, kChecksumTag) != 0) return bytes;
   std::string stored = bytes.substr(bytes.size() - 8);
   bytes.resize(bytes.size() - kTrailer);

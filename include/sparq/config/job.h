@@ -54,8 +54,14 @@ Job default_job();
 /// Builds the model of a job for samples of `input_shape` and `num_classes` outputs.
 models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t>& input_shape,
                              int64_t num_classes);
-/// The model of a job with its starting weights: the ONNX file's, then `weights` when given.
-models::Graph build_model(const ModelSource& model, const models::GraphSpec& spec);
+/// The model of a job for samples of `input_shape` and `outputs` outputs, with its starting
+/// weights (the ONNX file's, then `weights` when given). Throws ModelError when the model's output
+/// per sample is not [outputs].
+struct BuiltModel {
+  models::GraphSpec spec;
+  models::Graph graph{nullptr};
+};
+BuiltModel build_model(const ModelSource& model, const std::vector<int64_t>& input_shape, int64_t outputs);
 
 /// The teacher of a distillation with its float weights, for samples of `input_shape` (a zoo
 /// teacher gets `num_classes` outputs). Throws ConfigError when the files do not fit or the

@@ -11,6 +11,9 @@ namespace sparq::io {
 /// target is not a regular file (a folder, a device), or the write, flush or rename fails.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
+/// The whole file; throws sparq::Error ("PATH: cannot open file") when it cannot be read.
+std::string read_file(const std::string& path);
+
 /// Throws DataError unless `path` is a regular file: "PATH: does not exist" or "PATH: is a
 /// folder, not a file" (a folder would read as an empty or failing stream).
 void require_regular_file(const std::string& path);

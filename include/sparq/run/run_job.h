@@ -38,6 +38,7 @@ struct RunResult {
   std::optional<nlohmann::json> precision;  ///< precision.json, when the model quantizes
   std::optional<SpeedupReport> speedup;     ///< the plan asked for speedup: model_speedup.pt
   std::vector<std::string> exported;        ///< the ONNX files the job's `export:` wrote
+  data::Splits data;                        ///< the data the run loaded (sparq verify compares on its test split)
 };
 
 /// Sees a run's steps, in order. Default: nothing.

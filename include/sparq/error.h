@@ -31,4 +31,10 @@ class ModelError : public Error {
   using Error::Error;
 };
 
+/// A size that overflows or needs more memory than the machine has (checked before allocating).
+class ResourceError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace sparq

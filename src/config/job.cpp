@@ -40,6 +40,7 @@ bool is_onnx_file(const std::string& s) { return fs::path(s).extension().string(
 
 ModelSource parse_model(const std::string& file, const YAML::Node& node, const std::string& base) {
   ModelSource m;
+  m.where = where(file, node) + ": model";
   if (node.IsScalar()) {
     std::string s = node.Scalar();
     if (is_model_file(s)) m.file = resolve(base, s);
@@ -111,7 +112,11 @@ data::DataConfig parse_data(const std::string& file, const YAML::Node& node, con
               {"dataset", "dir", "train", "test", "target", "x_key", "y_key", "task", "num_classes",
                "normalize", "validation_fraction", "train_limit", "test_limit", "shape", "samples", "seed"});
   data::DataConfig c;
-  c.dataset = r.get_choice("dataset", "", {"", "fashion_mnist", "mnist", "random"});
+  if (r.has("dataset"))
+    for (const char* format : {"csv", "npz", "npy", "idx"})
+      if (r.get_string("dataset", "") == format)
+        r.fail("dataset", fmt::format("'{0}' names a file format: give the file as train: {{{0}: PATH}} (and test:)", format));
+  c.dataset = r.has("dataset") ? r.get_choice("dataset", "", {"fashion_mnist", "mnist", "random"}) : "";
   bool named = !c.dataset.empty();
   if (named == r.has("train"))
     throw ConfigError(fmt::format("{}: data: give either 'dataset' (fashion_mnist, mnist, random) or 'train' "
@@ -131,7 +136,7 @@ data::DataConfig parse_data(const std::string& file, const YAML::Node& node, con
   c.y_key = r.get_string("y_key", "y");
   c.task = r.get_choice("task", "classification", {"classification", "regression"}) == "regression"
                ? data::Task::Regression : data::Task::Classification;
-  c.num_classes = r.get_int("num_classes", 0, 0);
+  c.num_classes = r.get_int("num_classes", 0, 0, kMaxClasses);
   bool images = c.dataset == "fashion_mnist" || c.dataset == "mnist" || c.train.format == "idx";
   c.normalize = data::parse_normalization(
       r.get_choice("normalize", images ? "unit" : "none", {"none", "unit", "standardize", "minmax"}));
@@ -145,6 +150,15 @@ data::DataConfig parse_data(const std::string& file, const YAML::Node& node, con
   for (auto d : c.random_shape)
     if (d <= 0) r.fail("shape", fmt::format("dimension {} must be positive", d));
   c.random_samples = r.get_int("samples", 1024, 1);
+  // The training set and a test set of a quarter, float32: checked before any is generated.
+  auto per_sample = tensor_bytes(c.random_shape, sizeof(float));
+  auto bytes = per_sample ? checked_multiply(*per_sample, c.random_samples) : std::nullopt;
+  if (bytes && __builtin_add_overflow(*bytes, *bytes / 4, &*bytes)) bytes.reset();
+  try {
+    check_memory(bytes, fmt::format("random data of {} samples of shape [{}]", c.random_samples, fmt::join(c.random_shape, ", ")));
+  } catch (const ResourceError& e) {
+    r.fail(r.has("samples") ? "samples" : "shape", e.what());
+  }
   c.seed = static_cast<uint64_t>(r.get_int("seed", 0, 0));
   return c;
 }
@@ -347,7 +361,10 @@ models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t
                                    model.file, fmt::join(spec.input_shape, ", "), fmt::join(input_shape, ", ")));
     return spec;
   }
-  return models::zoo_spec(model.zoo, input_shape, num_classes, model.zoo_options);
+  auto spec = models::zoo_spec(model.zoo, input_shape, num_classes, model.zoo_options);
+  for (auto& node : spec.nodes)  // a zoo model's sizes come from the job's model: entry
+    if (node.where.empty()) node.where = model.where;
+  return spec;
 }
 
 BuiltModel build_model(const ModelSource& model, const std::vector<int64_t>& input_shape, int64_t outputs) {

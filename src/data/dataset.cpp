@@ -6,6 +6,7 @@
 
 #include "sparq/data/dataset.h"
 #include "sparq/error.h"
+#include "sparq/limits.h"
 
 namespace sparq::data {
 
@@ -75,6 +76,12 @@ Dataset make_dataset(torch::Tensor x, torch::Tensor y, Task task, int64_t num_cl
   }
   labels = y.to(torch::kInt64).contiguous();
   int64_t lo = labels.min().item<int64_t>(), hi = labels.max().item<int64_t>();
+  if (num_classes <= 0 && hi >= kMaxClasses) {
+    int64_t at = (labels >= kMaxClasses).nonzero()[0].item<int64_t>();
+    throw DataError(fmt::format("{}: label {} at index {} is {} classes or more (at most {}; are these regression targets? "
+                                "set task: regression)",
+                                source, labels[at].item<int64_t>(), at, kMaxClasses, kMaxClasses));
+  }
   int64_t classes = num_classes > 0 ? num_classes : hi + 1;
   if (lo < 0 || hi >= classes) {
     int64_t at = (lo < 0 ? (labels < 0) : (labels >= classes)).nonzero()[0].item<int64_t>();

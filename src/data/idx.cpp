@@ -11,6 +11,7 @@
 #include "sparq/data/dataset.h"
 #include "sparq/error.h"
 #include "sparq/io/files.h"
+#include "sparq/limits.h"
 
 namespace sparq::data {
 
@@ -84,11 +85,12 @@ torch::Tensor read_idx(const std::string& path) {
                                 "needs {} bytes",
                                 path, bytes.size(), dims, header));
   std::vector<int64_t> shape;
-  size_t count = 1;
-  for (size_t d = 0; d < dims; ++d) {
-    shape.push_back(big_endian32(&bytes[4 + 4 * d]));
-    count *= static_cast<size_t>(shape.back());
-  }
+  for (size_t d = 0; d < dims; ++d) shape.push_back(big_endian32(&bytes[4 + 4 * d]));
+  auto body = tensor_bytes(shape, static_cast<int64_t>(type.item_size));
+  if (!body || static_cast<uint64_t>(*body) > bytes.size())
+    throw DataError(fmt::format("{}: truncated at byte {}: shape [{}] needs {} bytes", path, bytes.size(),
+                                fmt::join(shape, ", "), body ? fmt::format("{}", header + *body) : "more than 2^63"));
+  size_t count = static_cast<size_t>(*body) / type.item_size;
   size_t need = header + count * type.item_size;
   if (bytes.size() < need)
     throw DataError(fmt::format("{}: truncated at byte {}: shape [{}] needs {} bytes", path,

@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -12,6 +13,7 @@
 #include "sparq/data/dataset.h"
 #include "sparq/error.h"
 #include "sparq/io/files.h"
+#include "sparq/limits.h"
 
 namespace sparq::data {
 
@@ -78,8 +80,14 @@ torch::Tensor parse_npy(const uint8_t* data, size_t size, const std::string& src
     std::stringstream ss(s.substr(1, s.size() - 2));
     std::string part;
     while (std::getline(ss, part, ',')) {
-      if (part.find_first_not_of(' ') == std::string::npos) continue;
-      shape.push_back(std::stoll(part));
+      size_t first = part.find_first_not_of(' '), last = part.find_last_not_of(' ');
+      if (first == std::string::npos) continue;
+      std::string digits = part.substr(first, last - first + 1);
+      int64_t d = 0;
+      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), d);
+      if (ec != std::errc() || end != digits.data() + digits.size() || d < 0)
+        throw DataError(fmt::format("{}: header: shape {} has '{}', expected dimensions 0 or more", src, s, digits));
+      shape.push_back(d);
     }
   }
   if (descr.size() < 4 || descr.front() != '\'')
@@ -103,8 +111,11 @@ torch::Tensor parse_npy(const uint8_t* data, size_t size, const std::string& src
     throw DataError(fmt::format("{}: unsupported dtype {}, expected float32/64, int8..64, uint8..32 "
                                 "or bool",
                                 src, descr));
-  size_t count = 1;
-  for (auto d : shape) count *= static_cast<size_t>(d);
+  auto bytes = tensor_bytes(shape, item);
+  if (!bytes || static_cast<uint64_t>(*bytes) > size)
+    throw DataError(fmt::format("{}: truncated at byte {}: shape ({}) of {} needs {} bytes", src, size,
+                                fmt::join(shape, ", "), descr, bytes ? fmt::format("{}", *bytes) : "more than 2^63"));
+  size_t count = static_cast<size_t>(*bytes / item);
   size_t offset = header_start + header_len, need = offset + count * item;
   if (size < need)
     throw DataError(fmt::format("{}: truncated at byte {}: shape ({}) of {} needs {} bytes", src,

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "sparq/error.h"
+#include "sparq/limits.h"
 
 namespace sparq::models {
 
@@ -51,6 +52,11 @@ std::vector<std::string> op_names() {
 }
 
 // ---- AttrReader ----
+
+namespace {
+/// Float32 weight, its gradient and two optimizer states (Adam's moments).
+constexpr int64_t kTrainingBytesPerParameter = 4 * sizeof(float);
+}  // namespace
 
 bool AttrReader::has(const std::string& key) const { return spec_.attrs.count(key) > 0; }
 
@@ -100,6 +106,18 @@ int64_t AttrReader::inferred(const std::string& key, int64_t actual, const std::
   return v;
 }
 
+int64_t AttrReader::get_size(const std::string& key) const {
+  int64_t v = get_int(key, 0);
+  if (v < 1) fail(key, fmt::format("{} must be >= 1", v));
+  return v;
+}
+
+void AttrReader::check_parameter(const std::string& name, const std::vector<int64_t>& shape) const {
+  check_memory(tensor_bytes(shape, kTrainingBytesPerParameter),
+               fmt::format("{}node '{}' ({}): training its {} of shape {} (weight, gradient, two optimizer states)",
+                           spec_.where.empty() ? "" : spec_.where + ": ", spec_.name, spec_.op, name, shape_str(shape)));
+}
+
 void AttrReader::fail(const std::string& key, const std::string& msg) const {
   throw ModelError(fmt::format("{}node '{}' ({}): {}: {}", spec_.where.empty() ? "" : spec_.where + ": ", spec_.name,
                                spec_.op, key, msg));
@@ -140,6 +158,10 @@ GraphImpl::GraphImpl(const GraphSpec& spec) : name_(spec.name), input_shape_(spe
   if (spec.nodes.empty()) throw ModelError(fmt::format("model '{}' has no layers", spec.name));
   if (input_shape_.empty())
     throw ModelError(fmt::format("model '{}': the input shape is unknown", spec.name));
+  for (auto d : input_shape_)
+    if (d < 1) throw ModelError(fmt::format("model '{}': input shape {} has a dimension below 1", spec.name, shape_str(input_shape_)));
+  check_memory(tensor_bytes(input_shape_, 2 * sizeof(float)),
+               fmt::format("model '{}': a probe batch of input shape {}", spec.name, shape_str(input_shape_)));
   torch::NoGradGuard no_grad;
   // Shapes are inferred by running each node once on a batch of two zero samples.
   std::vector<torch::Tensor> probe;
@@ -147,6 +169,7 @@ GraphImpl::GraphImpl(const GraphSpec& spec) : name_(spec.name), input_shape_(spe
   batch_shape.insert(batch_shape.begin(), 2);
   torch::Tensor input_probe = torch::zeros(batch_shape);
   std::map<std::string, int> index;
+  int64_t parameters = 0;
 
   for (const auto& ns : spec.nodes) {
     std::string at = ns.where.empty() ? "" : ns.where + ": ";
@@ -186,7 +209,13 @@ GraphImpl::GraphImpl(const GraphSpec& spec) : name_(spec.name), input_shape_(spe
       in_shapes.push_back(i < 0 ? input_shape_ : nodes_[i].out_shape);
     }
     if (info->check_inputs) info->check_inputs(ns, in_shapes);
-    if (!info->builtin()) node.module = info->build(ns, in_shapes[0]);
+    if (!info->builtin()) {
+      node.module = info->build(ns, in_shapes[0]);
+      for (const auto& p : node.module.ptr()->parameters()) parameters += p.numel();
+      check_memory(checked_multiply(parameters, kTrainingBytesPerParameter),
+                   fmt::format("{}model '{}': training its {} parameters up to node '{}' (weight, gradient, two optimizer states)",
+                               at, spec.name, parameters, ns.name));
+    }
     torch::Tensor out;
     try {
       if (node.module.is_empty()) {
@@ -197,8 +226,12 @@ GraphImpl::GraphImpl(const GraphSpec& spec) : name_(spec.name), input_shape_(spe
         node.module.ptr()->train();
       }
     } catch (const c10::Error& e) {
+      std::string what = first_line(e.what_without_backtrace());
+      if (what.find("can't allocate memory") != std::string::npos || what.find("overflow") != std::string::npos)
+        throw ResourceError(fmt::format("{}node '{}' ({}): its output for input {} needs more memory than this machine has",
+                                        at, ns.name, node.op, shape_str(in_shapes[0])));
       throw ModelError(fmt::format("{}node '{}' ({}): input {} does not fit: {}", at, ns.name, node.op,
-                                   shape_str(in_shapes[0]), first_line(e.what_without_backtrace())));
+                                   shape_str(in_shapes[0]), what));
     }
     node.out_shape = out.sizes().vec();
     node.out_shape.erase(node.out_shape.begin());

@@ -19,6 +19,7 @@ torch::nn::AnyModule build_batchnorm(const NodeSpec& spec, const std::vector<int
   double eps = a.get_double("eps", 1e-5), momentum = a.get_double("momentum", 0.1);
   if (!(eps > 0)) a.fail("eps", fmt::format("{} must be > 0", eps));
   if (momentum < 0 || momentum > 1) a.fail("momentum", fmt::format("{} is out of range, expected 0..1", momentum));
+  a.check_parameter("weight, bias and running statistics", {4, c});
   if constexpr (N == 1) return torch::nn::AnyModule(torch::nn::BatchNorm1d(torch::nn::BatchNorm1dOptions(c).eps(eps).momentum(momentum)));
   else return torch::nn::AnyModule(torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(c).eps(eps).momentum(momentum)));
 }

@@ -15,7 +15,7 @@ torch::nn::AnyModule build_conv(const NodeSpec& spec, const std::vector<int64_t>
   AttrReader a(spec);
   a.need_rank(in, N + 1, N == 1 ? "[channels, length]" : "[channels, height, width]");
   int64_t cin = a.inferred("in_channels", in[0], in);
-  int64_t cout = a.get_int("out_channels", 0);
+  int64_t cout = a.get_size("out_channels");
   auto k = a.get_dims("kernel_size", N, 1), s = a.get_dims("stride", N, 1), p = a.get_dims("padding", N, 0),
        d = a.get_dims("dilation", N, 1);
   int64_t groups = a.get_int("groups", 1);
@@ -23,6 +23,9 @@ torch::nn::AnyModule build_conv(const NodeSpec& spec, const std::vector<int64_t>
   bool bias = a.get_bool("bias", true);
   if (groups < 1 || cin % groups || cout % groups)
     a.fail("groups", fmt::format("{} must divide in_channels {} and out_channels {}", groups, cin, cout));
+  std::vector<int64_t> weight = {cout, cin / groups};
+  weight.insert(weight.end(), k.begin(), k.end());
+  a.check_parameter("weight", weight);
   using Options = std::conditional_t<N == 1, torch::nn::Conv1dOptions, torch::nn::Conv2dOptions>;
   using Module = std::conditional_t<N == 1, torch::nn::Conv1d, torch::nn::Conv2d>;
   auto dims = [](const std::vector<int64_t>& v) { return torch::ExpandingArray<N>(v); };

@@ -18,9 +18,9 @@ OpInfo linear_op() {
   info.build = [](const NodeSpec& spec, const std::vector<int64_t>& in) {
     AttrReader a(spec);
     if (in.empty()) a.need_rank(in, 1, "[features]");
-    int64_t fin = a.inferred("in_features", in.back(), in);
-    return torch::nn::AnyModule(torch::nn::Linear(
-        torch::nn::LinearOptions(fin, a.get_int("out_features", 0)).bias(a.get_bool("bias", true))));
+    int64_t fin = a.inferred("in_features", in.back(), in), fout = a.get_size("out_features");
+    a.check_parameter("weight", {fout, fin});
+    return torch::nn::AnyModule(torch::nn::Linear(torch::nn::LinearOptions(fin, fout).bias(a.get_bool("bias", true))));
   };
   info.targets = {"weight", "bias", kInput, kOutput};
   info.pq = [](const Node& node, const layers::PQSettings& s) {

@@ -13,6 +13,7 @@
 #include "sparq/export/onnx_export.h"
 #include "sparq/export/precision.h"
 #include "sparq/io/files.h"
+#include "sparq/limits.h"
 #include "sparq/prune/mask_pruner.h"
 #include "sparq/prune/methods.h"
 #include "sparq/train/callbacks.h"
@@ -38,6 +39,43 @@ RunRng::~RunRng() {
 namespace {
 /// Writes a small text file of the run folder (a failure is an error naming the file).
 void write_text_file(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
+
+/// Refuses a run that cannot fit in memory before its first step, naming what to lower: the data
+/// (already loaded), the parameters with their gradients, optimizer states and (compressed) masks
+/// and quantizer copies, and one training batch of every node's output kept for the backward
+/// pass with its gradient and a temporary. A lower bound, not a promise: it catches the sizes
+/// that would otherwise end in an allocation failure or the out-of-memory killer mid-epoch.
+void check_run_memory(const config::Job& job, const models::Graph& model, const data::Splits& splits, bool compresses) {
+  double data = 0;
+  for (const auto* d : {&splits.train, &splits.validation, &splits.test})
+    if (d->size() > 0) data += static_cast<double>(d->x.nbytes() + d->y.nbytes());
+  const auto& t = job.training;
+  int states = t.optimizer == "sgd" ? (t.momentum > 0 ? 1 : 0) : 2;
+  double per_parameter = sizeof(float) * (2 + states + (compresses ? 2 : 0));
+  double parameters = 0, activations = 0;
+  for (const auto& p : model->parameters()) parameters += static_cast<double>(p.numel()) * per_parameter;
+  double per_sample = 0;
+  for (const auto& node : model->nodes()) {
+    double n = 1;
+    for (auto d : node.out_shape) n *= static_cast<double>(d);
+    per_sample += n;
+  }
+  if (train::resolve_device(t.device).is_cpu()) {  // on a GPU they live in device memory
+    int64_t batch = std::min<int64_t>(t.batch_size, std::max<int64_t>(splits.train.size(), 1));
+    activations = per_sample * sizeof(float) * 3 * static_cast<double>(batch);
+  } else {
+    parameters = 0;
+  }
+  double total = data + parameters + activations;
+  if (total <= static_cast<double>(memory_limit())) return;
+  std::string lower = activations >= std::max(data, parameters)
+                          ? fmt::format("lower training.batch_size ({})", t.batch_size)
+                      : parameters >= data ? std::string("use a smaller model") : std::string("use less data (data.train_limit)");
+  throw ResourceError(fmt::format("the run needs about {} (data {}, parameters with gradients and optimizer state {}, "
+                                  "one batch of activations {}), more than this machine's memory ({}): {}",
+                                  format_bytes(total), format_bytes(data), format_bytes(parameters),
+                                  format_bytes(activations), format_bytes(static_cast<double>(memory_limit())), lower));
+}
 
 /// torch::save of a module, atomically (a full disk is an error and leaves the old file).
 template <typename Module>
@@ -155,6 +193,7 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
     result.compression = compress(model, resolution);
     observer.on_compressed(job, result.compression);
   }
+  check_run_memory(job, model, splits, job.plan.compresses());
   const int64_t steps = (train.size() + job.training.batch_size - 1) / std::max<int64_t>(job.training.batch_size, 1);
   for (const auto& message : ineffective_settings(job, steps)) observer.on_warning(job, message);
   train::Trainer trainer(model, job.training, job.plan.schedule, job.plan.events);

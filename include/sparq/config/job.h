@@ -20,6 +20,7 @@ struct ModelSource {
   std::string file;               ///< model YAML path
   std::string onnx;               ///< ONNX file: the graph and its float weights
   std::string weights;            ///< start from these weights (a model.pt or a run folder); "" random
+  std::string where;              ///< "job.yaml:3:8: model", for errors in the zoo model it builds
 };
 
 struct Job {

@@ -76,6 +76,11 @@ class AttrReader {
   void need_rank(const std::vector<int64_t>& in, size_t rank, const char* layout) const;
   /// The attribute `key` when given (it must equal `actual`, what the input shape implies), else actual.
   int64_t inferred(const std::string& key, int64_t actual, const std::vector<int64_t>& in) const;
+  /// A layer size (`out_features`, `out_channels`): required, 1 or more.
+  int64_t get_size(const std::string& key) const;
+  /// Throws (naming the node) when a parameter of `shape` overflows or needs more float32 memory
+  /// than the machine has: checked before the module is built.
+  void check_parameter(const std::string& name, const std::vector<int64_t>& shape) const;
   [[noreturn]] void fail(const std::string& key, const std::string& msg) const;
 
  private:

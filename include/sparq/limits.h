@@ -27,6 +27,9 @@ std::optional<int64_t> checked_product(const std::vector<int64_t>& dims);
 /// `memory.max` and the SPARQ_MEMORY_LIMIT environment variable (bytes, or with a K, M, G or T
 /// suffix, powers of 1024). Read once.
 uint64_t memory_limit();
+/// memory_limit() for a message, with what set it: "23.4 GiB", "1.0 GiB, SPARQ_MEMORY_LIMIT",
+/// "2.0 GiB, cgroup memory.max".
+std::string memory_limit_text();
 /// "23.4 GiB", "512 B": bytes for a message.
 std::string format_bytes(double bytes);
 /// Throws ResourceError "WHAT needs N, more than this machine's memory (L)" when `bytes` exceeds

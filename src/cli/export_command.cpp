@@ -60,13 +60,13 @@ int export_command(const ExportArgs& args) {
 }
 
 int verify_command(const VerifyArgs& args) {
+  auto job = load_run_job(args.run_dir);  // the run folder first: the user's input, before the tools
   const std::string modules = env_or("SPARQ_NODE_MODULES", SPARQ_NODE_MODULES);
   const std::string script = env_or("SPARQ_ORT_SCRIPT", std::string(SPARQ_SCRIPTS_DIR) + "/ort_run.js");
   if (!fs::is_directory(fs::path(modules) / "onnxruntime-node") || !fs::is_regular_file(script))
     throw ConfigError(fmt::format("verify needs ONNX Runtime: no onnxruntime-node in {} (scripts/setup.sh test installs "
                                   "it there; or set SPARQ_NODE_MODULES)",
                                   modules));
-  auto job = load_run_job(args.run_dir);
   auto result = rebuild(job, {"onnx"});
   const auto& splits = result.data;
   const auto& test = splits.test.size() > 0 ? splits.test : splits.validation;

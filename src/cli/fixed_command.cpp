@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -62,8 +63,9 @@ std::vector<std::string> split(const std::string& line) {
 }
 
 int run_csv(const FixedArgs& args) {
+  io::require_regular_file(args.csv);
   std::ifstream in(args.csv);
-  if (!in) throw Error(fmt::format("{}: cannot open file", args.csv));
+  if (!in) throw Error(fmt::format("{}: cannot open file ({})", args.csv, std::strerror(errno)));
   std::string line;
   if (!std::getline(in, line)) throw Error(fmt::format("{}:1: empty file, expected a header row", args.csv));
   auto header = split(line);
@@ -130,16 +132,19 @@ int fixed_command(const FixedArgs& args) {
     throw Error("sparq fixed: give the format with --k, --i and --f (e.g. --k 1 --i 2 --f 3 for ap_fixed<6,3>)");
   FixedFormat fmt{args.k, args.i, args.f, quant::parse_round_mode(args.round), quant::parse_overflow_mode(args.overflow)};
   fmt.validate();
-  fmt::print("{}  (k={}, i={}, f={}): range [{}, {}], step {}\n", fmt.type_name(), fmt.k, fmt.i, fmt.f,
-             fmt.min_value(), fmt.max_value(), fmt.step());
-  fmt::print("{:>24}  {:>24}  {}\n", "x", "quantized", "code");
+  // The table is built whole first: a bad value writes nothing, and --out FILE gets it atomically.
+  std::string text = fmt::format("{}  (k={}, i={}, f={}): range [{}, {}], step {}\n", fmt.type_name(), fmt.k, fmt.i,
+                                 fmt.f, fmt.min_value(), fmt.max_value(), fmt.step());
+  text += fmt::format("{:>24}  {:>24}  {}\n", "x", "quantized", "code");
   for (const auto& s : args.values) {
     bool ok = true;
     double x = parse_double(s, ok);
     if (!ok) throw Error(fmt::format("sparq fixed: '{}' is not a finite number", s));
     double n = quant::quantize_code<double>(x, fmt.k, fmt.i, fmt.f, fmt.round, fmt.overflow);
-    fmt::print("{:>24}  {:>24}  {}\n", x, n * fmt.step() + 0.0, code_word(n, fmt));
+    text += fmt::format("{:>24}  {:>24}  {}\n", x, n * fmt.step() + 0.0, code_word(n, fmt));
   }
+  if (args.out.empty() || args.out == "-") std::fputs(text.c_str(), stdout);
+  else io::write_file_atomic(args.out, text);
   return 0;
 }
 

@@ -209,6 +209,9 @@ int run_command(const RunArgs& args) {
   if (args.job_file.empty() && !args.recipe_vars.empty())
     throw ConfigError("--recipe-var: the default job has no SparseML recipe");
   config::Job job = args.job_file.empty() ? config::default_job() : config::load_job(args.job_file, load);
+  if (!args.recipe_vars.empty() && job.plan.dialect != "sparseml")
+    throw ConfigError(fmt::format("--recipe-var: {}'s compression is not a SparseML recipe{}, so it has no variables",
+                                  args.job_file, job.plan.dialect.empty() ? "" : " (it is " + job.plan.dialect + ")"));
   if (!args.output.empty()) job.output = args.output;
   if (!args.device.empty()) job.training.device = args.device;
   if (args.epochs >= 0) {

@@ -5,13 +5,15 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
-
 #include <fstream>
 #include <sstream>
 
 #include "sparq/config/sparseml.h"
 #include "sparq/error.h"
+#include "sparq/io/files.h"
 #include "sparq/yaml/reader.h"
 
 namespace sparq::config {
@@ -65,9 +67,11 @@ Plan load_plan(const std::string& file, const YAML::Node& root, const LoadOption
   }
   std::vector<std::string> known;
   for (const auto& d : dialects()) known.push_back(d.description);
-  // An empty document or a mapping of unknown sections: PQuantML's reader says what it expected
-  // (and the nearest section name).
-  if (!root.IsDefined() || root.IsNull() || root.IsMap())
+  if (!root.IsDefined() || root.IsNull())
+    throw ConfigError(fmt::format("{}: the config is empty; expected one of: {}", file, fmt::join(known, ", ")));
+  // A mapping of unknown sections: PQuantML's reader says what it expected (and the nearest
+  // section name).
+  if (root.IsMap())
     for (const auto& d : dialects())
       if (d.name == "pquantml") return d.parse(file, root, options);
   throw ConfigError(fmt::format("{}: not a config sparq knows; expected one of: {}", yaml::where(file, root),
@@ -77,8 +81,9 @@ Plan load_plan(const std::string& file, const YAML::Node& root, const LoadOption
 /// A markdown recipe's YAML front matter (the first block between lines "---" or "+++" and
 /// "---"), with every other line blanked so positions stay those of the file.
 yaml::YamlDoc front_matter(const std::string& path) {
+  io::require_regular_file(path);
   std::ifstream in(path);
-  if (!in) throw ConfigError(fmt::format("{}: cannot open file", path));
+  if (!in) throw ConfigError(fmt::format("{}: cannot open file ({})", path, std::strerror(errno)));
   std::string line, text;
   int state = 0;  // 0 before, 1 inside, 2 after
   while (std::getline(in, line)) {

@@ -79,7 +79,8 @@ ModelSource parse_model(const std::string& file, const YAML::Node& node, const s
                                     nearest(m.zoo, names), fmt::join(names, ", ")));
   } else if (!m.onnx.empty()) {
     if (!fs::is_regular_file(m.onnx))
-      throw ConfigError(fmt::format("{}: model: ONNX file '{}' does not exist", where(file, node), m.onnx));
+      throw ConfigError(fmt::format("{}: model: ONNX file '{}' {}", where(file, node), m.onnx,
+                                    fs::exists(m.onnx) ? "is not a regular file" : "does not exist"));
   } else if (!fs::exists(m.file)) {
     throw ConfigError(fmt::format("{}: model: file '{}' does not exist", where(file, node), m.file));
   }
@@ -193,7 +194,9 @@ train::TrainOptions parse_training(const std::string& file, const YAML::Node& no
   t.seed = static_cast<uint64_t>(r.get_int("seed", 0, 0));
   t.loss = r.get_choice("loss", "cross_entropy", {"cross_entropy", "mse"});
   t.device = r.get_string("device", "cpu");
-  if (t.device != "auto" && t.device != "cpu" && t.device != "cuda" && t.device.rfind("cuda:", 0) != 0)
+  bool indexed = t.device.rfind("cuda:", 0) == 0 && t.device.size() > 5 && t.device.size() < 9 &&
+                 t.device.find_first_not_of("0123456789", 5) == std::string::npos;
+  if (t.device != "auto" && t.device != "cpu" && t.device != "cuda" && !indexed)
     r.fail("device", fmt::format("'{}' is not one of auto, cpu, cuda, cuda:N", t.device));
   threads = r.get_int("threads", 0, 0, 1024);
   std::string progress = r.get_choice("progress", "auto", {"auto", "bar", "lines", "none"});
@@ -235,6 +238,7 @@ Job parse(const YamlDoc& doc, const std::string& base, const LoadOptions& option
   if (r.has("training")) job.training = parse_training(doc.file, r.node("training"), job.threads);
   if (!r.node("data")["seed"]) job.data.seed = job.training.seed;  // one seed unless split apart
   job.output = r.get_string("output", "runs/" + job.name);
+  if (job.output.empty()) r.fail("output", "must be a folder path (default runs/<name>)");
   if (r.has("export")) {
     const YAML::Node e = r.node("export");
     std::vector<YAML::Node> items;

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 
@@ -56,7 +57,7 @@ Dataset read_csv(const std::string& path, const std::string& target, Task task,
                  int64_t num_classes) {
   io::require_regular_file(path);
   std::ifstream in(path);
-  if (!in) throw DataError(fmt::format("{}: cannot open file", path));
+  if (!in) throw DataError(fmt::format("{}: cannot open file ({})", path, std::strerror(errno)));
   std::string line;
   if (!std::getline(in, line)) throw DataError(fmt::format("{}:1: empty file, expected a header row", path));
   if (line.find('\0') != std::string::npos) throw DataError(fmt::format("{}:1: a NUL byte in the header", path));
@@ -92,9 +93,9 @@ Dataset read_csv(const std::string& path, const std::string& target, Task task,
       if (c == target_col) {
         if (task == Task::Classification && (v != std::floor(v) || v < 0 ||
                                              (num_classes > 0 && v >= num_classes)))
-          throw DataError(fmt::format("{}:{}: column {} ('{}'): label {} is out of range 0..{}",
-                                      path, line_no, c + 1, header[c], cells[c],
-                                      num_classes > 0 ? fmt::format("{}", num_classes - 1) : "n"));
+          throw DataError(fmt::format("{}:{}: column {} ('{}'): label {} is not a class index ({})", path, line_no,
+                                      c + 1, header[c], cells[c],
+                                      num_classes > 0 ? fmt::format("0..{}", num_classes - 1) : "a whole number from 0"));
         targets.push_back(v);
       } else {
         features.push_back(static_cast<float>(v));

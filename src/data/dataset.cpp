@@ -41,7 +41,9 @@ Dataset Dataset::to(const torch::Device& device) const {
 
 Dataset make_dataset(torch::Tensor x, torch::Tensor y, Task task, int64_t num_classes,
                      const std::string& source, const std::string& feature_source) {
-  if (x.dim() < 1 || x.size(0) == 0) throw DataError(fmt::format("{}: no samples", source));
+  const std::string& features = feature_source.empty() ? source : feature_source;
+  if (x.dim() < 1) throw DataError(fmt::format("{}: features are a scalar; expected one row per sample", features));
+  if (x.size(0) == 0) throw DataError(fmt::format("{}: no samples", features));
   if (y.dim() < 1 || y.size(0) != x.size(0))
     throw DataError(fmt::format("{}: {} feature rows but {} targets", source, x.size(0),
                                 y.dim() < 1 ? 0 : y.size(0)));

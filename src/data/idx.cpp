@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 #include <zlib.h>
 
+#include <cerrno>
 #include <cstring>
 #include <memory>
 
@@ -21,7 +22,7 @@ namespace {
 std::vector<uint8_t> read_maybe_gzipped(const std::string& path) {
   io::require_regular_file(path);
   std::unique_ptr<gzFile_s, int (*)(gzFile)> file(gzopen(path.c_str(), "rb"), gzclose);
-  if (!file) throw DataError(fmt::format("{}: cannot open file", path));
+  if (!file) throw DataError(fmt::format("{}: cannot open file ({})", path, std::strerror(errno)));
   std::vector<uint8_t> bytes;
   uint8_t chunk[1 << 16];
   for (;;) {

@@ -59,9 +59,10 @@ Splits load_data(const DataConfig& c) {
     s.train = read_source(c.train, c);
     if (!c.test.empty()) s.test = read_source(c.test, c);
   }
+  auto name = [](const SourceFiles& f) { return f.format == "idx" ? f.images : f.format == "npy" ? f.x : f.path; };
   if (s.test.size() > 0 && s.test.sample_shape() != s.train.sample_shape())
-    throw DataError(fmt::format("test samples have shape [{}] but training samples [{}]",
-                                fmt::join(s.test.sample_shape(), ", "), fmt::join(s.train.sample_shape(), ", ")));
+    throw DataError(fmt::format("{}: test samples have shape [{}] but training samples ({}) [{}]", name(c.test),
+                                fmt::join(s.test.sample_shape(), ", "), name(c.train), fmt::join(s.train.sample_shape(), ", ")));
   if (s.test.size() > 0 && s.train.task == Task::Classification)
     s.train.num_classes = s.test.num_classes = std::max(s.train.num_classes, s.test.num_classes);
   s.train = s.train.head(c.train_limit);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <fstream>
@@ -22,7 +23,7 @@ namespace {
 std::vector<uint8_t> read_file(const std::string& path) {
   io::require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError(fmt::format("{}: cannot open file", path));
+  if (!in) throw DataError(fmt::format("{}: cannot open file ({})", path, std::strerror(errno)));
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
 

@@ -54,9 +54,12 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
 }
 
 std::string read_file(const std::string& path) {
+  require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot open file", path));
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  if (!in) throw Error(fmt::format("{}: cannot open file ({})", path, std::strerror(errno)));
+  std::string text(std::istreambuf_iterator<char>(in), {});
+  if (in.bad()) throw Error(fmt::format("{}: cannot read the file", path));
+  return text;
 }
 
 void require_regular_file(const std::string& path) {

@@ -2,6 +2,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+
 #include "sparq/yaml/reader.h"
 #include "sparq/error.h"
 #include "sparq/models/graph.h"
@@ -69,6 +71,9 @@ GraphSpec parse(const yaml::YamlDoc& doc, const std::vector<int64_t>& input_shap
     }
     g.nodes.push_back(std::move(n));
   }
+  if (!g.output.empty() &&
+      std::none_of(g.nodes.begin(), g.nodes.end(), [&](const NodeSpec& n) { return n.name == g.output; }))
+    top.fail("output", fmt::format("no node is named '{}'", g.output));
   return g;
 }
 

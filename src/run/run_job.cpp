@@ -40,6 +40,18 @@ namespace {
 /// Writes a small text file of the run folder (a failure is an error naming the file).
 void write_text_file(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
 
+/// A file the run will write that exists as a folder, device or FIFO is refused before anything
+/// is written (otherwise the run would train and fail at its last write).
+void check_run_folder(const std::string& output) {
+  for (const char* name : {"model.pt", "checkpoint.pt", "metrics.jsonl", "job.yaml", "model.yaml", "run.json",
+                           "precision.json", "calibration.json", "model_speedup.pt", "model.onnx", "model_qonnx.onnx", ".lock"}) {
+    fs::path path = fs::path(output) / name;
+    std::error_code ec;
+    if (fs::exists(fs::symlink_status(path, ec)) && !fs::is_regular_file(path, ec))
+      throw ConfigError(fmt::format("{}: exists and is not a regular file; the run writes its {} there", path.string(), name));
+  }
+}
+
 /// Refuses a run that cannot fit in memory before its first step, naming what to lower: the data
 /// (already loaded), the parameters with their gradients, optimizer states and (compressed) masks
 /// and quantizer copies, and one training batch of every node's output kept for the backward
@@ -71,10 +83,10 @@ void check_run_memory(const config::Job& job, const models::Graph& model, const 
   std::string lower = activations >= std::max(data, parameters)
                           ? fmt::format("lower training.batch_size ({})", t.batch_size)
                       : parameters >= data ? std::string("use a smaller model") : std::string("use less data (data.train_limit)");
-  throw ResourceError(fmt::format("the run needs about {} (data {}, parameters with gradients and optimizer state {}, "
+  throw ResourceError(fmt::format("{}the run needs about {} (data {}, parameters with gradients and optimizer state {}, "
                                   "one batch of activations {}), more than this machine's memory ({}): {}",
-                                  format_bytes(total), format_bytes(data), format_bytes(parameters),
-                                  format_bytes(activations), format_bytes(static_cast<double>(memory_limit())), lower));
+                                  job.file.empty() ? "" : job.file + ": ", format_bytes(total), format_bytes(data), format_bytes(parameters),
+                                  format_bytes(activations), memory_limit_text(), lower));
 }
 
 /// torch::save of a module, atomically (a full disk is an error and leaves the old file).
@@ -220,11 +232,11 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   if (job.plan.distillation)
     trainer.add_loss_term(train::make_distiller(
         *job.plan.distillation, trainer, config::load_teacher(*job.plan.distillation, train.sample_shape(), outputs)));
+  check_run_folder(job.output);
   fs::create_directories(job.output);
   io::FolderLock lock(job.output);  // held to the end: a second run into this folder is refused
-  write_text_file((fs::path(job.output) / "model.yaml").string(), models::model_yaml_text(spec));
-  write_text_file((fs::path(job.output) / "job.yaml").string(), job.text);
-  train::write_run_folder(trainer, job.output, result.classification);
+  train::write_run_folder(trainer, job.output, result.classification,
+                          {{"model.yaml", models::model_yaml_text(spec)}, {"job.yaml", job.text}});
   observer.on_trainer(job, trainer);
   const auto& eval = splits.validation.size() > 0 ? splits.validation : splits.test;
   result.history = trainer.fit(train, eval, fit);

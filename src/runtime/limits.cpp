@@ -43,26 +43,39 @@ uint64_t parse_size(const std::string& text) {
   return static_cast<uint64_t>(v) << shift;
 }
 
-uint64_t read_memory_limit() {
-  uint64_t limit = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGE_SIZE));
+struct MemoryLimit {
+  uint64_t bytes;
+  const char* source;  // "" for physical memory
+};
+
+MemoryLimit read_memory_limit() {
+  MemoryLimit limit{static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGE_SIZE)), ""};
   std::ifstream cgroup("/sys/fs/cgroup/memory.max");  // "max" when unlimited
   std::string text;
   if (cgroup >> text)
-    if (uint64_t v = parse_size(text); v > 0 && v < limit) limit = v;
+    if (uint64_t v = parse_size(text); v > 0 && v < limit.bytes) limit = {v, "cgroup memory.max"};
   if (const char* env = std::getenv("SPARQ_MEMORY_LIMIT")) {
     uint64_t v = parse_size(env);
     if (v == 0)
       throw ConfigError(fmt::format("SPARQ_MEMORY_LIMIT: '{}' is not a size (bytes, or a number with K, M, G or T)", env));
-    if (v < limit) limit = v;
+    if (v < limit.bytes) limit = {v, "SPARQ_MEMORY_LIMIT"};
   }
+  return limit;
+}
+
+const MemoryLimit& the_memory_limit() {
+  static const MemoryLimit limit = read_memory_limit();
   return limit;
 }
 
 }  // namespace
 
-uint64_t memory_limit() {
-  static const uint64_t limit = read_memory_limit();
-  return limit;
+uint64_t memory_limit() { return the_memory_limit().bytes; }
+
+std::string memory_limit_text() {
+  const auto& limit = the_memory_limit();
+  std::string bytes = format_bytes(static_cast<double>(limit.bytes));
+  return *limit.source ? bytes + ", " + limit.source : bytes;
 }
 
 std::string format_bytes(double bytes) {
@@ -76,9 +89,8 @@ void check_memory(std::optional<int64_t> bytes, const std::string& what) {
   if (!bytes)
     throw ResourceError(fmt::format("{}: the size overflows a 64-bit count", what));
   if (static_cast<uint64_t>(*bytes) > memory_limit())
-    throw ResourceError(fmt::format("{} needs {}, more than this machine's memory ({}{})", what,
-                                    format_bytes(static_cast<double>(*bytes)), format_bytes(static_cast<double>(memory_limit())),
-                                    std::getenv("SPARQ_MEMORY_LIMIT") ? ", SPARQ_MEMORY_LIMIT" : ""));
+    throw ResourceError(fmt::format("{} needs {}, more than this machine's memory ({})", what,
+                                    format_bytes(static_cast<double>(*bytes)), memory_limit_text()));
 }
 
 }  // namespace sparq

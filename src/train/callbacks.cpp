@@ -79,7 +79,14 @@ void Checkpointer::on_epoch_report(Trainer& t, const TrainContext& ctx, const Ep
   t.save_checkpoint(checkpoint_path(dir_), m.epoch);
 }
 
-void write_run_folder(Trainer& trainer, const std::string& dir, bool classification) {
+void RunFilesWriter::on_train_begin(Trainer& t, const TrainContext& ctx) {
+  fs::create_directories(dir_);
+  for (const auto& [name, text] : files_) io::write_file_atomic((fs::path(dir_) / name).string(), text);
+}
+
+void write_run_folder(Trainer& trainer, const std::string& dir, bool classification,
+                      std::map<std::string, std::string> files) {
+  if (!files.empty()) trainer.add_callback(std::make_shared<RunFilesWriter>(dir, std::move(files)));
   trainer.add_callback(std::make_shared<MetricsWriter>(dir, classification));
   trainer.add_callback(std::make_shared<Checkpointer>(dir));
 }

@@ -433,7 +433,14 @@ std::string with_checksum(std::string archive) {
 /// The archive of a checkpoint file, its checksum checked (files written before checksums: as they are).
 std::string checked_archive(const std::string& path) {
   std::string bytes = io::read_file(path);
-  if (bytes.size() < kTrailer || bytes.compare(bytes.size() - kTrailer, 12, kChecksumTag) != 0) return bytes;
+  if (bytes.size() < kTrailer || bytes.compare(bytes.size() - kTrailer, 12, kChecksumTag) != 0) {
+    // No trailer: a checkpoint of an earlier version ends in the zip directory's last record
+    // (torch writes no zip comment); anything else was cut short or appended to.
+    if (bytes.size() >= 22 && bytes.compare(bytes.size() - 22, 4, "PK\x05\x06") == 0) return bytes;
+    throw Error(fmt::format("{}: the checkpoint is damaged (it ends neither in its checksum nor in an archive's end: "
+                            "it was cut short or written to after it was saved); resume from a good copy or start again",
+                            path));
+  }
   std::string stored = bytes.substr(bytes.size() - 8);
   bytes.resize(bytes.size() - kTrailer);
   if (crc_hex(bytes) != stored)

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "sparq/error.h"
+#include "sparq/io/files.h"
 
 namespace sparq::yaml {
 
@@ -55,11 +56,13 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 }  // namespace
 
 YamlDoc YamlDoc::load_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError(fmt::format("{}: cannot open file", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  return load_string(text.str(), path);
+  try {
+    return load_string(io::read_file(path), path);
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {  // missing, a folder, unreadable: a config error naming the file
+    throw ConfigError(e.what());
+  }
 }
 
 YamlDoc YamlDoc::load_string(const std::string& text, const std::string& name) {

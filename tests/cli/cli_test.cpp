@@ -105,7 +105,7 @@ TEST(Cli, BadJobFilesExitWith2AndOneLine) {
   }
   auto missing = run_sparq("run " + dir.file("absent.yaml"));
   EXPECT_EQ(missing.exit_code, 2);
-  EXPECT_EQ(missing.output, "sparq: error: " + dir.file("absent.yaml") + ": cannot open file\n");
+  EXPECT_EQ(missing.output, "sparq: error: " + dir.file("absent.yaml") + ": does not exist\n");
 }
 
 TEST(Cli, BadDataAndModelFilesExitWith2) {

@@ -158,10 +158,10 @@ TEST(Csv, BadFilesNameLineAndColumn) {
             dir.file("cells.csv") + ":3: 2 cells, but the header has 3 columns");
   test::write_file(dir.file("range.csv"), "a,label\n1,0\n2,4\n");
   EXPECT_EQ(data_error([&] { read_csv(dir.file("range.csv"), "label", Task::Classification, 3); }),
-            dir.file("range.csv") + ":3: column 2 ('label'): label 4 is out of range 0..2");
+            dir.file("range.csv") + ":3: column 2 ('label'): label 4 is not a class index (0..2)");
   test::write_file(dir.file("frac.csv"), "a,label\n1,0.5\n");
   EXPECT_NE(data_error([&] { read_csv(dir.file("frac.csv"), "label", Task::Classification); })
-                .find("frac.csv:2: column 2 ('label'): label 0.5 is out of range"),
+                .find("frac.csv:2: column 2 ('label'): label 0.5 is not a class index"),
             std::string::npos);
   test::write_file(dir.file("empty.csv"), "a,label\n");
   EXPECT_NE(data_error([&] { read_csv(dir.file("empty.csv"), "label", Task::Classification); })

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include <map>
 #include <string>
 
 #include "sparq/train/trainer.h"
@@ -33,8 +34,22 @@ class Checkpointer : public Callback {
   std::string dir_;
 };
 
-/// Gives `trainer` the run folder `dir`: a MetricsWriter and a Checkpointer (what run_job does).
-void write_run_folder(Trainer& trainer, const std::string& dir, bool classification);
+/// Writes text files (name -> text) into `dir` when training begins: after a checkpoint to resume
+/// from has loaded, so a resume that is refused leaves the run folder as it was.
+class RunFilesWriter : public Callback {
+ public:
+  RunFilesWriter(std::string dir, std::map<std::string, std::string> files) : dir_(std::move(dir)), files_(std::move(files)) {}
+  void on_train_begin(Trainer& t, const TrainContext& ctx) override;
+
+ private:
+  std::string dir_;
+  std::map<std::string, std::string> files_;
+};
+
+/// Gives `trainer` the run folder `dir`: its text `files` (a RunFilesWriter), a MetricsWriter and a
+/// Checkpointer (what run_job does).
+void write_run_folder(Trainer& trainer, const std::string& dir, bool classification,
+                      std::map<std::string, std::string> files = {});
 /// `dir`/checkpoint.pt.
 std::string checkpoint_path(const std::string& dir);
 /// checkpoint_path(dir) when it exists; otherwise throws sparq::Error ("--resume: no checkpoint at ...").

@@ -4,13 +4,17 @@
 #   scripts/setup.sh run [JOB.yaml] [sparq run options]   trains a job (the default job without one)
 #   scripts/setup.sh test                                 runs the whole test suite (ctest)
 #   scripts/setup.sh build                                only builds
+#   scripts/setup.sh sanitize [ctest args]                the test suite built with ASan + UBSan (clang, build-asan/)
+#   scripts/setup.sh fuzz [SECONDS] [TARGET...]           each libFuzzer target for SECONDS (default 60; build-asan/)
 # Idempotent: nothing is installed or rebuilt when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 action=${1:-build}
 shift || true
-case "$action" in run|test|build) ;; *) echo "usage: scripts/setup.sh [run [JOB.yaml] | test | build]" >&2; exit 2 ;; esac
+case "$action" in run|test|build|sanitize|fuzz) ;;
+  *) echo "usage: scripts/setup.sh [run [JOB.yaml] | test | build | sanitize [ctest args] | fuzz [SECONDS] [TARGET...]]" >&2; exit 2 ;;
+esac
 
 packages=(
   g++ cmake ninja-build ccache pkg-config
@@ -21,6 +25,7 @@ packages=(
   libonnx-dev libprotobuf-dev protobuf-compiler   # ONNX import and export
   python3-onnx python3-torch         # the tests' real clients: onnx's checker, torch.onnx.export of fixtures
 )
+case "$action" in sanitize|fuzz) packages+=(clang libclang-rt-14-dev) ;; esac   # ASan, UBSan, libFuzzer
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -49,14 +54,21 @@ case "$blas" in
 esac
 
 build=build
+cmake_flags=(-DCMAKE_BUILD_TYPE=Release)
+case "$action" in
+  sanitize|fuzz)   # one checked build for both: clang, ASan + UBSan everywhere, libFuzzer coverage
+    build=build-asan
+    cmake_flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DSPARQ_SANITIZE=ON -DSPARQ_FUZZ=ON
+                 -DSPARQ_BUILD_BENCH=OFF) ;;
+esac
 if [ ! -f "$build/build.ninja" ]; then
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake -S . -B "$build" -G Ninja "${cmake_flags[@]}" >/dev/null
 fi
 cmake --build "$build" -j"$(nproc)"
 
 # onnxruntime-node (a full CPU ONNX Runtime) into build/node; its install script would fetch CUDA
 # files from the network, which ONNXRUNTIME_NODE_INSTALL=skip turns off.
-if [ "$action" = test ] && [ ! -d "$build/node/node_modules/onnxruntime-node" ]; then
+if { [ "$action" = test ] || [ "$action" = sanitize ]; } && [ ! -d "$build/node/node_modules/onnxruntime-node" ]; then
   mkdir -p "$build/node"
   (cd "$build/node" && ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund --loglevel=error onnxruntime-node@1.30 >/dev/null)
 fi
@@ -69,4 +81,30 @@ case "$action" in
     # The real clients are installed: a test that needs one fails instead of skipping.
     export SPARQ_REQUIRE_CLIENTS=1
     cd "$build" && exec ctest --output-on-failure -j"$(nproc)" ;;
+  sanitize)
+    # Any ASan or UBSan report fails the test it happens in. LibTorch is not instrumented: its
+    # containers' annotations would be false positives, and its allocations at exit are not ours.
+    export SPARQ_REQUIRE_CLIENTS=1
+    export ASAN_OPTIONS=detect_container_overflow=0:detect_leaks=0:abort_on_error=0
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    cd "$build" && exec ctest --output-on-failure -j"$(nproc)" "$@" ;;
+  fuzz)
+    seconds=${1:-60}; shift || true
+    targets=("$@")
+    [ ${#targets[@]} -gt 0 ] || targets=($(ls "$build/fuzz"))
+    mkdir -p "$build/fuzz-findings"
+    export ASAN_OPTIONS=detect_container_overflow=0:detect_leaks=0
+    for t in "${targets[@]}"; do
+      t=${t#fuzz_}
+      # New inputs go to a scratch corpus (the repo's seeds stay as committed); a crash is
+      # written to build-asan/fuzz-findings/ and ends the run with libFuzzer's report.
+      mkdir -p "$build/fuzz-corpus/$t"
+      echo "fuzz: $t for ${seconds}s"
+      log="$build/fuzz-findings/$t.log"
+      rc=0
+      "$build/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2560 -print_final_stats=1 \
+        -artifact_prefix="$build/fuzz-findings/$t-" "$build/fuzz-corpus/$t" "fuzz/corpus/$t" > "$log" 2>&1 || rc=$?
+      grep -E "^stat::(number_of_executed_units|peak_rss_mb)|^SUMMARY|Test unit written" "$log" || true
+      [ "$rc" -eq 0 ] || { tail -40 "$log"; echo "fuzz: $t found a failure (build-asan/fuzz-findings/)"; exit 1; }
+    done ;;
 esac

@@ -351,7 +351,8 @@ SearchSpace parse_search(const std::string& file, const YAML::Node& node, const 
         std::string name = it->first.Scalar(), w = what + ".categorical." + name;
         if (!it->second.IsSequence() || it->second.size() == 0)
           throw ConfigError(fmt::format("{}: {}: expected a non-empty list of choices", where(file, it->second), w));
-        for (const auto& item : it->second) s.categorical[name].push_back(as_string(file, item, w));
+        const YAML::Node choices = it->second;  // a range-for over it->second would outlive the iterator's proxy
+        for (const auto& item : choices) s.categorical[name].push_back(as_string(file, item, w));
       }
     }
   }

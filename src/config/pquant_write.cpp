@@ -140,7 +140,8 @@ void emit_search(YAML::Emitter& out, const SearchSpace& s) {
   out << YAML::BeginMap;
   for (const auto& [name, r] : s.numerical) {
     // Integer searches stay integers; float ones keep a decimal point so they read back as floats.
-    auto text = [&](double v) { return r.is_float && v == static_cast<int64_t>(v) ? fmt::format("{:.1f}", v) : num(v); };
+    const bool is_float = r.is_float;
+    auto text = [is_float](double v) { return is_float && v == static_cast<int64_t>(v) ? fmt::format("{:.1f}", v) : num(v); };
     out << YAML::Key << name << YAML::Value << YAML::Flow << YAML::BeginSeq << text(r.low) << text(r.high);
     if (r.step) out << text(*r.step);
     out << YAML::EndSeq;

@@ -36,7 +36,9 @@ std::string dict_value(const std::string& header, const std::string& key, const 
   auto k = header.find("'" + key + "'");
   if (k == std::string::npos)
     throw DataError(fmt::format("{}: byte 10: header has no '{}' entry", src, key));
-  auto colon = header.find(':', k);
+  // The colon must follow the key (spaces between): "'shape'(4 :" is no entry.
+  auto colon = header.find_first_not_of(' ', k + key.size() + 2);
+  if (colon != std::string::npos && header[colon] != ':') colon = std::string::npos;
   size_t begin = colon == std::string::npos ? std::string::npos : header.find_first_not_of(' ', colon + 1), end;
   if (begin == std::string::npos) throw DataError(fmt::format("{}: byte 10: header entry '{}' has no value", src, key));
   if (header[begin] == '(') end = header.find(')', begin), end = end == std::string::npos ? end : end + 1;
@@ -78,6 +80,8 @@ torch::Tensor parse_npy(const uint8_t* data, size_t size, const std::string& src
   std::vector<int64_t> shape;
   {
     std::string s = dict_value(header, "shape", src);
+    if (s.size() < 2 || s.front() != '(' || s.back() != ')')
+      throw DataError(fmt::format("{}: header: shape {} is not a tuple of dimensions", src, s));
     std::stringstream ss(s.substr(1, s.size() - 2));
     std::string part;
     while (std::getline(ss, part, ',')) {

@@ -23,6 +23,7 @@
 #include <sstream>
 
 #include "sparq/error.h"
+#include "sparq/limits.h"
 
 namespace sparq::models {
 
@@ -612,6 +613,17 @@ class Importer {
     pool(next, spatial, &x);
   }
 
+  /// The elements of a sample of `shape` (checked: a file's shapes may multiply past int64).
+  int64_t elements(int n, const std::vector<int64_t>& shape) {
+    auto count = checked_product(shape);
+    if (!count) fail(n, fmt::format("shape [{}] has more elements than a 64-bit count holds", fmt::join(shape, ", ")));
+    return *count;
+  }
+  int64_t grow(int n, int64_t count, int64_t d) {
+    auto next = checked_multiply(count, d);
+    if (!next) fail(n, "the shape has more elements than a 64-bit count holds");
+    return *next;
+  }
   void flatten(int n) {
     allow_attrs(n, {"axis"});
     const auto& x = data(n, 0);
@@ -619,8 +631,7 @@ class Importer {
     int64_t axis = int_attr(n, "axis", 1);
     if (axis < 0) axis += static_cast<int64_t>(rank);
     if (axis != 1) fail(n, fmt::format("axis {} is not supported (only 1: keep the batch axis)", axis));
-    int64_t size = 1;
-    for (auto d : x.shape) size *= d;
+    int64_t size = elements(n, x.shape);
     if (x.shape.size() == 1) return alias(n, x);
     add_node(n, "flatten", "flatten", {x.node}, {}, {size}, graph_.node(n).output(0));
   }
@@ -635,14 +646,13 @@ class Importer {
       target.assign(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
     } else fail(n, "the shape must be a constant or computed from shapes (dynamic shapes where static are needed)");
     if (target.empty()) fail(n, "a reshape to a scalar is not supported");
-    int64_t size = 1;
-    for (auto d : x.shape) size *= d;
+    int64_t size = elements(n, x.shape);
     // The first axis must stay the batch axis.
     bool batch_first = target[0] == kBatch || target[0] == 0 || (static_batch_ > 0 && target[0] == static_batch_);
     std::vector<int64_t> rest(target.begin() + 1, target.end());
     if (!batch_first && target[0] == -1) {
       int64_t known = 1;
-      for (auto d : rest) known *= d > 0 ? d : 0;
+      for (auto d : rest) known = d > 0 ? grow(n, known, d) : 0;
       batch_first = known == size;
     }
     if (!batch_first)
@@ -658,7 +668,7 @@ class Importer {
         if (infer >= 0) fail(n, "the shape has several -1");
         infer = static_cast<int64_t>(d);
       } else if (rest[d] < 0) fail(n, fmt::format("shape value {} is invalid", rest[d]));
-      else known *= rest[d];
+      else known = grow(n, known, rest[d]);
     }
     if (infer >= 0) {
       if (known == 0 || size % known) fail(n, fmt::format("cannot reshape [{}] to [{}]", fmt::join(x.shape, ", "), fmt::join(rest, ", ")));

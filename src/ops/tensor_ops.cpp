@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "sparq/error.h"
+#include "sparq/limits.h"
 #include "sparq/models/graph.h"
 
 namespace sparq::ops {
@@ -50,10 +51,8 @@ OpInfo reshape_op() {
                       });
   info.check_inputs = [](const NodeSpec& spec, const std::vector<std::vector<int64_t>>& in) {
     auto shape = std::get<std::vector<int64_t>>(spec.attrs.at("shape"));
-    int64_t want = 1, have = 1;
-    for (auto d : shape) want *= d;
-    for (auto d : in[0]) have *= d;
-    if (want != have)
+    auto want = checked_product(shape), have = checked_product(in[0]);  // no wrap: [4e9, 4e9] is not [16]
+    if (!want || want != have)
       throw ModelError(fmt::format("{}node '{}' (reshape): cannot reshape {} to {}", at(spec), spec.name,
                                    shape_str(in[0]), shape_str(shape)));
   };

@@ -189,7 +189,10 @@ void hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const torch::
                 const torch::Tensor& f_in, RoundMode round, OverflowMode overflow, bool training, torch::Tensor& q,
                 torch::Tensor* slope, torch::Tensor* grad_f, torch::Tensor* grad_i) {
   auto same = torch::broadcast_tensors({k_in.detach(), i_in.detach(), f_in.detach()});
-  auto [k, period] = periodic(same[0], x, "k");
+  // Not a structured binding: the lambdas below capture them (C++17 does not allow that).
+  auto k_period = periodic(same[0], x, "k");
+  auto k = k_period.first;
+  auto period = k_period.second;
   auto i = periodic(same[1], x, "i").first, f = periodic(same[2], x, "f").first;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hgq_quantize", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();

@@ -77,8 +77,8 @@ compression:
   EXPECT_EQ(exported.exit_code, 0) << exported.output;
   EXPECT_TRUE(std::filesystem::exists(dir.file("run/model.onnx")));
   EXPECT_TRUE(std::filesystem::exists(dir.file("run/model_qonnx.onnx")));
-  if (!std::filesystem::exists(std::string(SPARQ_SOURCE_DIR) + "/build/node/node_modules/onnxruntime-node")) {
-    if (std::getenv("SPARQ_REQUIRE_CLIENTS")) FAIL() << "onnxruntime-node is not installed in build/node";
+  if (!std::filesystem::exists(std::string(SPARQ_NODE_MODULES) + "/onnxruntime-node")) {
+    if (std::getenv("SPARQ_REQUIRE_CLIENTS")) FAIL() << "onnxruntime-node is not installed in " << SPARQ_NODE_MODULES;
     GTEST_SKIP() << "onnxruntime-node not installed";
   }
   auto verify = run_sparq("verify " + dir.file("run"));

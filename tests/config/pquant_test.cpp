@@ -419,8 +419,9 @@ TEST(PQuantConfig, HgqBetaSchedule) {
       {"[]", "c.yaml:2:22: quantization_parameters.hgq_beta_schedule: expected a list of [epoch, beta"},
       {"[[0]]", "c.yaml:2:23: quantization_parameters.hgq_beta_schedule[0]: expected [epoch, beta]"},
   };
-  for (const auto& [value, expected] : bad) {
+  for (const auto& item : bad) {
+    const std::string& value = item.first;
     auto message = test::error_of<ConfigError>([&] { parse("quantization_parameters:\n  hgq_beta_schedule: " + value + "\n"); });
-    EXPECT_EQ(message.rfind(expected, 0), 0u) << value << " -> " << message;
+    EXPECT_EQ(message.rfind(item.second, 0), 0u) << value << " -> " << message;
   }
 }

@@ -65,7 +65,7 @@ torch::Tensor grid_inputs(int64_t n) {
 /// Whether the real clients are required (scripts/setup.sh sets SPARQ_REQUIRE_CLIENTS=1): then a
 /// missing one fails the test instead of skipping it.
 bool clients_required() { return std::getenv("SPARQ_REQUIRE_CLIENTS") != nullptr; }
-std::string node_modules() { return std::string(SPARQ_SOURCE_DIR) + "/build/node/node_modules"; }
+std::string node_modules() { return SPARQ_NODE_MODULES; }
 bool have_ort() { return std::filesystem::exists(node_modules() + "/onnxruntime-node"); }
 
 /// ONNX Runtime's output for `x`.
@@ -84,7 +84,7 @@ int python_check(const std::string& model) {
 
 #define REQUIRE_ORT()                                                                     \
   if (!have_ort()) {                                                                      \
-    if (clients_required()) FAIL() << "onnxruntime-node is not installed in build/node"; \
+    if (clients_required()) FAIL() << "onnxruntime-node is not installed in " << node_modules(); \
     GTEST_SKIP() << "onnxruntime-node not installed (scripts/setup.sh installs it)";     \
   }
 

@@ -550,9 +550,10 @@ void read_sparsities(const ModReader& r, Modifier& m) {
       if (!s) r.fail("final_sparsity", fmt::format("key '{}' is not a sparsity", it->first.Scalar()));
       check_final(s->value);
       ParamSelection p;
-      if (it->second.IsScalar()) p.names.push_back(it->second.Scalar());
+      const YAML::Node names = it->second;  // a range-for over it->second would outlive the iterator's proxy
+      if (names.IsScalar()) p.names.push_back(names.Scalar());
       else
-        for (const auto& e : it->second) p.names.push_back(yaml::as_string(r.where("final_sparsity"), e, "final_sparsity"));
+        for (const auto& e : names) p.names.push_back(yaml::as_string(r.where("final_sparsity"), e, "final_sparsity"));
       m.final_sparsity_map.emplace_back(s->value, p);
     }
     if (m.params.token != ParamSelection::Token::None || !m.params.names.empty())

@@ -96,14 +96,16 @@ case "$action" in
     export ASAN_OPTIONS=detect_container_overflow=0:detect_leaks=0
     for t in "${targets[@]}"; do
       t=${t#fuzz_}
-      # New inputs go to a scratch corpus (the repo's seeds stay as committed); a crash is
-      # written to build-asan/fuzz-findings/ and ends the run with libFuzzer's report.
+      # New inputs go to a scratch corpus (the repo's seeds stay as committed); the findings
+      # fixed so far (fuzz/regressions/) run first; a crash is written to
+      # build-asan/fuzz-findings/ and ends the run with libFuzzer's report.
       mkdir -p "$build/fuzz-corpus/$t"
       echo "fuzz: $t for ${seconds}s"
       log="$build/fuzz-findings/$t.log"
       rc=0
       "$build/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2560 -print_final_stats=1 \
-        -artifact_prefix="$build/fuzz-findings/$t-" "$build/fuzz-corpus/$t" "fuzz/corpus/$t" > "$log" 2>&1 || rc=$?
+        -artifact_prefix="$build/fuzz-findings/$t-" "$build/fuzz-corpus/$t" "fuzz/corpus/$t" \
+        $( [ -d "fuzz/regressions/$t" ] && echo "fuzz/regressions/$t" ) > "$log" 2>&1 || rc=$?
       grep -E "^stat::(number_of_executed_units|peak_rss_mb)|^SUMMARY|Test unit written" "$log" || true
       [ "$rc" -eq 0 ] || { tail -40 "$log"; echo "fuzz: $t found a failure (build-asan/fuzz-findings/)"; exit 1; }
     done ;;

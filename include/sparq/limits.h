@@ -35,7 +35,8 @@ std::string format_bytes(double bytes);
 /// Throws ResourceError "WHAT needs N, more than this machine's memory (L)" when `bytes` exceeds
 /// memory_limit() (or is nothing: an overflowed size).
 void check_memory(std::optional<int64_t> bytes, const std::string& what);
-/// The bytes of a tensor of `dims` with `item_bytes` per element (nothing on overflow).
+/// The bytes of a tensor of `dims` with `item_bytes` per element (nothing on overflow, also of
+/// the strides that a zero dimension hides).
 std::optional<int64_t> tensor_bytes(const std::vector<int64_t>& dims, int64_t item_bytes);
 
 }  // namespace sparq

@@ -88,9 +88,10 @@ torch::Tensor read_idx(const std::string& path) {
   std::vector<int64_t> shape;
   for (size_t d = 0; d < dims; ++d) shape.push_back(big_endian32(&bytes[4 + 4 * d]));
   auto body = tensor_bytes(shape, static_cast<int64_t>(type.item_size));
-  if (!body || static_cast<uint64_t>(*body) > bytes.size())
+  if (!body) throw DataError(fmt::format("{}: byte 4: shape [{}] overflows 64-bit sizes", path, fmt::join(shape, ", ")));
+  if (static_cast<uint64_t>(*body) > bytes.size())
     throw DataError(fmt::format("{}: truncated at byte {}: shape [{}] needs {} bytes", path, bytes.size(),
-                                fmt::join(shape, ", "), body ? fmt::format("{}", header + *body) : "more than 2^63"));
+                                fmt::join(shape, ", "), header + *body));
   size_t count = static_cast<size_t>(*body) / type.item_size;
   size_t need = header + count * type.item_size;
   if (bytes.size() < need)

@@ -2,13 +2,13 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "sparq/data/dataset.h"
@@ -117,9 +117,11 @@ torch::Tensor parse_npy(const uint8_t* data, size_t size, const std::string& src
                                 "or bool",
                                 src, descr));
   auto bytes = tensor_bytes(shape, item);
-  if (!bytes || static_cast<uint64_t>(*bytes) > size)
+  if (!bytes)
+    throw DataError(fmt::format("{}: header: shape ({}) of {} overflows 64-bit sizes", src, fmt::join(shape, ", "), descr));
+  if (static_cast<uint64_t>(*bytes) > size)
     throw DataError(fmt::format("{}: truncated at byte {}: shape ({}) of {} needs {} bytes", src, size,
-                                fmt::join(shape, ", "), descr, bytes ? fmt::format("{}", *bytes) : "more than 2^63"));
+                                fmt::join(shape, ", "), descr, *bytes));
   size_t count = static_cast<size_t>(*bytes / item);
   size_t offset = header_start + header_len, need = offset + count * item;
   if (size < need)
@@ -174,9 +176,12 @@ std::map<std::string, torch::Tensor> read_npz(const std::string& path) {
                                 path));
   uint32_t entries = le16(&bytes[eocd + 10]);
   size_t dir = le32(&bytes[eocd + 16]);
+  // Every offset and length comes from the file: `len` bytes at `at` must lie inside it.
+  auto inside = [n](uint64_t at, uint64_t len) { return at <= n && len <= n - at; };
   std::map<std::string, torch::Tensor> arrays;
   for (uint32_t e = 0; e < entries; ++e) {
-    if (dir + 46 > n || le32(&bytes[dir]) != 0x02014b50)
+    if (!inside(dir, 46) || le32(&bytes[dir]) != 0x02014b50 ||
+        !inside(dir + 46, uint64_t{le16(&bytes[dir + 28])} + le16(&bytes[dir + 30]) + le16(&bytes[dir + 32])))
       throw DataError(fmt::format("{}: byte {}: corrupt central directory entry {}", path, dir, e));
     uint32_t flags = le16(&bytes[dir + 8]), method = le16(&bytes[dir + 10]);
     uint32_t crc = le32(&bytes[dir + 16]);
@@ -186,23 +191,33 @@ std::map<std::string, torch::Tensor> read_npz(const std::string& path) {
     uint64_t local = le32(&bytes[dir + 42]);
     std::string name(reinterpret_cast<const char*>(&bytes[dir + 46]), name_len);
     // Zip64 extra field (id 1) carries the sizes/offset that did not fit in 32 bits.
-    for (size_t x = dir + 46 + name_len; x + 4 <= dir + 46 + name_len + extra_len;) {
+    const size_t extra_end = dir + 46 + name_len + extra_len;
+    for (size_t x = dir + 46 + name_len; x + 4 <= extra_end;) {
       uint32_t id = le16(&bytes[x]), len = le16(&bytes[x + 2]);
+      const size_t field_end = x + 4 + len;
+      if (field_end > extra_end)
+        throw DataError(fmt::format("{}: byte {}: corrupt extra field in central directory entry {}", path, x, e));
       if (id == 1) {
         size_t q = x + 4;
-        if (unpacked == 0xFFFFFFFF) unpacked = le64(&bytes[q]), q += 8;
-        if (packed == 0xFFFFFFFF) packed = le64(&bytes[q]), q += 8;
-        if (local == 0xFFFFFFFF) local = le64(&bytes[q]);
+        auto next = [&]() {
+          if (q + 8 > field_end)
+            throw DataError(fmt::format("{}: byte {}: zip64 field of entry {} is too short", path, x, e));
+          q += 8;
+          return le64(&bytes[q - 8]);
+        };
+        if (unpacked == 0xFFFFFFFF) unpacked = next();
+        if (packed == 0xFFFFFFFF) packed = next();
+        if (local == 0xFFFFFFFF) local = next();
       }
-      x += 4 + len;
+      x = field_end;
     }
     dir += 46 + name_len + extra_len + comment_len;
 
     std::string member = path + ":" + name;
-    if (local + 30 > n || le32(&bytes[local]) != 0x04034b50)
+    if (!inside(local, 30) || le32(&bytes[local]) != 0x04034b50)
       throw DataError(fmt::format("{}: byte {}: corrupt local header", member, local));
     size_t start = local + 30 + le16(&bytes[local + 26]) + le16(&bytes[local + 28]);
-    if (start + packed > n)
+    if (!inside(start, packed))
       throw DataError(fmt::format("{}: truncated: member needs bytes {}..{} of {}", member, start,
                                   start + packed, n));
     if (flags & 1) throw DataError(fmt::format("{}: the member is encrypted; sparq reads unencrypted .npz files", member));
@@ -212,10 +227,8 @@ std::map<std::string, torch::Tensor> read_npz(const std::string& path) {
       throw DataError(fmt::format("{}: declares {} bytes uncompressed from {} stored: more than {} can give; the "
                                   "archive is damaged",
                                   member, unpacked, packed, method == 0 ? "a stored member" : "deflate"));
-    const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
-    if (memory > 0 && static_cast<double>(unpacked) > memory)
-      throw DataError(fmt::format("{}: the array needs {:.1f} GB, more than this machine's {:.1f} GB of memory", member,
-                                  unpacked / 1e9, memory / 1e9));
+    check_memory(unpacked > static_cast<uint64_t>(INT64_MAX) ? std::nullopt : std::optional<int64_t>(unpacked),
+                 member + ": the array");
     std::vector<uint8_t> content;
     if (method == 0) {
       content.assign(bytes.begin() + start, bytes.begin() + start + packed);

@@ -101,10 +101,12 @@ class Importer {
     reserve_module_names();
     done_.assign(static_cast<size_t>(graph_.node_size()), false);
     // Constants first: the patterns below look ahead at constants written after their use.
+    // A file's constants that do not fit what a node does with them (a bias of the wrong length,
+    // say) end in LibTorch's own error: that is the file's fault, said for its node.
     for (int n = 0; n < graph_.node_size(); ++n)
-      if (graph_.node(n).op_type() == "Constant") constant_node(n), done_[n] = true;
+      if (graph_.node(n).op_type() == "Constant") guarded(n, [&] { constant_node(n), done_[n] = true; });
     for (int n = 0; n < graph_.node_size(); ++n)
-      if (!done_[n]) convert(n);
+      if (!done_[n]) guarded(n, [&] { convert(n); });
     read_output();
     result_.opset = opset_;
     result_.producer = model_.producer_name() + (model_.producer_version().empty() ? "" : " " + model_.producer_version());
@@ -121,6 +123,17 @@ class Importer {
 
   // ---- errors ----
   [[noreturn]] void fail_file(const std::string& msg) const { throw ModelError(fmt::format("{}: {}", file_, msg)); }
+  template <class F>
+  void guarded(int n, F&& step) {
+    try {
+      step();
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {  // c10::Error, or LibTorch's std::runtime_error
+      std::string msg = e.what();
+      fail(n, "its tensors do not fit: " + msg.substr(0, msg.find('\n')));
+    }
+  }
   [[noreturn]] void fail(int n, const std::string& msg) const {
     const auto& node = graph_.node(n);
     throw ModelError(fmt::format("{}: node '{}' ({}, opset {}): {}", file_, node.name().empty() ? std::to_string(n) : node.name(),

@@ -25,6 +25,11 @@ std::optional<int64_t> checked_product(const std::vector<int64_t>& dims) {
 }
 
 std::optional<int64_t> tensor_bytes(const std::vector<int64_t>& dims, int64_t item_bytes) {
+  // A zero dimension makes the count 0 but not the strides of the others: those must fit too
+  // (LibTorch's stride arithmetic would overflow on [0, 2^32, 2^32]).
+  std::vector<int64_t> extents;
+  for (auto d : dims) extents.push_back(d == 0 ? 1 : d);
+  if (!checked_product(extents)) return std::nullopt;
   auto n = checked_product(dims);
   return n ? checked_multiply(*n, item_bytes) : std::nullopt;
 }

@@ -9,7 +9,10 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
+
+#include <yaml-cpp/eventhandler.h>
 
 #include "sparq/error.h"
 #include "sparq/io/files.h"
@@ -53,6 +56,46 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
+/// Where each document of a stream starts and whether it holds anything, read with yaml-cpp's
+/// event parser. YAML::LoadAll of yaml-cpp 0.7 never ends on a stray ',' outside a flow
+/// collection (each pass yields another empty document at the same place, taking memory without
+/// bound): a document that starts where the previous one did is that case, and an error here.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  struct Start {
+    YAML::Mark mark;
+    std::optional<YAML::Mark> content;  // where its first node is
+  };
+  explicit DocumentStarts(const std::string& text) : text_(text) {}
+  std::vector<Start> starts;
+
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (!starts.empty() && starts.back().mark.pos == mark.pos) {
+      const char c = mark.pos >= 0 && static_cast<size_t>(mark.pos) < text_.size() ? text_[mark.pos] : '?';
+      throw YAML::ParserException(mark, c == ',' ? "a ',' outside [...] or {...}" : fmt::format("unexpected '{}'", c));
+    }
+    starts.push_back({mark, std::nullopt});
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { found(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t, const std::string&) override { found(mark); }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    found(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    found(mark);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void found(const YAML::Mark& mark) {
+    if (!starts.back().content) starts.back().content = mark;
+  }
+  const std::string& text_;
+};
+
 }  // namespace
 
 YamlDoc YamlDoc::load_file(const std::string& path) {
@@ -68,12 +111,15 @@ YamlDoc YamlDoc::load_file(const std::string& path) {
 YamlDoc YamlDoc::load_string(const std::string& text, const std::string& name) {
   try {
     // One document per file: a second one (after '---') would be ignored silently otherwise.
-    auto docs = YAML::LoadAll(text);
-    for (size_t d = 1; d < docs.size(); ++d)
-      if (docs[d].IsDefined() && !docs[d].IsNull())
+    std::istringstream stream(text);
+    YAML::Parser parser(stream);
+    DocumentStarts documents(text);
+    while (parser.HandleNextDocument(documents)) {
+      if (documents.starts.size() > 1 && documents.starts.back().content)
         throw ConfigError(fmt::format("{}: a second YAML document (after '---'); a job, config or model file holds one",
-                                      mark_string(name, docs[d].Mark())));
-    return YamlDoc{name, docs.empty() ? YAML::Node() : docs[0]};
+                                      mark_string(name, *documents.starts.back().content)));
+    }
+    return YamlDoc{name, YAML::Load(text)};
   } catch (const YAML::ParserException& e) {
     throw ConfigError(fmt::format("{}: invalid YAML: {}", mark_string(name, e.mark), e.msg));
   }

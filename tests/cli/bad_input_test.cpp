@@ -46,7 +46,7 @@ std::string npy_file(const std::string& header, size_t body) {
   return out + h + std::string(body, '\0');
 }
 
-/// A file's content from its case entry: text, {hex}, {npy, body}, {copy: fixture} with
+/// A file's content from its case entry: text, {hex}, {npy, body}, {copy: fixtures/... | fuzz/... | PATH} with
 /// optional truncate (keep that many bytes), flip (xor one byte at an offset), append (text).
 std::string content_of(const YAML::Node& spec, const fs::path& dir) {
   if (spec.IsScalar()) return spec.as<std::string>();
@@ -55,7 +55,9 @@ std::string content_of(const YAML::Node& spec, const fs::path& dir) {
   if (spec["npy"]) out = npy_file(spec["npy"].as<std::string>(), spec["body"].as<size_t>(0));
   if (spec["copy"]) {
     std::string from = spec["copy"].as<std::string>();
-    out = read_text(from.rfind("fixtures/", 0) == 0 ? fixture(from.substr(9)) : (dir / from).string());
+    out = read_text(from.rfind("fixtures/", 0) == 0 ? fixture(from.substr(9))
+                    : from.rfind("fuzz/", 0) == 0 ? std::string(SPARQ_SOURCE_DIR) + "/" + from  // fuzz/regressions/
+                                                  : (dir / from).string());
   }
   if (spec["repeat"]) {  // the text (or bytes) so far, this many times
     std::string one = out;

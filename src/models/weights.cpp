@@ -46,6 +46,9 @@ void load_weights(Graph& graph, const std::string& path_in, const std::string& w
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();
     throw ConfigError(fmt::format("{}: {}: not a model file sparq can read ({})", what, path, msg.substr(0, msg.find('\n'))));
+  } catch (const std::exception& e) {  // LibTorch's TorchScript reader also throws std::runtime_error
+    std::string msg = e.what();
+    throw ConfigError(fmt::format("{}: {}: not a model file sparq can read ({})", what, path, msg.substr(0, msg.find('\n'))));
   }
   torch::NoGradGuard no_grad;
   auto load = [&](const std::string& name, torch::Tensor& target, bool is_buffer) {

@@ -499,10 +499,15 @@ int64_t Trainer::load_checkpoint(const std::string& path) {
       }
     for (auto* c : all_) c->load(root);
     return epochs.item<int64_t>();
+  } catch (const Error&) {
+    throw;
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();
     throw Error(fmt::format("{}: checkpoint does not fit this model and optimizer: {}", path,
                             msg.substr(0, msg.find('\n'))));
+  } catch (const std::exception& e) {  // LibTorch's TorchScript reader of the archive's records
+    std::string msg = e.what();
+    throw Error(fmt::format("{}: not a checkpoint sparq can read: {}", path, msg.substr(0, msg.find('\n'))));
   }
 }
 

@@ -3,6 +3,7 @@
 // unknown command is named (docs/reliability.md).
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include "test_util.h"
 
@@ -135,6 +136,14 @@ TEST(Reliability, ADamagedCheckpointIsFoundBeforeResuming) {
   write_file(dir.file("run/checkpoint.pt"), bytes.substr(0, bytes.size() - 20));
   r = run_sparq("run " + dir.file("job.yaml") + " --resume");
   EXPECT_EQ(r.exit_code, 0) << r.output;
+  // A fuzz finding with a valid checksum: records LibTorch's TorchScript reader rejects with a
+  // std::runtime_error (it was exit 1).
+  std::string found = read_text(std::string(SPARQ_SOURCE_DIR) + "/fuzz/regressions/checkpoint/torchscript-type-parser-runtime-error");
+  auto crc = static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(found.data()), static_cast<uInt>(found.size())));
+  write_file(dir.file("run/checkpoint.pt"), found + fmt::format("sparq-crc32:{:08x}", crc));
+  r = run_sparq("run " + dir.file("job.yaml") + " --resume");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("checkpoint.pt: not a checkpoint sparq can read"), std::string::npos) << r.output;
 }
 
 TEST(Reliability, ModelsThatDoNotFitTheDataOrHaveEmptyWindowsAreOneLineErrors) {

@@ -63,7 +63,12 @@ Plan load_plan(const std::string& file, const YAML::Node& root, const LoadOption
     if (!options.recipe_variables.empty() && d.name != "sparseml")
       throw ConfigError(fmt::format("{}: --recipe-var {}: recipe variables belong to SparseML recipes, and this is a {}",
                                     file, options.recipe_variables.begin()->first, d.description));
-    return d.parse(file, root, options);
+    try {
+      return d.parse(file, root, options);
+    } catch (const YAML::Exception& e) {  // a node of an unexpected kind that a reader did not check
+      std::string at = e.mark.is_null() ? file : fmt::format("{}:{}:{}", file, e.mark.line + 1, e.mark.column + 1);
+      throw ConfigError(fmt::format("{}: a value of an unexpected kind in this {} ({})", at, d.description, e.msg));
+    }
   }
   std::vector<std::string> known;
   for (const auto& d : dialects()) known.push_back(d.description);

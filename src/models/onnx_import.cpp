@@ -100,6 +100,8 @@ class Importer {
       for (const auto& in : graph_.node(n).input()) consumers_[in].push_back(n);
     reserve_module_names();
     done_.assign(static_cast<size_t>(graph_.node_size()), false);
+    for (int n = 0; n < graph_.node_size(); ++n)  // every converter names its node's first output
+      if (graph_.node(n).output_size() == 0 || graph_.node(n).output(0).empty()) fail(n, "the node has no output");
     // Constants first: the patterns below look ahead at constants written after their use.
     // A file's constants that do not fit what a node does with them (a bias of the wrong length,
     // say) end in LibTorch's own error: that is the file's fault, said for its node.
@@ -443,8 +445,18 @@ class Importer {
     if (auto_pad != "NOTSET" && auto_pad != "VALID")
       fail(n, fmt::format("auto_pad '{}' is not supported (export with explicit pads)", auto_pad));
   }
-  static int64_t window_out(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) {
-    return (in + 2 * p - d * (k - 1) - 1) / s + 1;
+  /// The output length of a conv/pool window over `in` (kernel k, stride s, padding p, dilation
+  /// d), all checked first: the file's values, before any arithmetic on them.
+  int64_t window_out(int n, int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) const {
+    constexpr int64_t kLargest = int64_t{1} << 31;
+    if (k < 1 || s < 1 || d < 1 || p < 0 || k > kLargest || s > kLargest || d > kLargest || p > kLargest)
+      fail(n, fmt::format("window kernel {}, stride {}, padding {}, dilation {}: kernel, stride and dilation must be "
+                          "at least 1 and padding at least 0",
+                          k, s, p, d));
+    int64_t out = (in + 2 * p - d * (k - 1) - 1) / s + 1;
+    if (out < 1)
+      fail(n, fmt::format("input length {} is shorter than the window (kernel {}, dilation {}, padding {})", in, k, d, p));
+    return out;
   }
 
   void conv(int n) {
@@ -468,7 +480,7 @@ class Importer {
       fail(n, fmt::format("weight [{}] with group {} does not fit {} input channels", fmt::join(w.sizes(), ", "), groups,
                           x.shape[0]));
     std::vector<int64_t> shape{w.size(0)};
-    for (size_t d = 0; d < dims; ++d) shape.push_back(window_out(x.shape[d + 1], kernel[d], strides[d], pads[d], dilations[d]));
+    for (size_t d = 0; d < dims; ++d) shape.push_back(window_out(n, x.shape[d + 1], kernel[d], strides[d], pads[d], dilations[d]));
     bool has_bias = has_input(n, 2);
     auto& v = add_node(n, "conv", fmt::format("Conv{}d", dims), {x.node},
                        {{"out_channels", w.size(0)}, {"kernel_size", kernel}, {"stride", strides}, {"padding", pads},
@@ -581,7 +593,7 @@ class Importer {
     for (size_t d = 0; d < dims; ++d)
       if (2 * pads[d] > kernel[d]) fail(n, "padding larger than half the kernel is not supported");
     std::vector<int64_t> shape{x.shape[0]};
-    for (size_t d = 0; d < dims; ++d) shape.push_back(window_out(x.shape[d + 1], kernel[d], strides[d], pads[d], 1));
+    for (size_t d = 0; d < dims; ++d) shape.push_back(window_out(n, x.shape[d + 1], kernel[d], strides[d], pads[d], 1));
     std::string op = fmt::format("{}Pool{}d", max ? "Max" : "Avg", dims);
     add_node(n, max ? "maxpool" : "avgpool", op, {x.node}, {{"kernel_size", kernel}, {"stride", strides}, {"padding", pads}},
              shape, graph_.node(n).output(0));

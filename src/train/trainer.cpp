@@ -430,8 +430,10 @@ std::string with_checksum(std::string archive) {
   return archive + tail;
 }
 
+}  // namespace
+
 /// The archive of a checkpoint file, its checksum checked (files written before checksums: as they are).
-std::string checked_archive(const std::string& path) {
+std::string read_checkpoint_archive(const std::string& path) {
   std::string bytes = io::read_file(path);
   if (bytes.size() < kTrailer || bytes.compare(bytes.size() - kTrailer, 12, kChecksumTag) != 0) {
     // No trailer: a checkpoint of an earlier version ends in the zip directory's last record
@@ -449,8 +451,6 @@ std::string checked_archive(const std::string& path) {
                             path));
   return bytes;
 }
-
-}  // namespace
 
 void Trainer::save_checkpoint(const std::string& path, int64_t epochs_done) {
   torch::serialize::OutputArchive root, weights, optim;
@@ -477,7 +477,7 @@ void Trainer::save_checkpoint(const std::string& path, int64_t epochs_done) {
 }
 
 int64_t Trainer::load_checkpoint(const std::string& path) {
-  const std::string bytes = checked_archive(path);
+  const std::string bytes = read_checkpoint_archive(path);
   try {
     torch::serialize::InputArchive root, weights, optim;
     root.load_from(bytes.data(), bytes.size());

@@ -240,5 +240,8 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::Tenso
 
 /// The device a name asks for ("auto" picks CUDA when there is one); throws sparq::Error.
 torch::Device resolve_device(const std::string& name);
+/// The archive bytes of a checkpoint file after sparq's checks (its CRC-32 trailer, or an
+/// archive's end for checkpoints written before checksums); throws sparq::Error for a damaged file.
+std::string read_checkpoint_archive(const std::string& path);
 
 }  // namespace sparq::train

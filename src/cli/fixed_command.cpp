@@ -63,9 +63,7 @@ std::vector<std::string> split(const std::string& line) {
 }
 
 int run_csv(const FixedArgs& args) {
-  io::require_regular_file(args.csv);
-  std::ifstream in(args.csv);
-  if (!in) throw Error(fmt::format("{}: cannot open file ({})", args.csv, std::strerror(errno)));
+  std::ifstream in = io::open_file(args.csv);
   std::string line;
   if (!std::getline(in, line)) throw Error(fmt::format("{}:1: empty file, expected a header row", args.csv));
   auto header = split(line);

@@ -86,9 +86,7 @@ Plan load_plan(const std::string& file, const YAML::Node& root, const LoadOption
 /// A markdown recipe's YAML front matter (the first block between lines "---" or "+++" and
 /// "---"), with every other line blanked so positions stay those of the file.
 yaml::YamlDoc front_matter(const std::string& path) {
-  io::require_regular_file(path);
-  std::ifstream in(path);
-  if (!in) throw ConfigError(fmt::format("{}: cannot open file ({})", path, std::strerror(errno)));
+  std::ifstream in = io::open_file(path);
   std::string line, text;
   int state = 0;  // 0 before, 1 inside, 2 after
   while (std::getline(in, line)) {

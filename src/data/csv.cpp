@@ -55,9 +55,7 @@ bool parse_number(const std::string& s, double& out) {
 
 Dataset read_csv(const std::string& path, const std::string& target, Task task,
                  int64_t num_classes) {
-  io::require_regular_file(path);
-  std::ifstream in(path);
-  if (!in) throw DataError(fmt::format("{}: cannot open file ({})", path, std::strerror(errno)));
+  std::ifstream in = io::open_file(path);
   std::string line;
   if (!std::getline(in, line)) throw DataError(fmt::format("{}:1: empty file, expected a header row", path));
   if (line.find('\0') != std::string::npos) throw DataError(fmt::format("{}:1: a NUL byte in the header", path));

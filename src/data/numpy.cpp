@@ -21,9 +21,7 @@ namespace sparq::data {
 namespace {
 
 std::vector<uint8_t> read_file(const std::string& path) {
-  io::require_regular_file(path);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError(fmt::format("{}: cannot open file ({})", path, std::strerror(errno)));
+  std::ifstream in = io::open_file(path, std::ios::in | std::ios::binary);
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
 

@@ -53,10 +53,15 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   }
 }
 
-std::string read_file(const std::string& path) {
+std::ifstream open_file(const std::string& path, std::ios::openmode mode) {
   require_regular_file(path);
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, mode);
   if (!in) throw Error(fmt::format("{}: cannot open file ({})", path, std::strerror(errno)));
+  return in;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in = open_file(path, std::ios::in | std::ios::binary);
   std::string text(std::istreambuf_iterator<char>(in), {});
   if (in.bad()) throw Error(fmt::format("{}: cannot read the file", path));
   return text;

@@ -3,6 +3,7 @@
 // step fails (disk full, unwritable folder), and only regular files are ever replaced.
 #pragma once
 
+#include <fstream>
 #include <string>
 
 namespace sparq::io {
@@ -11,7 +12,11 @@ namespace sparq::io {
 /// target is not a regular file (a folder, a device), or the write, flush or rename fails.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
-/// The whole file; throws sparq::Error ("PATH: cannot open file") when it cannot be read.
+/// `path` opened for reading, after require_regular_file; throws sparq::Error ("PATH: cannot
+/// open file (reason)") when it cannot be opened.
+std::ifstream open_file(const std::string& path, std::ios::openmode mode = std::ios::in);
+
+/// The whole file (through open_file); throws sparq::Error when it cannot be read.
 std::string read_file(const std::string& path);
 
 /// Throws DataError unless `path` is a regular file: "PATH: does not exist" or "PATH: is a

@@ -6,6 +6,7 @@
 #   scripts/setup.sh build                                only builds
 #   scripts/setup.sh sanitize [ctest args]                the test suite built with ASan + UBSan (clang, build-asan/)
 #   scripts/setup.sh fuzz [SECONDS] [TARGET...]           each libFuzzer target for SECONDS (default 60; build-asan/)
+#   scripts/setup.sh fuzz --runs N [TARGET...]            N inputs each from a fixed seed (CI; reproducible)
 # Idempotent: nothing is installed or rebuilt when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 action=${1:-build}
 shift || true
 case "$action" in run|test|build|sanitize|fuzz) ;;
-  *) echo "usage: scripts/setup.sh [run [JOB.yaml] | test | build | sanitize [ctest args] | fuzz [SECONDS] [TARGET...]]" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh [run [JOB.yaml] | test | build | sanitize [ctest args] | fuzz [SECONDS | --runs N] [TARGET...]]" >&2; exit 2 ;;
 esac
 
 packages=(
@@ -89,22 +90,33 @@ case "$action" in
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     cd "$build" && exec ctest --output-on-failure -j"$(nproc)" "$@" ;;
   fuzz)
-    seconds=${1:-60}; shift || true
+    # SECONDS of exploration from a random seed (a campaign), or --runs N: N inputs from seed 1,
+    # the same inputs on every run of one commit (CI: a failure there is reproducible here).
+    if [ "${1:-}" = "--runs" ]; then
+      [ -n "${2:-}" ] || { echo "usage: scripts/setup.sh fuzz --runs N [TARGET...]" >&2; exit 2; }
+      limit=(-runs="$2" -seed=1); what="$2 inputs from seed 1"; scratch=$build/fuzz-corpus-fixed; shift 2
+      rm -rf "$scratch"   # the committed seeds only, as on a fresh clone
+    else
+      limit=(-max_total_time="${1:-60}"); what="${1:-60}s"; scratch=$build/fuzz-corpus; shift || true
+    fi
     targets=("$@")
     [ ${#targets[@]} -gt 0 ] || targets=($(ls "$build/fuzz"))
     mkdir -p "$build/fuzz-findings"
     export ASAN_OPTIONS=detect_container_overflow=0:detect_leaks=0
+    # sparq's memory checks bind well below libFuzzer's RSS limit (2.5 GiB): an input that asks
+    # for more than the limit must end in sparq's error, one below it may allocate.
+    export SPARQ_MEMORY_LIMIT=1G
     for t in "${targets[@]}"; do
       t=${t#fuzz_}
       # New inputs go to a scratch corpus (the repo's seeds stay as committed); the findings
       # fixed so far (fuzz/regressions/) run first; a crash is written to
       # build-asan/fuzz-findings/ and ends the run with libFuzzer's report.
-      mkdir -p "$build/fuzz-corpus/$t"
-      echo "fuzz: $t for ${seconds}s"
+      mkdir -p "$scratch/$t"
+      echo "fuzz: $t, $what"
       log="$build/fuzz-findings/$t.log"
       rc=0
-      "$build/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2560 -print_final_stats=1 \
-        -artifact_prefix="$build/fuzz-findings/$t-" "$build/fuzz-corpus/$t" "fuzz/corpus/$t" \
+      "$build/fuzz/fuzz_$t" "${limit[@]}" -timeout=10 -rss_limit_mb=2560 -print_final_stats=1 \
+        -artifact_prefix="$build/fuzz-findings/$t-" "$scratch/$t" "fuzz/corpus/$t" \
         $( [ -d "fuzz/regressions/$t" ] && echo "fuzz/regressions/$t" ) > "$log" 2>&1 || rc=$?
       grep -E "^stat::(number_of_executed_units|peak_rss_mb)|^SUMMARY|Test unit written" "$log" || true
       [ "$rc" -eq 0 ] || { tail -40 "$log"; echo "fuzz: $t found a failure (build-asan/fuzz-findings/)"; exit 1; }

@@ -114,23 +114,45 @@ int64_t AttrReader::get_size(const std::string& key) const {
 
 void AttrReader::check_parameter(const std::string& name, const std::vector<int64_t>& shape) const {
   check_memory(tensor_bytes(shape, kTrainingBytesPerParameter),
-               fmt::format("{}node '{}' ({}): training its {} of shape {} (weight, gradient, two optimizer states)",
-                           spec_.where.empty() ? "" : spec_.where + ": ", spec_.name, spec_.op, name, shape_str(shape)));
+               fmt::format("{}: training its {} of shape {} (weight, gradient, two optimizer states)", node_text(), name,
+                           shape_str(shape)));
+}
+
+void AttrReader::check_output(const std::vector<int64_t>& out, const std::vector<int64_t>& in) const {
+  if (out.empty()) return;
+  std::vector<int64_t> probe = out;
+  probe.insert(probe.begin(), 2);  // the shape probe's batch of two
+  check_memory(tensor_bytes(probe, sizeof(float)),
+               fmt::format("{}: its output {} for input {}", node_text(), shape_str(out), shape_str(in)));
+}
+
+std::string AttrReader::node_text() const {
+  return fmt::format("{}node '{}' ({})", spec_.where.empty() ? "" : spec_.where + ": ", spec_.name, spec_.op);
 }
 
 void AttrReader::fail(const std::string& key, const std::string& msg) const {
-  throw ModelError(fmt::format("{}node '{}' ({}): {}: {}", spec_.where.empty() ? "" : spec_.where + ": ", spec_.name,
-                               spec_.op, key, msg));
+  throw ModelError(fmt::format("{}: {}: {}", node_text(), key, msg));
 }
 
-void check_window(const AttrReader& a, const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
-                  const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation) {
+std::vector<int64_t> check_window(const AttrReader& a, const std::vector<int64_t>& in, int64_t out_channels,
+                                  const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
+                                  const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation) {
   auto at_least = [&](const char* key, const std::vector<int64_t>& v, int64_t min) {
     for (auto x : v)
       if (x < min) a.fail(key, fmt::format("{} must be >= {}", x, min));
   };
   at_least("kernel_size", kernel, 1), at_least("stride", stride, 1), at_least("dilation", dilation, 1);
   at_least("padding", padding, 0);
+  std::vector<int64_t> out = {out_channels};
+  for (size_t i = 0; i < kernel.size() && i + 1 < in.size(); ++i) {
+    auto padded = checked_multiply(padding[i], 2), span = checked_multiply(dilation[i], kernel[i] - 1);
+    if (!padded || *padded > INT64_MAX - in[i + 1]) a.fail("padding", fmt::format("{} is too large", padding[i]));
+    if (!span) a.fail("dilation", fmt::format("{} times kernel_size {} overflows", dilation[i], kernel[i]));
+    int64_t length = in[i + 1] + *padded;
+    if (length <= *span) return {};  // too short for the window: LibTorch's own message says so
+    out.push_back((length - *span - 1) / stride[i] + 1);
+  }
+  return out;
 }
 
 int64_t int_attr(const Node& node, const std::string& key, int64_t fallback) {

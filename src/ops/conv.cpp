@@ -19,13 +19,14 @@ torch::nn::AnyModule build_conv(const NodeSpec& spec, const std::vector<int64_t>
   auto k = a.get_dims("kernel_size", N, 1), s = a.get_dims("stride", N, 1), p = a.get_dims("padding", N, 0),
        d = a.get_dims("dilation", N, 1);
   int64_t groups = a.get_int("groups", 1);
-  check_window(a, k, s, p, d);
+  auto out = check_window(a, in, cout, k, s, p, d);
   bool bias = a.get_bool("bias", true);
   if (groups < 1 || cin % groups || cout % groups)
     a.fail("groups", fmt::format("{} must divide in_channels {} and out_channels {}", groups, cin, cout));
   std::vector<int64_t> weight = {cout, cin / groups};
   weight.insert(weight.end(), k.begin(), k.end());
   a.check_parameter("weight", weight);
+  a.check_output(out, in);
   using Options = std::conditional_t<N == 1, torch::nn::Conv1dOptions, torch::nn::Conv2dOptions>;
   using Module = std::conditional_t<N == 1, torch::nn::Conv1d, torch::nn::Conv2d>;
   auto dims = [](const std::vector<int64_t>& v) { return torch::ExpandingArray<N>(v); };

@@ -20,7 +20,7 @@ torch::nn::AnyModule build_pool(const NodeSpec& spec, const std::vector<int64_t>
   auto k = a.get_dims("kernel_size", N, 1);
   auto s = a.has("stride") ? a.get_dims("stride", N, 1) : k;
   auto p = a.get_dims("padding", N, 0);
-  check_window(a, k, s, p, std::vector<int64_t>(N, 1));
+  a.check_output(check_window(a, in, in[0], k, s, p, std::vector<int64_t>(N, 1)), in);
   for (size_t i = 0; i < N; ++i)
     if (2 * p[i] > k[i]) a.fail("padding", fmt::format("{} is more than half the kernel size {}", p[i], k[i]));
   auto dims = [](const std::vector<int64_t>& v) { return torch::ExpandingArray<N>(v); };

@@ -82,14 +82,22 @@ class AttrReader {
   /// than the machine has: checked before the module is built.
   void check_parameter(const std::string& name, const std::vector<int64_t>& shape) const;
   [[noreturn]] void fail(const std::string& key, const std::string& msg) const;
+  /// Throws ResourceError (naming the node) when the probe batch of an output of sample shape
+  /// `out` does not fit in memory (a huge padding grows it without bound); nothing for `out` empty.
+  void check_output(const std::vector<int64_t>& out, const std::vector<int64_t>& in) const;
+  /// "FILE:LINE: node 'NAME' (OP)": where a message about this node starts.
+  std::string node_text() const;
 
  private:
   const NodeSpec& spec_;
 };
 
-/// Kernel sizes, strides and dilations >= 1, paddings >= 0 (throws ModelError naming the key).
-void check_window(const AttrReader& a, const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
-                  const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation);
+/// Kernel sizes, strides and dilations >= 1, paddings >= 0 (throws ModelError naming the key);
+/// returns the output sample shape [out_channels, lengths...] of the window over `in`
+/// ([channels, spatial...]), empty when the input is shorter than the window.
+std::vector<int64_t> check_window(const AttrReader& a, const std::vector<int64_t>& in, int64_t out_channels,
+                                  const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
+                                  const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation);
 
 /// A node's attribute read back after building (as compress() reads kernel sizes and slopes).
 int64_t int_attr(const Node& node, const std::string& key, int64_t fallback);

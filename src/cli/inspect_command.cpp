@@ -17,6 +17,8 @@
 #include "sparq/yaml/reader.h"
 #include "sparq/error.h"
 #include "sparq/export/precision.h"
+#include "sparq/fit/fitcompress.h"
+#include "sparq/io/files.h"
 #include "sparq/prune/methods.h"
 #include "sparq/train/modifiers.h"
 
@@ -314,6 +316,15 @@ int inspect_command(const InspectArgs& args) {
     if (precision.is_discarded() || !precision.contains("layers"))
       throw ConfigError(fmt::format("{}: not a precision file written by sparq run", path.string()));
     fmt::print("run: {} (model {})\n\n{}", args.config, precision.value("model", "?"), exporting::precision_table(precision));
+    auto fit_path = std::filesystem::path(args.config) / "fitcompress.json";
+    if (std::filesystem::exists(fit_path)) {
+      auto result = nlohmann::json::parse(io::read_file(fit_path.string()), nullptr, false);
+      try {
+        fmt::print("\nFITCompress\n{}", fit::result_table(result));
+      } catch (const Error& e) {
+        throw ConfigError(fmt::format("{}: {}", fit_path.string(), e.what()));
+      }
+    }
     return 0;
   }
   // A job file: its `compression` config; otherwise a config file of any dialect.

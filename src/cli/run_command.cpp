@@ -144,6 +144,10 @@ class Console : public RunObserver, public train::Callback {
   void on_warning(const config::Job& job, const std::string& message) override {
     fmt::print(stderr, "sparq: warning: {}\n", message);
   }
+  void on_fitcompress(const config::Job& job, const fit::SearchResult& result) override {
+    fmt::print("\nFITCompress: per-layer weight formats and pruning (goal {})\n{}\n", job.plan.fitcompress.compression_goal,
+               fit::result_table(result.to_json()));
+  }
   void on_trainer(const config::Job& job, train::Trainer& trainer) override {
     trainer.add_callback(std::make_shared<StopOnSignal>());
     if (job.plan.schedule) {

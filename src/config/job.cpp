@@ -274,9 +274,6 @@ Job parse(const YamlDoc& doc, const std::string& base, const LoadOptions& option
     if (nni_quant && !job.plan.quantizer)
       r.fail("compression", "an NNI quantization list needs the quantizer that reads it (NNI names it in code): "
                             "compression: {quantizer: {type: QATQuantizer, quant_start_step: 0}, config_list: LIST}");
-    if (job.plan.fitcompress.enabled)
-      r.fail("compression", "fitcompress_parameters.enable_fitcompress: FITCompress is not implemented in this "
-                            "version of sparq; set it to false");
   }
   if (r.has("distillation")) {
     if (job.plan.distillation)

@@ -279,16 +279,43 @@ FitCompressPlan parse_fitcompress(const std::string& file, const YAML::Node& nod
   if (r.has("pruning_schedule")) {
     MapReader p(file, r.node("pruning_schedule"), "fitcompress_parameters.pruning_schedule",
                 {"start", "end", "steps"});
-    f.pruning_start = p.get_int("start", 0, -30, 30);
-    f.pruning_end = p.get_int("end", -3, -30, 30);
-    f.pruning_steps = p.get_int("steps", 40, 1, 100000);
+    f.pruning_start = p.get_int("start", 0, -30, 0);
+    f.pruning_end = p.get_int("end", -3, -30, 0);
+    f.pruning_steps = p.get_int("steps", 40, 2, 100000);
+    // Levels 1 - 10^x rise from 1 - 10^start to 1 - 10^end: start must lie above end.
+    if (f.pruning_end >= f.pruning_start)
+      p.fail(p.has("end") ? "end" : "start",
+             fmt::format("end {} must be below start {}: the pruning levels are 1 - 10^x for x from start down to end",
+                         f.pruning_end, f.pruning_start));
   }
   f.compression_goal = r.get_double("compression_goal", 0.10, 0.0, 1.0);
+  if (f.compression_goal <= 0 || f.compression_goal >= 1)
+    r.fail("compression_goal", fmt::format("{} is out of range: the goal is a fraction of the float model's bits, "
+                                           "strictly between 0 and 1",
+                                           f.compression_goal));
   f.optimize_pruning = r.get_bool("optimize_pruning", false);
   f.greedy_astar = r.get_bool("greedy_astar", true);
   f.approximate = r.get_bool("approximate", true);
   f.f_lambda = r.get_double("f_lambda", 1.0, 0.0);
   return f;
+}
+
+/// What FITCompress needs from the other sections: fixed-point weights to set, the mask holder.
+void check_fitcompress(const std::string& file, const YAML::Node& node, const PquantConfig& plan) {
+  const FitCompressPlan& f = plan.fitcompress;
+  if (!f.enabled) return;
+  MapReader r(file, node, "fitcompress_parameters", pquant_section_keys("fitcompress_parameters"));
+  const char* key = r.has("enable_fitcompress") ? "enable_fitcompress" : "optimize_quantization";
+  if (!f.optimize_quantization && !f.optimize_pruning)
+    r.fail(key, "FITCompress needs optimize_quantization or optimize_pruning (or both) to search anything");
+  if (f.optimize_quantization && plan.quantization && plan.quantization->hgq)
+    r.fail(key, "FITCompress sets fixed weight formats per layer; HGQ learns them (use_hgq): turn one of them off");
+  if (f.optimize_quantization && (!plan.quantization || !plan.quantization->enabled))
+    r.fail(key, "FITCompress sets the weight formats of quantized layers, but quantization_parameters.enable_quantization is false");
+  if (f.optimize_pruning && (!plan.pruning || plan.pruning->spec.method != "fitcompress"))
+    r.fail(key, fmt::format("FITCompress's pruning masks need pruning_parameters.pruning_method: fitcompress (the mask "
+                            "holder){}",
+                            plan.pruning ? fmt::format("; {} would replace them", plan.pruning->spec.method) : ""));
 }
 
 bool written_as_float(const YAML::Node& n) {
@@ -381,7 +408,10 @@ PquantConfig read_pquant(const std::string& file, const YAML::Node& root) {
   if (r.has("pruning_parameters")) plan.pruning = parse_pruning(file, r.node("pruning_parameters"));
   if (r.has("training_parameters"))
     plan.schedule = parse_schedule(file, r.node("training_parameters"), plan.pruning_first);
-  if (r.has("fitcompress_parameters")) plan.fitcompress = parse_fitcompress(file, r.node("fitcompress_parameters"));
+  if (r.has("fitcompress_parameters")) {
+    plan.fitcompress = parse_fitcompress(file, r.node("fitcompress_parameters"));
+    check_fitcompress(file, r.node("fitcompress_parameters"), plan);
+  }
   std::string search_section;
   for (const auto& s : kSearchSections) {
     if (!r.has(s)) continue;

@@ -30,9 +30,6 @@ std::map<std::string, MethodInfo>& registry() {
   static std::map<std::string, MethodInfo> methods;
   return methods;
 }
-
-// FITCompress's pruning: parsed and shown; its search arrives with the FITCompress issue.
-const bool fitcompress = register_method({"fitcompress", 8, {number("min_frac_bits", 2.0, 0.0)}, nullptr, nullptr});
 }  // namespace
 
 bool register_method(MethodInfo info) {

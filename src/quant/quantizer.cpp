@@ -63,6 +63,15 @@ void FixedPointQuantizerImpl::split_bits(const torch::Tensor& magnitude) {
   f.copy_(torch::clamp_min(b - i - k, 0));
 }
 
+void FixedPointQuantizerImpl::set_widths(int64_t int_bits, int64_t frac_bits) {
+  if (hgq_) throw Error("an HGQ quantizer learns its widths; they cannot be set");
+  torch::NoGradGuard no_grad;
+  i.fill_(static_cast<double>(int_bits));
+  f.fill_(static_cast<double>(frac_bits));
+  b.copy_(k + i + f);
+  host_k_ = host_i_ = host_f_ = torch::Tensor();  // the GPU path re-reads them
+}
+
 torch::Tensor FixedPointQuantizerImpl::forward(const torch::Tensor& x) {
   if (!enabled) return x;
   if (hgq_) return hgq_forward(x);

@@ -9,6 +9,7 @@
 
 #include "sparq/compress/compress.h"
 #include "sparq/error.h"
+#include "sparq/fit/fitcompress.h"
 #include "sparq/layers/pq_layers.h"
 #include "sparq/export/onnx_export.h"
 #include "sparq/export/precision.h"
@@ -232,6 +233,11 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   if (job.plan.distillation)
     trainer.add_loss_term(train::make_distiller(
         *job.plan.distillation, trainer, config::load_teacher(*job.plan.distillation, train.sample_shape(), outputs)));
+  if (job.plan.fitcompress.enabled)  // before the run folder's checkpointer: a checkpoint holds its result
+    trainer.add_callback(fit::fitcompress_callback(job.plan.fitcompress, train, [&](const fit::SearchResult& r) {
+      write_text_file((fs::path(job.output) / "fitcompress.json").string(), r.to_json().dump(1) + "\n");
+      observer.on_fitcompress(job, r);
+    }));
   check_run_folder(job.output);
   fs::create_directories(job.output);
   io::FolderLock lock(job.output);  // held to the end: a second run into this folder is refused

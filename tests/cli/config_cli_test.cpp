@@ -120,9 +120,29 @@ compression: {training_parameters: {epochs: 2}}
 data: {dataset: random, shape: [16], samples: 64, num_classes: 5}
 compression: {fitcompress_parameters: {enable_fitcompress: true}}
 )");
-  r = run_sparq("run " + dir.file("fit.yaml"));
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.output.find("FITCompress is not implemented"), std::string::npos) << r.output;
+  r = run_sparq("run " + dir.file("fit.yaml") + " --output " + dir.file("fit_run"));
+  EXPECT_EQ(r.exit_code, 2);  // batches of 256 from 64 samples: no Fisher estimate
+  EXPECT_NE(r.output.find("FITCompress: the Fisher estimate needs batches of 256 samples; the training data has 64"),
+            std::string::npos)
+      << r.output;
+  // FITCompress end to end: the search at the start (no pretraining), its table, fitcompress.json,
+  // the formats in precision.json and `sparq inspect RUN`.
+  write_file(dir.file("fit.yaml"), R"(model: mlp
+data: {dataset: random, shape: [16], samples: 64, num_classes: 5}
+training: {epochs: 1, batch_size: 16}
+compression: {fitcompress_parameters: {enable_fitcompress: true, compression_goal: 0.10}}
+)");
+  r = run_sparq("run " + dir.file("fit.yaml") + " --output " + dir.file("fit_ok"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("FITCompress: per-layer weight formats and pruning (goal 0.1)"), std::string::npos) << r.output;
+  auto result = nlohmann::json::parse(sparq::test::read_text(dir.file("fit_ok/fitcompress.json")));
+  EXPECT_LT(result["rate"].get<double>(), 0.10);
+  auto precision = nlohmann::json::parse(sparq::test::read_text(dir.file("fit_ok/precision.json")));
+  EXPECT_NE(precision.dump().find("\"weight\""), std::string::npos);
+  r = run_sparq("inspect " + dir.file("fit_ok"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("FITCompress"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("of the float weights' bits"), std::string::npos) << r.output;
 }
 
 TEST(ConfigCli, InspectJsonListsEveryModuleAndTarget) {

@@ -89,6 +89,9 @@ class FixedPointQuantizerImpl : public QuantizerImpl {
   std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> integer_bits() const;
   /// The format of a per-tensor quantizer, or of the first element otherwise.
   FixedFormat format() const;
+  /// Fixed widths: every element gets `int_bits` and `frac_bits` (k kept), the budget b follows
+  /// (FITCompress's per-layer formats). Throws sparq::Error for an HGQ quantizer.
+  void set_widths(int64_t int_bits, int64_t frac_bits);
 
   /// Fixed: buffers; b = k + i + f is the budget the dynamic split keeps. HGQ: k buffer, f
   /// parameter, i parameter (buffer tracked from the data under WRAP), b undefined.

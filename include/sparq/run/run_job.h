@@ -14,6 +14,7 @@
 #include "sparq/compress/speedup.h"
 #include "sparq/config/job.h"
 #include "sparq/data/dataset.h"
+#include "sparq/fit/fitcompress.h"
 #include "sparq/models/graph.h"
 #include "sparq/train/trainer.h"
 
@@ -50,6 +51,8 @@ class RunObserver {
   virtual void on_compressed(const config::Job& job, const CompressReport& report) {}
   /// A configured setting that cannot take effect in this run (told once, before training).
   virtual void on_warning(const config::Job& job, const std::string& message) {}
+  /// FITCompress chose the per-layer formats and masks (at the end of pretraining).
+  virtual void on_fitcompress(const config::Job& job, const fit::SearchResult& result) {}
   /// Before training starts: add callbacks here.
   virtual void on_trainer(const config::Job& job, train::Trainer& trainer) {}
   virtual void on_finished(const config::Job& job, const RunResult& result) {}

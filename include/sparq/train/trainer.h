@@ -201,12 +201,13 @@ class Trainer {
   torch::Device device() const { return device_; }
   /// Whether some weight layer has a pruning method.
   bool prunes() const { return prunes_; }
+  /// The task loss of `output` against `target` (the options' loss).
+  torch::Tensor loss_of(const torch::Tensor& output, const torch::Tensor& target) const;
 
  private:
   /// Built-ins, then loss terms, then added callbacks: the order every hook is called in (kept as
   /// one list, so a step does not rebuild it).
   void list_callbacks();
-  torch::Tensor loss_of(const torch::Tensor& output, const torch::Tensor& target) const;
   void load_weights(torch::serialize::InputArchive& weights, const std::string& path);
   std::vector<size_t> matching_groups(const std::string& regex) const;
 

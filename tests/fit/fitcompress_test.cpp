@@ -7,10 +7,12 @@
 #include <functional>
 #include <limits>
 
+#include "sparq/compress/compress.h"
 #include "sparq/config/pquant.h"
 #include "sparq/error.h"
 #include "sparq/fit/fitcompress.h"
 #include "sparq/yaml/reader.h"
+#include "test_util.h"
 
 using namespace sparq;
 
@@ -172,4 +174,35 @@ TEST(FitCompress, ConfigErrorsNameTheLine) {
   fails("  enable_fitcompress: true\n  optimize_pruning: false\n  optimize_quantization: false\n",
         "optimize_quantization or optimize_pruning");
   fails("  enable_fitcompress: true\n", "HGQ", "quantization_parameters: {use_hgq: true}\n");
+}
+
+TEST(FitCompress, EmpiricalFisherOfALinearModelIsTheClosedForm) {
+  // y = W x with MSE: dloss/dW = (2/B) sum_b (W x_b - t_b) x_b; every batch is the same B rows (a
+  // ragged tail of 3 is skipped), so F = B * g^2.
+  auto spec = models::parse_model_yaml(R"(
+input_shape: [2]
+layers:
+  - {name: fc, op: Linear, out_features: 1, bias: false}
+)", "toy.yaml");
+  models::Graph model(spec);
+  compress(model, test::pquant_plan("quantization_parameters: {enable_quantization: false}"));
+  const int64_t B = 4;
+  auto x = torch::tensor({1.0f, 2.0f, -1.0f, 0.5f, 3.0f, -2.0f, 0.0f, 1.0f, 9.0f, 9.0f, 9.0f, 9.0f, 9.0f, 9.0f}).view({7, 2});
+  auto t = torch::tensor({1.0f, -1.0f, 0.5f, 2.0f, 7.0f, 7.0f, 7.0f}).view({7, 1});
+  auto data = data::make_dataset(x, t, data::Task::Regression, 0, "toy");
+  train::TrainOptions options;
+  options.loss = "mse";
+  train::Trainer trainer(model, options);
+  auto layer = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(model, "fc"));
+  {
+    torch::NoGradGuard no_grad;
+    layer->weight.copy_(torch::tensor({{0.5f, -0.25f}}));
+  }
+  auto W = torch::tensor({{0.5, -0.25}}, torch::kFloat64);
+  auto xb = x.slice(0, 0, B).to(torch::kFloat64), tb = t.slice(0, 0, B).to(torch::kFloat64);
+  auto g = (2.0 / B) * ((xb.matmul(W.t()) - tb).t().matmul(xb));
+  auto F = fit::empirical_fisher(trainer, {"fc"}, data, B, 10);
+  ASSERT_EQ(F.size(), 1u);
+  EXPECT_TRUE(torch::allclose(F[0].to(torch::kFloat64), B * g.square(), 1e-5, 1e-6)) << F[0] << B * g.square();
+  EXPECT_THROW(fit::empirical_fisher(trainer, {"fc"}, data, 8), Error);  // 7 rows: no batch of 8
 }

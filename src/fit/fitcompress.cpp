@@ -118,19 +118,18 @@ class FitCompressCallback : public train::Callback {
     std::map<std::string, torch::Tensor> saved;
     for (const auto& item : model->named_parameters()) saved[item.key()] = item.value().detach().clone();
     for (const auto& item : model->named_buffers()) saved["buffer:" + item.key()] = item.value().detach().clone();
-    const int64_t batch = t.options().batch_size;
-    FisherFn fisher = [&](const std::vector<torch::Tensor>& theta) {
-      torch::NoGradGuard no_grad;
-      for (size_t l = 0; l < pq.size(); ++l) pq[l]->weight.copy_(theta[l]);
-      torch::AutoGradMode grad(true);
-      return empirical_fisher(t, names, train_, batch);
+    auto estimate = [&] {
+      torch::AutoGradMode grad(true);  // the search itself runs without gradients
+      return empirical_fisher(t, names, train_, t.options().batch_size);
     };
-    SearchOptions options{plan_};
-    auto initial = [&] {
-      torch::AutoGradMode grad(true);
-      return empirical_fisher(t, names, train_, batch);
-    }();
-    auto result = search(layers, std::move(initial), fisher, options);
+    FisherFn fisher = [&](const std::vector<torch::Tensor>& theta) {
+      {
+        torch::NoGradGuard no_grad;
+        for (size_t l = 0; l < pq.size(); ++l) pq[l]->weight.copy_(theta[l]);
+      }
+      return estimate();
+    };
+    auto result = search(layers, estimate(), fisher, SearchOptions{plan_});
     result.fisher_evaluations += 1;
     {
       torch::NoGradGuard no_grad;

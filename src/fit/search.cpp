@@ -18,6 +18,11 @@ namespace sparq::fit {
 namespace {
 constexpr int64_t kFloatBits = 31;  // the initial nodes' "unquantized" budget (§3.4)
 
+/// Whether `n.theta` is quantize(theta_u, q): after the first width step (the initial weights are float).
+bool quantized(const SearchNode& n) {
+  return std::any_of(n.state.begin(), n.state.end() - 1, [](int64_t s) { return s >= 0; });
+}
+
 double sum_over(const std::vector<torch::Tensor>& terms) {
   double total = 0;
   for (const auto& t : terms) total += t.sum().item<double>();
@@ -108,9 +113,9 @@ std::vector<SearchNode> expand(SearchNode& u, const std::vector<SearchLayer>& la
       SearchNode v;
       v.state = u.state, v.state[l] = next;
       v.q = u.q, v.q[l] = static_cast<int64_t>(schedule[next]);
-      v.theta_u = u.theta_u, v.pruning = u.pruning, v.quantized = true;
+      v.theta_u = u.theta_u, v.pruning = u.pruning;
       for (size_t m = 0; m < L; ++m) {
-        if (u.quantized && v.q[m] == u.q[m]) {  // the same quantization of the same weights
+        if (quantized(u) && v.q[m] == u.q[m]) {  // the same quantization of the same weights
           v.theta.push_back(u.theta[m]), v.int_bits.push_back(u.int_bits[m]), v.frac_bits.push_back(u.frac_bits[m]);
           continue;
         }
@@ -125,7 +130,7 @@ std::vector<SearchNode> expand(SearchNode& u, const std::vector<SearchLayer>& la
   if (plan.optimize_pruning && next_level < static_cast<int64_t>(curve.size())) {
     SearchNode v;
     v.state = u.state, v.state[L] = next_level;
-    v.q = u.q, v.int_bits = u.int_bits, v.frac_bits = u.frac_bits, v.quantized = u.quantized;
+    v.q = u.q, v.int_bits = u.int_bits, v.frac_bits = u.frac_bits;
     v.pruning = curve[next_level];
     // Global ranking of importance F * theta^2 over the prunable layers; the level is the absolute
     // fraction of their weights that is zero (already-zero weights have importance 0 and count).

@@ -64,7 +64,6 @@ struct SearchNode {
   std::vector<int64_t> state;                          ///< quantization index per layer, then pruning index
   double pruning = 0;                                  ///< the global pruning level
   double g = 0, f = 0, d = 0, rate = 1;
-  bool quantized = false;                              ///< theta is quantize(theta_u, q) (not the initial node)
 };
 
 struct LayerChoice {

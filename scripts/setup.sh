@@ -27,6 +27,7 @@ packages=(
   python3-onnx python3-torch         # the tests' real clients: onnx's checker, torch.onnx.export of fixtures
 )
 case "$action" in sanitize|fuzz) packages+=(clang libclang-rt-14-dev) ;; esac   # ASan, UBSan, libFuzzer
+case "$action" in test|sanitize) packages+=(chromium) ;; esac   # the report tests open report.html in it
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

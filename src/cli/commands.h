@@ -59,6 +59,11 @@ struct VerifyArgs {
 };
 /// Exit 0 when ONNX Runtime agrees (no prediction differs, logits within one output LSB), 3 when not.
 int verify_command(const VerifyArgs& args);
+struct ReportArgs {
+  std::vector<std::string> run_dirs;
+  std::string out;  ///< default: RUN/report.html for one run, ./report.html for several
+};
+int report_command(const ReportArgs& args);
 /// `sparq config default METHOD`: PQuantML's packaged config of a pruning method.
 int config_default_command(const std::string& method);
 

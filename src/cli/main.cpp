@@ -81,6 +81,12 @@ int main(int argc, char** argv) {
       "verify", "Run a finished run's model.onnx in ONNX Runtime and compare it with sparq's evaluation on the test split");
   verify_cmd->add_option("run", verify.run_dir, "Run folder")->required();
 
+  sparq::cli::ReportArgs report;
+  auto* report_cmd = app.add_subcommand(
+      "report", "Write a run's report.html again, or compare several runs (accuracy against EBOPs, Pareto front)");
+  report_cmd->add_option("runs", report.run_dirs, "Run folders")->required();
+  report_cmd->add_option("--out", report.out, "Output HTML file (default: RUN/report.html; ./report.html for several runs)");
+
   auto* config_cmd = app.add_subcommand("config", "Config files");
   auto* default_cmd = config_cmd->add_subcommand("default", "Print PQuantML's packaged config of a pruning method");
   default_cmd->add_option("method", method, "cs, dst, pdp, wanda, autosparse, activation_pruning, mdmm, fitcompress")
@@ -137,6 +143,7 @@ int main(int argc, char** argv) {
     if (convert_cmd->parsed()) return sparq::cli::convert_command(convert);
     if (export_cmd->parsed()) return sparq::cli::export_command(export_args);
     if (verify_cmd->parsed()) return sparq::cli::verify_command(verify);
+    if (report_cmd->parsed()) return sparq::cli::report_command(report);
     if (default_cmd->parsed()) return sparq::cli::config_default_command(method);
     if (keys_cmd->parsed()) {
       fmt::print("{}", sparq::config::pquant_keys_markdown());

@@ -17,6 +17,7 @@
 #include "sparq/limits.h"
 #include "sparq/prune/mask_pruner.h"
 #include "sparq/prune/methods.h"
+#include "sparq/report/report.h"
 #include "sparq/train/callbacks.h"
 #include "sparq/train/distillation.h"
 #include "sparq/train/modifiers.h"
@@ -45,7 +46,8 @@ void write_text_file(const std::string& path, const std::string& text) { io::wri
 /// is written (otherwise the run would train and fail at its last write).
 void check_run_folder(const std::string& output) {
   for (const char* name : {"model.pt", "checkpoint.pt", "metrics.jsonl", "job.yaml", "model.yaml", "run.json",
-                           "precision.json", "calibration.json", "model_speedup.pt", "model.onnx", "model_qonnx.onnx", ".lock"}) {
+                           "precision.json", "calibration.json", "model_speedup.pt", "model.onnx", "model_qonnx.onnx", "report.html",
+                           "fitcompress.json", ".lock"}) {
     fs::path path = fs::path(output) / name;
     std::error_code ec;
     if (fs::exists(fs::symlink_status(path, ec)) && !fs::is_regular_file(path, ec))
@@ -262,14 +264,34 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
     save_module(small, (fs::path(job.output) / "model_speedup.pt").string());
     result.speedup = report;
   }
-  nlohmann::json run = {{"job_dir", fs::absolute(job.base_dir.empty() ? "." : job.base_dir).lexically_normal().string()},
+  nlohmann::json run = {{"format", kRunFormat},
+                        {"sparq_version", SPARQ_VERSION},
+                        {"name", job.name},
+                        {"job_dir", fs::absolute(job.base_dir.empty() ? "." : job.base_dir).lexically_normal().string()},
                         {"recipe_variables", job.load_options.recipe_variables},
                         {"graph", graph_state(model)}};
+  if (result.test.samples > 0)
+    run["test"] = {{"samples", result.test.samples},
+                   {"loss", result.test.loss},
+                   {"accuracy", result.classification ? nlohmann::json(result.test.accuracy) : nlohmann::json(nullptr)}};
   write_text_file((fs::path(job.output) / "run.json").string(), run.dump(1) + "\n");
   write_exports(model, job.output, job.exports, result.exported);
+  report::write_run_report(job.output);
   result.model = model;
   observer.on_finished(job, result);
   return result;
+}
+
+void check_run_format(const nlohmann::json& run, const std::string& run_dir) {
+  auto format = run.find("format");
+  if (format == run.end() || !format->is_number_integer())
+    throw ConfigError(fmt::format("{}: written by an incompatible (older) version of sparq: run.json has no format; "
+                                  "run the job again",
+                                  run_dir));
+  if (format->get<int64_t>() != kRunFormat)
+    throw ConfigError(fmt::format("{}: written by an incompatible version of sparq ({}): run folder format {}, this sparq "
+                                  "reads format {}",
+                                  run_dir, run.value("sparq_version", std::string("unknown")), format->dump(), kRunFormat));
 }
 
 config::Job load_run_job(const std::string& run_dir) {
@@ -278,7 +300,9 @@ config::Job load_run_job(const std::string& run_dir) {
     if (!fs::is_regular_file(dir / file))
       throw ConfigError(fmt::format("{}: not a finished run folder of this version of sparq (no {})", run_dir, file));
   auto run = nlohmann::json::parse(io::read_file((dir / "run.json").string()), nullptr, false);
-  if (run.is_discarded() || !run.contains("job_dir") || !run["job_dir"].is_string())
+  if (run.is_discarded() || !run.is_object()) throw ConfigError(fmt::format("{}: run.json is damaged", (dir / "run.json").string()));
+  check_run_format(run, run_dir);
+  if (!run.contains("job_dir") || !run["job_dir"].is_string())
     throw ConfigError(fmt::format("{}: run.json is damaged", (dir / "run.json").string()));
   config::LoadOptions load;
   if (run.contains("recipe_variables") && run["recipe_variables"].is_object())

@@ -80,6 +80,13 @@ std::vector<std::string> ineffective_settings(const config::Job& job, int64_t st
 /// quantizes) and model_speedup.pt (when the plan asks for speedup) to job.output. Throws sparq::Error on bad input.
 RunResult run_job(const config::Job& job, RunObserver& observer, const RunOptions& options = {});
 
+/// The layout version of the run folders this sparq writes (run.json's "format"); readers of a run
+/// folder (export, verify, report) refuse others.
+constexpr int kRunFormat = 1;
+
+/// Throws ConfigError unless `run` (a folder's run.json) is of kRunFormat.
+void check_run_format(const nlohmann::json& run, const std::string& run_dir);
+
 /// The job of a finished run folder, from the copy `sparq run` keeps there (job.yaml, and
 /// run.json: the job's folder for its relative paths, recipe variables); its output is `run_dir`.
 /// Throws ConfigError when the folder is not a run folder of this version.

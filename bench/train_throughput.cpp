@@ -44,7 +44,7 @@ torch::Device bench_device() {
   return d ? torch::Device(d) : torch::Device(torch::kCPU);
 }
 
-enum class Mode { Float, Fixed8, Hgq, Int8Qat, BareFloat };
+enum class Mode { Float, Fixed8, Hgq, Int8Qat, BareFloat, Pdp8 };
 
 /// The 8-bit config of examples/lenet_fashion_mnist_8bit.yaml (weights ap_fixed<8,2>, data
 /// ap_fixed<8,4>); HGQ: per-weight trainable widths from there, beta 1e-5.
@@ -66,7 +66,11 @@ Plan eight_bit_plan(Mode mode) {
       "quantization_parameters: {default_weight_integer_bits: 1, default_weight_fractional_bits: 6, "
       "default_data_keep_negatives: 1, default_data_integer_bits: 3, default_data_fractional_bits: 4";
   if (mode == Mode::Hgq) text += ", use_hgq: true, granularity: per_weight, hgq_beta: 1.0e-5";
-  auto doc = yaml::YamlDoc::load_string(text + "}", "<bench>");
+  text += "}";
+  if (mode == Mode::Pdp8)  // examples/lenet_pdp.yaml's method, in its training stage from the first step
+    text += "\npruning_parameters: {pruning_method: pdp, sparsity: 0.8, epsilon: 0.25}"
+            "\ntraining_parameters: {pretraining_epochs: 0, epochs: 1000, fine_tuning_epochs: 0}";
+  auto doc = yaml::YamlDoc::load_string(text, "<bench>");
   return config::parse_pquant(doc.file, doc.root);
 }
 
@@ -76,9 +80,9 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
   train::TrainOptions options;
   options.device = device.str();
   options.batch_size = batch;
-  const bool quantized = mode == Mode::Fixed8 || mode == Mode::Hgq || mode == Mode::Int8Qat;
+  const bool quantized = mode == Mode::Fixed8 || mode == Mode::Hgq || mode == Mode::Int8Qat || mode == Mode::Pdp8;
   const Plan plan = quantized ? eight_bit_plan(mode) : Plan{};
-  train::Trainer trainer(model, options, std::nullopt, plan.events);
+  train::Trainer trainer(model, options, plan.schedule, plan.events);
   if (plan.quantizer)
     if (auto runtime = train::make_quantizer_runtime(*plan.quantizer, model)) trainer.add_callback(runtime);
   int64_t epoch = 0, b = 0;
@@ -185,6 +189,7 @@ void BM_lenet_fashion_mnist(benchmark::State& state) {
 BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::BareFloat)->Name("BM_bare_float_lenet_fashion_mnist")->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::Float)->Name("BM_float_lenet_fashion_mnist")->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::Fixed8)->Name("BM_fixed8_lenet_fashion_mnist")->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::Pdp8)->Name("BM_pdp_fixed8_lenet_fashion_mnist")->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_lenet_fashion_mnist, Mode::Int8Qat)->Name("BM_int8_qat_lenet_fashion_mnist")->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

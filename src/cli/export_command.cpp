@@ -2,6 +2,7 @@
 // `sparq verify RUN` (that model.onnx in ONNX Runtime against sparq's own evaluation, per
 // sample, over the whole test split).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 #include <unistd.h>
 

@@ -1,6 +1,7 @@
 #include "sparq/report/report.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -95,17 +96,19 @@ Series series_of(const std::vector<json>& epochs, const std::string& key, const 
 std::vector<Plot::Band> stage_bands(const std::vector<json>& epochs) {
   std::vector<Plot::Band> bands;
   std::string last;
+  int64_t rounds = 1;
+  for (const auto& e : epochs) rounds = std::max(rounds, e.value("round", int64_t{1}));
   for (const auto& e : epochs) {
     std::string stage = e.value("stage", std::string());
     int64_t round = e.value("round", int64_t{1});
-    std::string caption = stage == "train" && round > 1 ? fmt::format("train {}", round) : stage;
+    std::string caption = stage == "training" && rounds > 1 ? fmt::format("round {}", round) : stage;
     if (caption.empty()) continue;
     double epoch = value_of(e, "epoch");
     if (bands.empty() || caption != last) bands.push_back({epoch - 0.5, epoch + 0.5, caption});
     else bands.back().to = epoch + 0.5;
     last = caption;
   }
-  if (bands.size() == 1 && bands[0].caption == "train") bands.clear();  // a plain run: nothing to tell apart
+  if (bands.size() == 1 && bands[0].caption == "training") bands.clear();  // a plain run: nothing to tell apart
   return bands;
 }
 
@@ -179,7 +182,7 @@ std::string curves_section(const RunFiles& r) {
   std::vector<Plot> plots;
   auto add = [&](const std::string& id, const std::string& title, const std::string& y_label,
                  std::vector<Series> series) {
-    Plot p{id, title, "epoch", y_label, std::move(series), false, false, bands};
+    Plot p{id, title, "epoch", y_label, std::move(series), false, false, true, bands};
     for (const auto& s : p.series) p.log_y = p.log_y || spans_decades(s);
     plots.push_back(std::move(p));
   };
@@ -352,7 +355,7 @@ std::string comparison_report_html(const std::vector<std::string>& run_dirs) {
     (front[n] ? best : all).labels.push_back(runs[n].name);
   }
   Plot scatter{"pareto", fmt::format("Accuracy against {}", all_ebops ? "EBOPs" : "sparsity"),
-               all_ebops ? "EBOPs (last epoch)" : "sparsity (last epoch)", "eval accuracy", {}, false, false, {}};
+               all_ebops ? "EBOPs (last epoch)" : "sparsity (last epoch)", "eval accuracy", {}, false, false, false, {}};
   if (!all.x.empty()) scatter.series.push_back(all);
   scatter.series.push_back(best);
   if (all_ebops) {

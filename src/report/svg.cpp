@@ -39,6 +39,8 @@ struct Axis {
     lo = a, hi = b;
   }
 
+  bool whole = false;  ///< ticks at whole numbers only (epochs)
+
   /// 1-2-5 steps (linear) or powers of ten (log), 3 to 8 ticks.
   std::vector<double> ticks() const {
     std::vector<double> out;
@@ -52,16 +54,20 @@ struct Axis {
     double step = mag;
     for (double m : {1.0, 2.0, 5.0, 10.0})
       if (raw <= m * mag) { step = m * mag; break; }
+    if (whole) step = std::max(step, 1.0);
     for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push_back(std::abs(v) < step * 1e-9 ? 0 : v);
     return out;
   }
 };
 
+/// A tick label: short, "3.5e6" rather than "3.5e+06".
 std::string number(double v) {
   if (v == 0) return "0";
   double a = std::abs(v);
-  if (a >= 1e5 || a < 1e-3) return fmt::format("{:.3g}", v);
-  return fmt::format("{:.6g}", v);
+  if (a < 1e5 && a >= 1e-3) return fmt::format("{:.6g}", v);
+  int exponent = static_cast<int>(std::floor(std::log10(a)));
+  double mantissa = v / std::pow(10.0, exponent);
+  return fmt::format("{:.3g}e{}", mantissa, exponent);
 }
 
 std::string frame(const std::string& id, const std::string& title) {
@@ -90,7 +96,7 @@ std::string axes(const Axis& x, const Axis& y, const std::string& x_label, const
     }
   s += fmt::format(R"(<text x="{}" y="{}" class="label" text-anchor="middle">{}</text>)", (kLeft + kWidth - kRight) / 2,
                    kHeight - 8, escape(x_label));
-  s += fmt::format(R"s(<text transform="translate(16,{}) rotate(-90)" class="label" text-anchor="middle">{}</text>)s",
+  s += fmt::format(R"s(<text transform="translate(14,{}) rotate(-90)" class="label" text-anchor="middle">{}</text>)s",
                    (kTop + kHeight - kBottom) / 2, escape(y_label));
   return s;
 }
@@ -115,6 +121,7 @@ std::string escape(const std::string& text) {
 
 std::string svg_plot(const Plot& plot) {
   Axis x{0, 1, plot.log_x, kLeft, kWidth - kRight}, y{0, 1, plot.log_y, kHeight - kBottom, kTop};
+  x.whole = plot.whole_x;
   std::vector<double> xs, ys;
   for (const auto& s : plot.series) {
     xs.insert(xs.end(), s.x.begin(), s.x.end());

@@ -20,6 +20,7 @@ struct Plot {
   std::string title, x_label, y_label;
   std::vector<Series> series;
   bool log_x = false, log_y = false;
+  bool whole_x = false;  ///< x ticks at whole numbers only (epochs)
   /// Shaded x ranges with a caption (the training stages of a run).
   struct Band {
     double from, to;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The integer reference against sparq's evaluation on the whole Fashion-MNIST test split: the 8-bit,
+# 4-bit, HGQ and PDP LeNet examples as they are, the 8-bit job with WRAP data lanes, and the 8-bit
+# job once per rounding mode (1 epoch each); `sparq verify` on each run folder, then the table.
+#   bench/integer_reference.sh [OUT_DIR]      (about 12 minutes on 2 cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-$(mktemp -d)}
+mkdir -p "$out"
+run() {  # name job [sparq run options]
+  local name=$1 job=$2; shift 2
+  build/sparq run "$job" --output "$out/$name" "$@" > "$out/$name.log"
+  build/sparq verify "$out/$name" > "$out/$name.verify" || true
+}
+for job in lenet_fashion_mnist_8bit lenet_fashion_mnist_4bit lenet_hgq lenet_pdp; do run "$job" "examples/$job.yaml"; done
+sed 's/default_data_fractional_bits: 4/default_data_fractional_bits: 4\n    overflow_mode_data: WRAP/' \
+  examples/lenet_fashion_mnist_8bit.yaml > "$out/wrap.yaml"
+run wrap "$out/wrap.yaml" --epochs 3
+for mode in TRN TRN_ZERO RND RND_ZERO RND_INF RND_MIN_INF RND_CONV; do
+  sed "s/default_data_fractional_bits: 4/default_data_fractional_bits: 4\n    round_mode: $mode/" \
+    examples/lenet_fashion_mnist_8bit.yaml > "$out/round_$mode.yaml"
+  run "round_$mode" "$out/round_$mode.yaml" --epochs 1
+done
+echo "| run | test accuracy | logits that differ (integer reference vs sparq) | float32 nodes |"
+echo "|---|---|---|---|"
+for v in "$out"/*.verify; do
+  name=$(basename "$v" .verify)
+  acc=$(sed -n 's/^accuracy: sparq //p' "$v")
+  diff=$(sed -n 's/^integer reference: \([0-9]* of [0-9]*\) logits.*/\1/p' "$v")
+  floats=$(sed -n 's/.*(no integer form): //p' "$v")
+  echo "| $name | $acc | ${diff:-$(head -c 200 "$v")} | ${floats:-none} |"
+done

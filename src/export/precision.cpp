@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "sparq/compress/compress.h"
 #include "sparq/error.h"
 #include "sparq/io/files.h"
+#include "sparq/layers/pq_layers.h"
 
 namespace sparq::exporting {
 
@@ -59,7 +61,116 @@ nlohmann::json target_json(const quant::Quantizer& q) {
           {"mean_bits", d.k.empty() ? 0.0 : bits / static_cast<double>(d.k.size())}};
 }
 
+/// The smallest f with v * 2^f an integer (v a quantized weight: dyadic), 0 for v = 0.
+int fraction_bits(double v) {
+  if (v == 0 || !std::isfinite(v)) return 0;
+  int f = -60;
+  while (f < 200 && std::ldexp(v, f) != std::floor(std::ldexp(v, f))) ++f;
+  while (f > -60 && std::ldexp(v, f - 1) == std::floor(std::ldexp(v, f - 1))) --f;
+  return f;
+}
+
+/// Per input feature (dense: last axis) or channel (conv: axis 1), the value range and the largest
+/// f of the input lane; a zero-width element holds only 0.
+struct LaneRange {
+  std::vector<double> lo, hi;
+  std::vector<int> f;
+  std::vector<bool> live;
+};
+LaneRange lane_range(const quant::QuantFormat& d, bool channel_axis, int64_t features) {
+  LaneRange r{std::vector<double>(features, 0.0), std::vector<double>(features, 0.0), std::vector<int>(features, -1000),
+              std::vector<bool>(features, false)};
+  // Element e of the lane's widths sits at a position of [1, *sample] broadcast from d.shape.
+  std::vector<int64_t> shape = d.shape;
+  const size_t n = d.k.size();
+  auto feature_of = [&](size_t e) -> int64_t {
+    if (shape.empty() || n == 1) return -1;  // one format for every feature
+    // the index along the feature axis of element e of a tensor of `shape`
+    const size_t axis = channel_axis ? 1 : shape.size() - 1;
+    int64_t stride = 1;
+    for (size_t a = axis + 1; a < shape.size(); ++a) stride *= shape[a];
+    int64_t idx = (static_cast<int64_t>(e) / stride) % shape[axis];
+    return shape[axis] == 1 ? -1 : idx;
+  };
+  for (size_t e = 0; e < n; ++e) {
+    auto fmt_e = d.element(e);
+    const int64_t j = feature_of(e);
+    for (int64_t c = (j < 0 ? 0 : j); c < (j < 0 ? features : j + 1); ++c) {
+      if (fmt_e.width() <= 0) continue;  // holds 0
+      const double lo = fmt_e.k ? fmt_e.min_value() : 0.0, hi = fmt_e.max_value();
+      if (!r.live[c]) r.lo[c] = lo, r.hi[c] = hi, r.live[c] = true;
+      else r.lo[c] = std::min(r.lo[c], lo), r.hi[c] = std::max(r.hi[c], hi);
+      r.f[c] = std::max(r.f[c], fmt_e.f);
+    }
+  }
+  return r;
+}
+
 }  // namespace
+
+std::string Accumulator::type_name() const {
+  return fmt::format("{}<{},{}>", is_signed ? "ap_fixed" : "ap_ufixed", width(), integer);
+}
+
+std::optional<Accumulator> accumulator_of(const models::Graph& graph, const std::string& name) {
+  auto pq = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(graph, name));
+  if (!pq) return std::nullopt;
+  std::optional<quant::QuantFormat> input;
+  for (const auto& [target, q] : pq->quantizers())
+    if (target == "input" && q->enabled && q->describe().kind != "integer") input = q->describe();
+  if (!input) return std::nullopt;
+  torch::NoGradGuard no_grad;
+  const bool was_training = pq->is_training();
+  pq->eval();  // the deployed weights: frozen formats, hard masks
+  auto w = pq->effective_weight().to(torch::kFloat64).cpu().contiguous();
+  auto b = pq->effective_bias();
+  pq->train(was_training);
+  const bool conv = w.dim() > 2;
+  const int64_t out = w.size(0), per_out = w.numel() / out;
+  const int64_t in_features = w.size(1);  // per group for a convolution
+  auto* conv_layer = dynamic_cast<layers::PQConvImpl*>(pq.get());
+  const int64_t groups = conv_layer ? conv_layer->options().groups() : 1;
+  const int64_t channels = conv ? in_features * groups : in_features;
+  auto range = lane_range(*input, conv, channels);
+  const int64_t taps = conv ? per_out / in_features : 1;
+  const double* wp = w.data_ptr<double>();
+  Accumulator acc;
+  acc.min = INFINITY, acc.max = -INFINITY;
+  int f = -1000;
+  std::vector<double> bias(out, 0.0);
+  if (b.defined()) {
+    auto bd = b.to(torch::kFloat64).cpu().contiguous();
+    for (int64_t o = 0; o < out; ++o) bias[o] = bd.data_ptr<double>()[o], f = std::max(f, fraction_bits(bias[o]));
+  }
+  for (int64_t o = 0; o < out; ++o) {
+    double lo = bias[o], hi = bias[o];
+    const int64_t group = o / (out / groups);
+    for (int64_t j = 0; j < in_features; ++j) {
+      const int64_t c = conv ? group * in_features + j : j;
+      if (!range.live[c]) continue;  // a zero-width input: always 0
+      // A lane's range always holds 0, so the zeros an edge position reads stay inside it.
+      const double xl = range.lo[c], xh = range.hi[c];
+      for (int64_t t = 0; t < taps; ++t) {
+        const double v = wp[o * per_out + j * taps + t];
+        if (v == 0) continue;  // pruned, or quantized to 0: no product in the firmware
+        lo += std::min(v * xl, v * xh), hi += std::max(v * xl, v * xh);
+        f = std::max(f, fraction_bits(v) + range.f[c]);
+      }
+    }
+    acc.min = std::min(acc.min, lo), acc.max = std::max(acc.max, hi);
+  }
+  acc.fractional = std::max(f, 0);
+  acc.is_signed = acc.min < 0;
+  const double step = std::ldexp(1.0, -acc.fractional);
+  auto fits = [&](int i) {
+    if (acc.is_signed) return acc.min >= -std::ldexp(1.0, i - 1) && acc.max <= std::ldexp(1.0, i - 1) - step;
+    return acc.max <= std::ldexp(1.0, i) - step;
+  };
+  int integer = 1 - acc.fractional;  // the fewest integer bits that hold [min, max] (W >= 1)
+  while (!fits(integer)) ++integer;
+  acc.integer = integer;
+  return acc;
+}
 
 nlohmann::json precision_json(const models::Graph& graph) {
   nlohmann::json layers = nlohmann::json::array();
@@ -69,7 +180,13 @@ nlohmann::json precision_json(const models::Graph& graph) {
     nlohmann::json targets = nlohmann::json::object();
     for (const auto& [target, q] : pq->quantizers())
       if (q->enabled) targets[target] = target_json(q);
-    if (!targets.empty()) layers.push_back({{"name", node.name}, {"op", node.op}, {"targets", targets}});
+    if (targets.empty()) continue;
+    nlohmann::json layer = {{"name", node.name}, {"op", node.op}, {"targets", targets}};
+    if (auto acc = accumulator_of(graph, node.name))
+      layer["accumulator"] = {{"type", acc->type_name()}, {"width", acc->width()},   {"integer", acc->integer},
+                              {"fractional", acc->fractional}, {"signed", acc->is_signed}, {"min", acc->min},
+                              {"max", acc->max}};
+    layers.push_back(layer);
   }
   return {{"model", graph->name()}, {"layers", layers}};
 }
@@ -95,6 +212,12 @@ std::string precision_table(const nlohmann::json& precision) {
                           t.at("kind").get<std::string>() == "hgq" ? "hgq " + t.at("granularity").get<std::string>()
                                                                    : t.at("granularity").get<std::string>(),
                           elements, t.at("mean_bits").get<double>(), t.at("zero_width").get<int64_t>(), list);
+    }
+    if (layer.contains("accumulator")) {  // what no sum can overflow (accumulator_of)
+      const auto& a = layer["accumulator"];
+      text += fmt::format("{:<12} {:<8} {:<12} {:>8} {:>10} {:>9}  {} (sums in [{:.6g}, {:.6g}])\n", layer.at("name").get<std::string>(),
+                          "accum", "per layer", "", a.at("width").get<int>(), "", a.at("type").get<std::string>(),
+                          a.at("min").get<double>(), a.at("max").get<double>());
     }
   }
   return text;

@@ -53,9 +53,16 @@ Value rescale(const Value& v, int64_t den, const models::Node& node) {
 }
 
 int64_t common_den(int64_t a, int64_t b, const models::Node& node) {
-  const int64_t l = std::lcm(a, b);
-  if (l <= 0 || static_cast<double>(l) >= kInt64Safe) fail(node, "the denominators of its inputs have no common int64 multiple");
-  return l;
+  const int64_t g = std::gcd(a, b);
+  if (static_cast<double>(a / g) * static_cast<double>(b) >= kInt64Safe)
+    fail(node, "the denominators of its inputs have no common int64 multiple");
+  return a / g * b;
+}
+
+/// a * b for two denominators, checked against int64.
+int64_t den_product(int64_t a, int64_t b, const models::Node& node) {
+  if (static_cast<double>(a) * static_cast<double>(b) >= kInt64Safe) fail(node, "its grid is finer than int64 can hold");
+  return a * b;
 }
 
 /// The float32 value of an exact tensor (what sparq's float graph holds there); it must be exact.
@@ -207,7 +214,7 @@ Value dense(layers::PQDenseImpl& layer, const Value& in, const models::Node& nod
   auto acc = int_matmul(rows, w.code, node);
   auto shape = x.code.sizes().vec();
   shape.back() = w.code.size(0);
-  Value y{acc.reshape(shape), x.den * w.den, {}};
+  Value y{acc.reshape(shape), den_product(x.den, w.den, node), {}};
   y = add_bias(y, layer, layer.effective_bias(), node, y.code.dim() - 1);
   if (layer.fused_relu && layer.fold_active) y.code = torch::clamp_min(y.code, 0);
   return lane_out(layer, y, node);
@@ -240,7 +247,7 @@ Value conv(layers::PQConvImpl& layer, const Value& in, const models::Node& node)
   auto acc = torch::matmul(wk.unsqueeze(0), ck);  // [B, groups, out/groups, positions]
   std::vector<int64_t> shape{batch, out};
   shape.insert(shape.end(), node.out_shape.begin() + 1, node.out_shape.end());
-  Value y{acc.reshape(shape), x.den * w.den, {}};
+  Value y{acc.reshape(shape), den_product(x.den, w.den, node), {}};
   y = add_bias(y, layer, layer.effective_bias(), node, 1);
   if (layer.fused_relu && layer.fold_active) y.code = torch::clamp_min(y.code, 0);
   return lane_out(layer, y, node);
@@ -294,10 +301,12 @@ Value batch_norm(layers::PQBatchNormImpl& layer, const Value& in, const models::
 Value activation(layers::PQActivationImpl& layer, const Value& in, const models::Node& node) {
   Value x = in;
   if (layer.multiplier.defined()) {  // x * 2^round_half_even(m): a shift
-    const int s = static_cast<int>(std::nearbyint(layer.multiplier.item<double>()));
+    const double m = std::nearbyint(layer.multiplier.item<double>());
+    if (!(std::abs(m) <= 60)) fail(node, "its ReLU multiplier shifts by more than 60 bits");
+    const int s = static_cast<int>(m);
     if (x.is_float()) x.real = x.real * std::ldexp(1.0f, s);
-    else if (s >= 0) x.code = x.code * pow2(s);
-    else x.den = in.den * pow2(-s);
+    else if (s >= 0) x.code = rescale({x.code, 1, {}}, pow2(s), node).code;
+    else x.den = den_product(in.den, pow2(-s), node);
   }
   x = lane_in(layer, x, node);
   const auto& function = layer.function();

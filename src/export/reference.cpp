@@ -174,7 +174,8 @@ Value lane_out(const layers::PQLayer& layer, const Value& y, const models::Node&
 
 Value exact_input(const Value& x, const models::Node& node) {
   if (!x.is_float()) return x;
-  fail(node, "its input comes from a float node without a quantizer in between (quantize the lane)");
+  fail(node, "its input is a float value (the data, or a float node's output) with no quantizer in between: quantize "
+             "its input lane");
 }
 
 /// Codes of a quantized parameter (the layer's own effective weight or bias).

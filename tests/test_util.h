@@ -1,6 +1,7 @@
 // Helpers shared by the tests: temporary folders, running the sparq program, fixture paths.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -17,6 +18,14 @@
 #include "sparq/train/callbacks.h"
 #include "sparq/yaml/reader.h"
 #include "sparq/train/trainer.h"
+
+/// Skips the test when a real client (`what`) is missing, unless scripts/setup.sh runs the suite
+/// (SPARQ_REQUIRE_CLIENTS=1): then a missing client fails it.
+#define SPARQ_REQUIRE_CLIENT(present, what)                                                          \
+  if (!(present)) {                                                                                \
+    if (std::getenv("SPARQ_REQUIRE_CLIENTS")) FAIL() << what << " is not installed";             \
+    GTEST_SKIP() << what << " is not installed (scripts/setup.sh test installs it)";             \
+  }
 
 namespace sparq::test {
 

@@ -36,15 +36,13 @@ std::optional<std::pair<double, std::string>> output_lsb(const models::Graph& mo
   const auto& node = model->nodes()[model->output_index()];
   auto pq = pq_layer(model, node.name);
   if (!pq) return std::nullopt;
-  for (const auto& [target, q] : pq->quantizers()) {
-    if (target != "output" || !q->enabled) continue;
-    auto d = q->describe();
-    if (d.kind == "integer" || d.f.empty()) return std::nullopt;
-    for (int f : d.f)
-      if (f != d.f[0]) return std::nullopt;
-    return std::make_pair(std::ldexp(1.0, -d.f[0]), d.element(0).type_name());
-  }
-  return std::nullopt;
+  auto q = pq->quantizer("output");
+  if (!q) return std::nullopt;
+  auto d = q->describe();
+  if (d.kind == "integer" || d.f.empty()) return std::nullopt;
+  for (int f : d.f)
+    if (f != d.f[0]) return std::nullopt;
+  return std::make_pair(std::ldexp(1.0, -d.f[0]), d.element(0).type_name());
 }
 
 std::string env_or(const char* name, const std::string& fallback) {

@@ -115,23 +115,19 @@ std::string Accumulator::type_name() const {
 std::optional<Accumulator> accumulator_of(const models::Graph& graph, const std::string& name) {
   auto pq = std::dynamic_pointer_cast<layers::PQWeightLayer>(pq_layer(graph, name));
   if (!pq) return std::nullopt;
-  std::optional<quant::QuantFormat> input;
-  for (const auto& [target, q] : pq->quantizers())
-    if (target == "input" && q->enabled && q->describe().kind != "integer") input = q->describe();
-  if (!input) return std::nullopt;
-  torch::NoGradGuard no_grad;
-  const bool was_training = pq->is_training();
-  pq->eval();  // the deployed weights: frozen formats, hard masks
-  auto w = pq->effective_weight().to(torch::kFloat64).cpu().contiguous();
-  auto b = pq->effective_bias();
-  pq->train(was_training);
+  auto input_q = pq->quantizer("input");
+  if (!input_q) return std::nullopt;
+  const auto input = input_q->describe();
+  if (input.kind == "integer") return std::nullopt;
+  auto [weight, b] = pq->deployed_parameters();
+  auto w = weight.to(torch::kFloat64).cpu().contiguous();
   const bool conv = w.dim() > 2;
   const int64_t out = w.size(0), per_out = w.numel() / out;
   const int64_t in_features = w.size(1);  // per group for a convolution
   auto* conv_layer = dynamic_cast<layers::PQConvImpl*>(pq.get());
   const int64_t groups = conv_layer ? conv_layer->options().groups() : 1;
   const int64_t channels = conv ? in_features * groups : in_features;
-  auto range = lane_range(*input, conv, channels);
+  auto range = lane_range(input, conv, channels);
   const int64_t taps = conv ? per_out / in_features : 1;
   const double* wp = w.data_ptr<double>();
   Accumulator acc;
@@ -195,18 +191,24 @@ void write_precision(const nlohmann::json& precision, const std::string& path) {
   io::write_file_atomic(path, precision.dump() + "\n");
 }
 
+std::string most_used_types(const nlohmann::json& target, size_t shown) {
+  std::vector<std::pair<int64_t, std::string>> types;
+  if (target.contains("types") && target["types"].is_object())
+    for (const auto& [type, count] : target["types"].items())
+      if (count.is_number_integer()) types.emplace_back(count.get<int64_t>(), type);
+  std::sort(types.rbegin(), types.rend());
+  std::string list;
+  for (size_t n = 0; n < types.size() && n < shown; ++n) list += fmt::format("{}{} x{}", n ? ", " : "", types[n].second, types[n].first);
+  if (types.size() > shown) list += fmt::format(", ... ({} types)", types.size());
+  return list;
+}
+
 std::string precision_table(const nlohmann::json& precision) {
   std::string text = fmt::format("{:<12} {:<8} {:<12} {:>8} {:>10} {:>9}  {}\n", "layer", "target", "granularity",
                                  "elements", "mean bits", "zero-width", "types (most used first)");
   for (const auto& layer : precision.at("layers")) {
     for (const auto& [target, t] : layer.at("targets").items()) {
-      std::vector<std::pair<int64_t, std::string>> types;
-      for (const auto& [type, count] : t.at("types").items()) types.emplace_back(count.get<int64_t>(), type);
-      std::sort(types.rbegin(), types.rend());
-      std::string list;
-      for (size_t n = 0; n < types.size() && n < 3; ++n)
-        list += fmt::format("{}{} x{}", n ? ", " : "", types[n].second, types[n].first);
-      if (types.size() > 3) list += fmt::format(", ... ({} types)", types.size());
+      const std::string list = most_used_types(t, 3);
       int64_t elements = static_cast<int64_t>(t.at("k").size());
       text += fmt::format("{:<12} {:<8} {:<12} {:>8} {:>10.2f} {:>9}  {}\n", layer.at("name").get<std::string>(), target,
                           t.at("kind").get<std::string>() == "hgq" ? "hgq " + t.at("granularity").get<std::string>()

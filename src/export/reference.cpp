@@ -44,12 +44,22 @@ torch::Tensor pow2_tensor(const torch::Tensor& e) {
   return torch::pow(torch::full_like(e, 2), e);  // int64 in, int64 out: exact
 }
 
+/// code * factor, checked against int64.
+torch::Tensor times(const torch::Tensor& code, int64_t factor, const models::Node& node) {
+  if (max_abs(code) * static_cast<double>(factor) >= kInt64Safe) fail(node, "a value outgrows int64 when aligned");
+  return code * factor;
+}
+
 /// `v` with its codes scaled to denominator `den` (a multiple of v.den).
 Value rescale(const Value& v, int64_t den, const models::Node& node) {
-  if (den == v.den) return v;
-  const int64_t factor = den / v.den;
-  if (max_abs(v.code) * static_cast<double>(factor) >= kInt64Safe) fail(node, "a value outgrows int64 when aligned");
-  return {v.code * factor, den, {}};
+  return den == v.den ? v : Value{times(v.code, den / v.den, node), den, {}};
+}
+
+/// [batch, *the node's output sample shape].
+std::vector<int64_t> batch_shape(int64_t batch, const models::Node& node) {
+  std::vector<int64_t> shape{batch};
+  shape.insert(shape.end(), node.out_shape.begin(), node.out_shape.end());
+  return shape;
 }
 
 int64_t common_den(int64_t a, int64_t b, const models::Node& node) {
@@ -155,9 +165,8 @@ Value quantize(const Value& x, const quant::QuantFormat& d, const models::Node& 
 }
 
 std::optional<quant::QuantFormat> lane(const layers::PQLayer& layer, const std::string& target) {
-  for (const auto& [name, q] : layer.quantizers())
-    if (name == target && q->enabled) return q->describe();
-  return std::nullopt;
+  auto q = layer.quantizer(target);
+  return q ? std::optional<quant::QuantFormat>(q->describe()) : std::nullopt;
 }
 
 Value lane_in(const layers::PQLayer& layer, const Value& x, const models::Node& node) {
@@ -189,36 +198,36 @@ Value parameter_codes(const layers::PQLayer& layer, const std::string& target, c
   return from_float(value, f, node, target == "weight" ? "weights" : "biases");
 }
 
-/// Σ in int64 of x (rows) times w (rows): [n, K] x [O, K] -> [n, O], with the bound checked first.
-torch::Tensor int_matmul(const torch::Tensor& x, const torch::Tensor& w, const models::Node& node) {
-  double bound = max_abs(x) * (w.numel() ? w.abs().sum(1).max().item<double>() : 0.0);
+/// Throws unless every sum of products of `inputs` with a row of `weight_rows` (the last axis)
+/// stays inside int64.
+void check_sums(const torch::Tensor& inputs, const torch::Tensor& weight_rows, const models::Node& node) {
+  double bound = max_abs(inputs) * (weight_rows.numel() ? weight_rows.abs().sum(-1).max().item<double>() : 0.0);
   if (bound >= kInt64Safe) fail(node, "its sums could leave int64");
-  return torch::matmul(x, w.t());
 }
 
-Value add_bias(const Value& acc, const layers::PQWeightLayer& layer, torch::Tensor bias, const models::Node& node,
-               int64_t channel_dim) {
-  if (!bias.defined()) return acc;
-  auto b = parameter_codes(layer, "bias", bias, node);
-  const int64_t den = common_den(acc.den, b.den, node);
-  auto a = rescale(acc, den, node);
-  auto bb = rescale(b, den, node);
-  std::vector<int64_t> view(static_cast<size_t>(a.code.dim()), 1);
-  view[static_cast<size_t>(channel_dim)] = -1;
-  return {a.code + bb.code.view(view), den, {}};
+/// The sums of a dense or convolution layer on to its output: the bias aligned and added along
+/// `channel_dim`, a folded ReLU, the output lane.
+Value finish_weight_layer(layers::PQWeightLayer& layer, Value sums, int64_t channel_dim, const models::Node& node) {
+  if (auto bias = layer.effective_bias(); bias.defined()) {
+    auto b = parameter_codes(layer, "bias", bias, node);
+    const int64_t den = common_den(sums.den, b.den, node);
+    std::vector<int64_t> view(static_cast<size_t>(sums.code.dim()), 1);
+    view[static_cast<size_t>(channel_dim)] = -1;
+    sums = {rescale(sums, den, node).code + rescale(b, den, node).code.view(view), den, {}};
+  }
+  if (layer.fused_relu && layer.fold_active) sums.code = torch::clamp_min(sums.code, 0);
+  return lane_out(layer, sums, node);
 }
 
 Value dense(layers::PQDenseImpl& layer, const Value& in, const models::Node& node) {
   auto x = exact_input(lane_in(layer, in, node), node);
   auto w = parameter_codes(layer, "weight", layer.effective_weight(), node);
   auto rows = x.code.reshape({-1, x.code.size(-1)});
-  auto acc = int_matmul(rows, w.code, node);
+  check_sums(rows, w.code, node);
   auto shape = x.code.sizes().vec();
   shape.back() = w.code.size(0);
-  Value y{acc.reshape(shape), den_product(x.den, w.den, node), {}};
-  y = add_bias(y, layer, layer.effective_bias(), node, y.code.dim() - 1);
-  if (layer.fused_relu && layer.fold_active) y.code = torch::clamp_min(y.code, 0);
-  return lane_out(layer, y, node);
+  Value sums{torch::matmul(rows, w.code.t()).reshape(shape), den_product(x.den, w.den, node), {}};
+  return finish_weight_layer(layer, sums, sums.code.dim() - 1, node);
 }
 
 /// Windows of a [B, C, L] or [B, C, H, W] code tensor as [B, C * window, positions] (zeros padded).
@@ -243,15 +252,15 @@ Value conv(layers::PQConvImpl& layer, const Value& in, const models::Node& node)
   const int64_t batch = cols.size(0), groups = o.groups(), out = w.code.size(0), k = cols.size(1) / groups;
   auto wk = w.code.reshape({groups, out / groups, k});
   auto ck = cols.reshape({batch, groups, k, cols.size(2)});
-  double bound = max_abs(ck) * (wk.numel() ? wk.abs().sum(2).max().item<double>() : 0.0);
-  if (bound >= kInt64Safe) fail(node, "its sums could leave int64");
+  check_sums(ck, wk, node);
   auto acc = torch::matmul(wk.unsqueeze(0), ck);  // [B, groups, out/groups, positions]
-  std::vector<int64_t> shape{batch, out};
-  shape.insert(shape.end(), node.out_shape.begin() + 1, node.out_shape.end());
-  Value y{acc.reshape(shape), den_product(x.den, w.den, node), {}};
-  y = add_bias(y, layer, layer.effective_bias(), node, 1);
-  if (layer.fused_relu && layer.fold_active) y.code = torch::clamp_min(y.code, 0);
-  return lane_out(layer, y, node);
+  return finish_weight_layer(layer, {acc.reshape(batch_shape(batch, node)), den_product(x.den, w.den, node), {}}, 1, node);
+}
+
+/// The windows of `windows()` as [B, channels, window, positions], for a reduction over axis 2.
+torch::Tensor per_window(const torch::Tensor& cols, int64_t channels, const std::vector<int64_t>& kernel) {
+  const int64_t window = std::accumulate(kernel.begin(), kernel.end(), int64_t{1}, std::multiplies<int64_t>());
+  return cols.reshape({cols.size(0), channels, window, cols.size(2)});
 }
 
 Value avg_pool(layers::PQAvgPoolImpl& layer, const Value& in, const models::Node& node) {
@@ -259,13 +268,9 @@ Value avg_pool(layers::PQAvgPoolImpl& layer, const Value& in, const models::Node
   const auto& o = layer.options();
   auto kernel = o.kernel_size();
   auto cols = windows(x.code, o.dims(), kernel, o.stride(), o.padding(), std::vector<int64_t>(kernel.size(), 1), node);
-  const int64_t window = std::accumulate(kernel.begin(), kernel.end(), int64_t{1}, std::multiplies<int64_t>());
-  const int64_t batch = cols.size(0), channels = x.code.size(1);
-  auto sums = cols.reshape({batch, channels, window, cols.size(2)}).sum(2);  // zero padding counts (torch's default)
-  std::vector<int64_t> shape{batch};
-  shape.insert(shape.end(), node.out_shape.begin(), node.out_shape.end());
-  if (static_cast<double>(x.den) * static_cast<double>(window) >= kInt64Safe) fail(node, "its divisor outgrows int64");
-  return lane_out(layer, {sums.reshape(shape), x.den * window, {}}, node);
+  auto window = per_window(cols, x.code.size(1), kernel);
+  auto sums = window.sum(2);  // zero padding counts in the divisor (torch's default)
+  return lane_out(layer, {sums.reshape(batch_shape(cols.size(0), node)), den_product(x.den, window.size(2), node), {}}, node);
 }
 
 Value max_pool(const Value& in, const models::Node& node) {
@@ -278,19 +283,15 @@ Value max_pool(const Value& in, const models::Node& node) {
   for (auto p : padding)
     if (p != 0) fail(node, "max pooling with padding is not in the reference");
   auto cols = windows(x.code, static_cast<int>(n), kernel, stride, padding, dilation, node);
-  const int64_t window = std::accumulate(kernel.begin(), kernel.end(), int64_t{1}, std::multiplies<int64_t>());
-  auto best = std::get<0>(cols.reshape({cols.size(0), x.code.size(1), window, cols.size(2)}).max(2));
-  std::vector<int64_t> shape{cols.size(0)};
-  shape.insert(shape.end(), node.out_shape.begin(), node.out_shape.end());
-  return {best.reshape(shape), x.den, {}};
+  auto best = std::get<0>(per_window(cols, x.code.size(1), kernel).max(2));
+  return {best.reshape(batch_shape(cols.size(0), node)), x.den, {}};
 }
 
 Value batch_norm(layers::PQBatchNormImpl& layer, const Value& in, const models::Node& node) {
   auto x = to_float(lane_in(layer, in, node), node);
-  auto param = [&](const std::string& target, const torch::Tensor& p) {
-    torch::Tensor v = p;
-    for (const auto& [name, q] : layer.quantizers())
-      if (name == target && q->enabled) v = quant::Quantizer(q)->forward(p);
+  auto param = [&](const std::string& target, const torch::Tensor& p) {  // as the layer's forward: quantized, masked
+    auto q = layer.quantizer(target);
+    auto v = q ? q->forward(p) : p;
     auto m = layer.mask(target);
     return m ? m->apply(v) : v;
   };
@@ -306,7 +307,7 @@ Value activation(layers::PQActivationImpl& layer, const Value& in, const models:
     if (!(std::abs(m) <= 60)) fail(node, "its ReLU multiplier shifts by more than 60 bits");
     const int s = static_cast<int>(m);
     if (x.is_float()) x.real = x.real * std::ldexp(1.0f, s);
-    else if (s >= 0) x.code = rescale({x.code, 1, {}}, pow2(s), node).code;
+    else if (s >= 0) x.code = times(x.code, pow2(s), node);
     else x.den = den_product(in.den, pow2(-s), node);
   }
   x = lane_in(layer, x, node);
@@ -332,8 +333,7 @@ Value activation(layers::PQActivationImpl& layer, const Value& in, const models:
 }
 
 Value reshape_to(const Value& x, const models::Node& node) {
-  std::vector<int64_t> shape{(x.is_float() ? x.real : x.code).size(0)};
-  shape.insert(shape.end(), node.out_shape.begin(), node.out_shape.end());
+  auto shape = batch_shape((x.is_float() ? x.real : x.code).size(0), node);
   Value y = x;
   if (x.is_float()) y.real = x.real.reshape(shape);
   else y.code = x.code.reshape(shape);
@@ -367,33 +367,29 @@ Value combine(const std::vector<Value>& in, const models::Node& node) {
   return {torch::cat(codes, models::int_attr(node, "dim", 1)), den, {}};
 }
 
-/// Every node's value for one batch (index -1: the input, exact floats on their own grid).
-std::vector<Value> evaluate(models::Graph& model, const torch::Tensor& x, std::vector<std::string>* float_nodes) {
+/// The value of a node that has a module of sparq's PQ layers.
+Value pq_node(layers::PQLayer& pq, const Value& in, const models::Node& node) {
+  if (auto* d = dynamic_cast<layers::PQDenseImpl*>(&pq)) return dense(*d, in, node);
+  if (auto* c = dynamic_cast<layers::PQConvImpl*>(&pq)) return conv(*c, in, node);
+  if (auto* p = dynamic_cast<layers::PQAvgPoolImpl*>(&pq)) return avg_pool(*p, in, node);
+  if (auto* b = dynamic_cast<layers::PQBatchNormImpl*>(&pq)) return batch_norm(*b, in, node);
+  if (auto* a = dynamic_cast<layers::PQActivationImpl*>(&pq)) return activation(*a, in, node);
+  fail(node, "this PQ layer is not in the reference");
+}
+
+/// Every node's value for one batch (the data enters as float32, which the first quantizer grids).
+std::vector<Value> evaluate(models::Graph& model, const torch::Tensor& x) {
   const auto& nodes = model->nodes();
   std::vector<Value> values(nodes.size());
-  Value input{{}, 1, x.to(torch::kFloat32)};  // the data as the graph receives it; the first quantizer grids it
+  Value input{{}, 1, x.to(torch::kFloat32)};
   auto in = [&](const models::Node& node, size_t k) -> const Value& {
     int idx = node.inputs.at(k);
     return idx < 0 ? input : values[static_cast<size_t>(idx)];
   };
   for (size_t n = 0; n < nodes.size(); ++n) {
     const auto& node = nodes[n];
-    if (node.skipped) {
-      values[n] = in(node, 0);
-      continue;
-    }
-    auto pq = pq_layer(model, node.name);
-    bool float_node = false;
-    if (auto* d = pq ? dynamic_cast<layers::PQDenseImpl*>(pq.get()) : nullptr) values[n] = dense(*d, in(node, 0), node);
-    else if (auto* c = pq ? dynamic_cast<layers::PQConvImpl*>(pq.get()) : nullptr) values[n] = conv(*c, in(node, 0), node);
-    else if (auto* p = pq ? dynamic_cast<layers::PQAvgPoolImpl*>(pq.get()) : nullptr) values[n] = avg_pool(*p, in(node, 0), node);
-    else if (auto* b = pq ? dynamic_cast<layers::PQBatchNormImpl*>(pq.get()) : nullptr) {
-      values[n] = batch_norm(*b, in(node, 0), node);
-      float_node = true;
-    } else if (auto* a = pq ? dynamic_cast<layers::PQActivationImpl*>(pq.get()) : nullptr) {
-      values[n] = activation(*a, in(node, 0), node);
-      float_node = a->function() != "relu";
-    } else if (pq) fail(node, "this PQ layer is not in the reference");
+    if (node.skipped) values[n] = in(node, 0);
+    else if (auto pq = pq_layer(model, node.name)) values[n] = pq_node(*pq, in(node, 0), node);
     else if (node.op == "flatten" || node.op == "reshape" || node.source_op == "Identity" || node.source_op == "Dropout")
       values[n] = reshape_to(in(node, 0), node);
     else if (node.source_op == "MaxPool1d" || node.source_op == "MaxPool2d") values[n] = max_pool(in(node, 0), node);
@@ -402,8 +398,6 @@ std::vector<Value> evaluate(models::Graph& model, const torch::Tensor& x, std::v
       for (size_t k = 0; k < node.inputs.size(); ++k) ins.push_back(in(node, k));
       values[n] = combine(ins, node);
     } else fail(node, "this op is not quantized, so it has no integer form (compress it, or fold it)");
-    if (float_node && float_nodes && std::find(float_nodes->begin(), float_nodes->end(), node.name) == float_nodes->end())
-      float_nodes->push_back(node.name);
   }
   return values;
 }
@@ -423,7 +417,10 @@ ReferenceResult integer_reference(models::Graph& model, const torch::Tensor& x, 
   std::vector<torch::Tensor> outputs, codes;
   auto data = x.cpu();
   for (int64_t b = 0; b < data.size(0); b += batch) {
-    auto values = evaluate(model, data.slice(0, b, std::min(b + batch, data.size(0))), &result.float_nodes);
+    auto values = evaluate(model, data.slice(0, b, std::min(b + batch, data.size(0))));
+    if (b == 0)  // the same nodes on every batch: the formats, not the data, decide it
+      for (size_t n = 0; n < values.size(); ++n)
+        if (values[n].is_float()) result.float_nodes.push_back(model->nodes()[n].name);
     const auto& out = values[static_cast<size_t>(model->output_index())];
     outputs.push_back(as_double(out));
     if (!out.is_float()) {
@@ -448,7 +445,7 @@ std::vector<NodeMismatch> compare_nodes(models::Graph& model, const torch::Tenso
   std::vector<torch::Tensor> ours;
   for (size_t n = 0; n < nodes.size(); ++n) ours.push_back(model->recorded(static_cast<int>(n)).to(torch::kFloat64));
   model->record_outputs({});
-  auto values = evaluate(model, x.cpu(), nullptr);
+  auto values = evaluate(model, x.cpu());
   std::vector<NodeMismatch> out;
   for (size_t n = 0; n < nodes.size(); ++n) {
     auto ref = as_double(values[n]);
@@ -457,13 +454,11 @@ std::vector<NodeMismatch> compare_nodes(models::Graph& model, const torch::Tenso
     const int64_t count = differ.sum().item<int64_t>();
     if (count == 0) continue;
     NodeMismatch m{nodes[n].name, count, ref.numel(), {}, 0, 0};
-    auto first = torch::nonzero(differ)[0];
+    auto first = torch::nonzero(differ)[0];  // row-major: the same element as the first in the flat order
     for (int64_t d = 0; d < first.size(0); ++d) m.first_index.push_back(first[d].item<int64_t>());
-    auto stride = ref.strides();
-    int64_t offset = 0;
-    for (int64_t d = 0; d < first.size(0); ++d) offset += first[d].item<int64_t>() * stride[d];
-    m.sparq_value = ours[n].contiguous().view(-1)[offset].item<double>();
-    m.reference_value = ref.contiguous().view(-1)[offset].item<double>();
+    const int64_t flat = torch::nonzero(differ.flatten())[0][0].item<int64_t>();
+    m.sparq_value = ours[n].flatten()[flat].item<double>();
+    m.reference_value = ref.flatten()[flat].item<double>();
     out.push_back(m);
   }
   return out;

@@ -248,6 +248,11 @@ nlohmann::json SearchResult::to_json() const {
   return out;
 }
 
+std::string width_label(const nlohmann::json& layer) {
+  if (layer.at("bits").get<int64_t>() >= kFloatBits) return "fp32";
+  return std::to_string(1 + layer.at("integer_bits").get<int64_t>() + layer.at("fractional_bits").get<int64_t>());
+}
+
 std::string result_table(const nlohmann::json& result) {
   if (!result.is_object() || !result.contains("layers") || !result["layers"].is_array())
     throw Error("not a FITCompress result (fitcompress.json): it has no layer list");
@@ -257,10 +262,7 @@ std::string result_table(const nlohmann::json& result) {
     std::string out = fmt::format("{:<{}}  {:>4}  {:>3}  {:>3}  {:>9}  {:>9}\n", "layer", name_w, "bits", "i", "f",
                                   "weights", "nonzero");
     for (const auto& l : result["layers"]) {
-      int64_t q = l.at("bits").get<int64_t>();
-      out += fmt::format("{:<{}}  {:>4}  {:>3}  {:>3}  {:>9}  {:>9}\n", l.at("name").get<std::string>(), name_w,
-                         q >= kFloatBits ? std::string("fp32") : std::to_string(1 + l.at("integer_bits").get<int64_t>() +
-                                                                                  l.at("fractional_bits").get<int64_t>()),
+      out += fmt::format("{:<{}}  {:>4}  {:>3}  {:>3}  {:>9}  {:>9}\n", l.at("name").get<std::string>(), name_w, width_label(l),
                          l.at("integer_bits").get<int64_t>(), l.at("fractional_bits").get<int64_t>(),
                          l.at("weights").get<int64_t>(), l.at("nonzero").get<int64_t>());
     }

@@ -16,6 +16,12 @@ std::vector<std::pair<std::string, quant::Quantizer>> PQLayer::quantizers() cons
   return out;
 }
 
+quant::Quantizer PQLayer::quantizer(const std::string& target) const {
+  for (const auto& [name, q] : quantizers())
+    if (name == target && q->enabled) return q;
+  return quant::Quantizer{nullptr};
+}
+
 void PQLayer::set_quantization(bool enabled) {
   for (auto& [name, q] : quantizers()) q->enabled = enabled;
 }
@@ -158,14 +164,16 @@ torch::Tensor PQWeightLayer::effective_bias() {
   return bias.defined() ? masked("bias", quantize(bias_q, bias)) : bias;
 }
 
-torch::Tensor PQWeightLayer::alive_weights() {
+std::pair<torch::Tensor, torch::Tensor> PQWeightLayer::deployed_parameters() {
   torch::NoGradGuard no_grad;
   bool was_training = is_training();
-  eval();  // the deployed weight: frozen formats, hard masks
-  auto w = effective_weight();
+  eval();
+  std::pair<torch::Tensor, torch::Tensor> out{effective_weight(), effective_bias()};
   train(was_training);
-  return (w != 0).to(torch::kFloat32);
+  return out;
 }
+
+torch::Tensor PQWeightLayer::alive_weights() { return (deployed_parameters().first != 0).to(torch::kFloat32); }
 
 LayerCost PQWeightLayer::cost() {
   torch::NoGradGuard no_grad;

@@ -12,6 +12,8 @@
 
 #include "report/svg.h"
 #include "sparq/error.h"
+#include "sparq/export/precision.h"
+#include "sparq/fit/fitcompress.h"
 #include "sparq/io/files.h"
 #include "sparq/run/run_job.h"
 
@@ -131,7 +133,7 @@ svg.plot{border:1px solid #e4e4e4;background:#fff} svg .title{font-size:14px;fon
 svg .tick{font-size:11px;fill:#555} svg .label{font-size:12px;fill:#333} svg .legend{font-size:12px}
 svg .band{font-size:11px;fill:#999} table{border-collapse:collapse;font-size:13px}
 th,td{padding:3px 10px;border-bottom:1px solid #eee;text-align:right} th{background:#f6f6f6}
-td:first-child,th:first-child{text-align:left} td.text{text-align:left} tr.front td{font-weight:600}
+td:first-child,th:first-child{text-align:left} tr.front td{font-weight:600}
 pre{background:#f7f7f7;padding:10px;font-size:12px;overflow:auto;max-height:420px}
 </style>)";
 
@@ -152,19 +154,6 @@ std::string table(const std::vector<std::string>& header, const std::vector<std:
     s += "</tr>\n";
   }
   return s + "</table>\n";
-}
-
-/// "ap_fixed<8,2> x1152, ..." : the most used formats of a target in precision.json.
-std::string formats_of(const json& target) {
-  std::vector<std::pair<int64_t, std::string>> types;
-  if (target.contains("types") && target["types"].is_object())
-    for (const auto& [type, count] : target["types"].items())
-      if (count.is_number_integer()) types.emplace_back(count.get<int64_t>(), type);
-  std::sort(types.rbegin(), types.rend());
-  std::string s;
-  for (size_t n = 0; n < types.size() && n < 2; ++n) s += fmt::format("{}{} x{}", n ? ", " : "", types[n].second, types[n].first);
-  if (types.size() > 2) s += fmt::format(" (+{} more)", types.size() - 2);
-  return s;
 }
 
 /// Per-layer bit widths (k + i + f, 0 for a removed element) of an HGQ weight target.
@@ -220,8 +209,10 @@ std::string layers_section(const RunFiles& r) {
   for (const auto& [name, op] : order) {
     const json* cost = last_layers && last_layers->contains(name) ? &(*last_layers)[name] : nullptr;
     const json* prec = precision_of.count(name) ? precision_of[name] : nullptr;
-    std::string weight_format = prec && (*prec)["targets"].contains("weight") ? formats_of((*prec)["targets"]["weight"]) : "";
-    std::string input_format = prec && (*prec)["targets"].contains("input") ? formats_of((*prec)["targets"]["input"]) : "";
+    auto formats = [&](const char* target) {
+      return prec && (*prec)["targets"].contains(target) ? exporting::most_used_types((*prec)["targets"][target], 2) : "";
+    };
+    const std::string weight_format = formats("weight"), input_format = formats("input");
     double weights = cost ? value_of(*cost, "weights") : NAN, nonzero = cost ? value_of(*cost, "nonzero_weights") : NAN;
     double wbits = cost ? value_of(*cost, "weight_bits") : NAN, e = cost ? value_of(*cost, "ebops") : NAN;
     double sp = cost ? value_of(*cost, "sparsity") : NAN;
@@ -268,9 +259,13 @@ std::string fit_section(const RunFiles& r) {
   if (!r.fit.contains("layers") || !r.fit["layers"].is_array()) return "";
   std::vector<std::vector<std::string>> rows;
   for (const auto& l : r.fit["layers"]) {
-    int64_t q = l.value("bits", int64_t{0});
-    rows.push_back({l.value("name", ""),
-                    q >= 31 ? "fp32" : std::to_string(1 + l.value("integer_bits", 0) + l.value("fractional_bits", 0)),
+    std::string width;
+    try {
+      width = fit::width_label(l);
+    } catch (const nlohmann::json::exception&) {
+      throw ConfigError(fmt::format("{}/fitcompress.json: damaged (a layer without bits, integer_bits, fractional_bits)", r.dir));
+    }
+    rows.push_back({l.value("name", ""), width,
                     std::to_string(l.value("integer_bits", 0)), std::to_string(l.value("fractional_bits", 0)),
                     std::to_string(l.value("weights", int64_t{0})), std::to_string(l.value("nonzero", int64_t{0}))});
   }

@@ -83,10 +83,8 @@ compression:
   EXPECT_NE(verify.output.find("integer reference: 0 of 320 logits differ from sparq's evaluation (bit for bit equal)"),
             std::string::npos)
       << verify.output;
-  if (!std::filesystem::exists(std::string(SPARQ_NODE_MODULES) + "/onnxruntime-node")) {
-    if (std::getenv("SPARQ_REQUIRE_CLIENTS")) FAIL() << "onnxruntime-node is not installed in " << SPARQ_NODE_MODULES;
-    GTEST_SKIP() << "onnxruntime-node not installed";
-  }
+  SPARQ_REQUIRE_CLIENT(std::filesystem::exists(std::string(SPARQ_NODE_MODULES) + "/onnxruntime-node"),
+                       "onnxruntime-node in " << SPARQ_NODE_MODULES);
   EXPECT_NE(verify.output.find("predictions that differ: 0"), std::string::npos) << verify.output;
   EXPECT_NE(verify.output.find("LSB of ap_fixed<8,4,AP_RND_CONV,AP_SAT>"), std::string::npos) << verify.output;
   EXPECT_NE(verify.output.find("verified"), std::string::npos) << verify.output;

@@ -82,11 +82,7 @@ int python_check(const std::string& model) {
   return std::system(cmd.c_str());
 }
 
-#define REQUIRE_ORT()                                                                     \
-  if (!have_ort()) {                                                                      \
-    if (clients_required()) FAIL() << "onnxruntime-node is not installed in " << node_modules(); \
-    GTEST_SKIP() << "onnxruntime-node not installed (scripts/setup.sh installs it)";     \
-  }
+#define REQUIRE_ORT() SPARQ_REQUIRE_CLIENT(have_ort(), "onnxruntime-node in " << node_modules())
 
 onnx::ModelProto load(const std::string& path) {
   onnx::ModelProto m;

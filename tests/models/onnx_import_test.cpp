@@ -154,10 +154,8 @@ TEST(OnnxImport, BadFilesAreOneLineErrorsNamingNodeOpAndOpset) {
 TEST(OnnxImport, FreshPyTorchExportsOfTheGeneratorImportToTheSameOutputs) {
   // The committed fixtures come from tests/fixtures/onnx/make_fixtures.py: run it again with
   // Debian's python3-torch and import what it writes now.
-  if (std::system("/usr/bin/python3 -c 'import torch, onnx' >/dev/null 2>&1") != 0) {
-    if (std::getenv("SPARQ_REQUIRE_CLIENTS")) FAIL() << "python3-torch / python3-onnx are not installed";
-    GTEST_SKIP() << "python3-torch not installed (scripts/setup.sh installs it)";
-  }
+  SPARQ_REQUIRE_CLIENT(std::system("/usr/bin/python3 -c 'import torch, onnx' >/dev/null 2>&1") == 0,
+                       "python3-torch / python3-onnx");
   test::TempDir dir("onnx_regen");
   std::string cmd = "/usr/bin/python3 " + std::string(SPARQ_TEST_DATA) + "/onnx/make_fixtures.py " + dir.path().string() +
                     " >/dev/null 2>&1";

@@ -33,11 +33,7 @@ json browser_view(const std::string& html, const std::string& png = "") {
   return json::object();
 }
 
-#define REQUIRE_BROWSER()                                                                                  \
-  if (!have_browser()) {                                                                                   \
-    if (std::getenv("SPARQ_REQUIRE_CLIENTS")) FAIL() << "chromium or node is not installed";               \
-    GTEST_SKIP() << "chromium or node is not installed (scripts/setup.sh test installs them)";             \
-  }
+#define REQUIRE_BROWSER() SPARQ_REQUIRE_CLIENT(have_browser(), "chromium or node")
 
 const json& plot_of(const json& view, const std::string& id) {
   static const json none = json::object();
@@ -81,8 +77,12 @@ void expect_series(const json& view, const std::string& plot_id, const std::stri
       double dy = points[n]["box"]["y"].get<double>() - points[m]["box"]["y"].get<double>();
       double dx = points[n]["box"]["x"].get<double>() - points[m]["box"]["x"].get<double>();
       EXPECT_GT(dx, 0) << plot_id << ": later epochs further right";
-      if (expected[n].second > expected[m].second * (1 + 1e-6) + 1e-12) EXPECT_LT(dy, 0) << plot_id << " points " << m << ", " << n;
-      if (expected[n].second < expected[m].second * (1 - 1e-6) - 1e-12) EXPECT_GT(dy, 0) << plot_id << " points " << m << ", " << n;
+      if (expected[n].second > expected[m].second * (1 + 1e-6) + 1e-12) {
+        EXPECT_LT(dy, 0) << plot_id << " points " << m << ", " << n;
+      }
+      if (expected[n].second < expected[m].second * (1 - 1e-6) - 1e-12) {
+        EXPECT_GT(dy, 0) << plot_id << " points " << m << ", " << n;
+      }
     }
   }
 }

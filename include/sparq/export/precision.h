@@ -39,6 +39,10 @@ std::optional<Accumulator> accumulator_of(const models::Graph& graph, const std:
 /// Writes a precision_json() to `path`; throws sparq::Error if the file cannot be written.
 void write_precision(const nlohmann::json& precision, const std::string& path);
 
+/// "ap_fixed<8,2,...> x1152, ap_fixed<6,1,...> x40, ... (5 types)": the `shown` most used types of a
+/// precision.json target, most used first.
+std::string most_used_types(const nlohmann::json& target, size_t shown);
+
 /// The per-layer table of a precision.json (one line per layer and target).
 std::string precision_table(const nlohmann::json& precision);
 

@@ -20,7 +20,9 @@ struct ReferenceResult {
   torch::Tensor output;                 ///< the graph output, as float64 (exact: code / den)
   torch::Tensor output_code;            ///< int64 codes of the output
   int64_t output_den = 1;               ///< output = output_code / output_den
-  std::vector<std::string> float_nodes; ///< nodes evaluated in float32 as the training graph does
+  /// Nodes whose values are float32, as in the training graph: those without an integer form
+  /// (batch norm, tanh, ...) and what passes their values on before a quantizer.
+  std::vector<std::string> float_nodes;
 };
 
 /// Evaluates `model` (put in eval mode, on the CPU) on `x` in batches of `batch`. Throws

@@ -85,6 +85,8 @@ struct SearchResult {
 /// pruning level and search cost: what `sparq run` prints and `sparq inspect RUN` shows from
 /// fitcompress.json. Throws sparq::Error for JSON that is not a result.
 std::string result_table(const nlohmann::json& result);
+/// A fitcompress.json layer's deployed width: "fp32" for a layer left in float, else 1 + i + f.
+std::string width_label(const nlohmann::json& layer);
 
 /// The expansion of `u` (§3.6), neighbours in PQuantML's order: one per layer whose bit width can
 /// step down the schedule, then the pruning neighbour. `evaluations` counts Fisher calls.

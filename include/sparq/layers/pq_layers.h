@@ -45,6 +45,8 @@ class PQLayer : public torch::nn::Module {
   bool has_hgq() const;
   /// The quantizers that exist, by target name ("input", "weight", "bias", "output").
   std::vector<std::pair<std::string, quant::Quantizer>> quantizers() const;
+  /// The quantizer of `target` when it exists and is enabled; a null holder otherwise.
+  quant::Quantizer quantizer(const std::string& target) const;
   /// Turns every quantizer of the layer on or off.
   void set_quantization(bool enabled);
   const std::vector<int64_t>& input_shape() const { return input_shape_; }
@@ -85,6 +87,9 @@ class PQWeightLayer : public PQLayer {
   /// The weight the layer computes with (pruned and quantized).
   torch::Tensor effective_weight();
   torch::Tensor effective_bias();
+  /// Weight and bias as the deployed layer holds them (evaluation mode: frozen formats, hard
+  /// masks), without gradient; the bias undefined when the layer has none.
+  std::pair<torch::Tensor, torch::Tensor> deployed_parameters();
   /// Folds the batch norm that follows the layer into it, for quantization (spec nni-config
   /// §3.7): the layer computes with w·γ/√(σ²+ε) and (b − μ)·γ/√(σ²+ε) + β (then quantized);
   /// γ and β train with the layer ("bn_weight", "bn_bias"), the running statistics ("bn_mean",

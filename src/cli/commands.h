@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "sparq/export/hls4ml.h"
+
 namespace sparq::cli {
 
 struct RunArgs {
@@ -51,7 +53,8 @@ int convert_command(const ConvertArgs& args);
 
 struct ExportArgs {
   std::string run_dir;
-  std::vector<std::string> formats;  ///< onnx, qonnx; default onnx
+  std::vector<std::string> formats;  ///< onnx, qonnx, hls4ml; default onnx
+  exporting::Hls4mlOptions hls4ml;
 };
 int export_command(const ExportArgs& args);
 struct VerifyArgs {

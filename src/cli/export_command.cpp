@@ -7,13 +7,17 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <optional>
 #include <filesystem>
 
 #include "cli/commands.h"
 #include "sparq/compress/compress.h"
 #include "sparq/data/dataset.h"
 #include "sparq/error.h"
+#include "sparq/export/hls4ml.h"
 #include "sparq/export/reference.h"
+#include "sparq/io/files.h"
 #include "sparq/layers/pq_layers.h"
 #include "sparq/run/run_job.h"
 
@@ -23,11 +27,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
-RunResult rebuild(const config::Job& job, const std::vector<std::string>& formats) {
+RunResult rebuild(const config::Job& job, const std::vector<std::string>& formats,
+                  const exporting::Hls4mlOptions& hls4ml = {}) {
   RunObserver quiet;
   RunOptions options;
   options.export_only = true;
   options.formats = formats;
+  options.hls4ml = hls4ml;
   return run_job(job, quiet, options);
 }
 
@@ -54,7 +60,24 @@ std::string env_or(const char* name, const std::string& fallback) {
 
 int export_command(const ExportArgs& args) {
   auto formats = args.formats.empty() ? std::vector<std::string>{"onnx"} : args.formats;
-  auto result = rebuild(load_run_job(args.run_dir), formats);
+#ifdef SPARQ_WITH_ONNX
+  if (std::find(formats.begin(), formats.end(), "hls4ml") != formats.end()) {
+    auto options = args.hls4ml;
+    if (options.project_name.empty()) options.project_name = "myproject";  // checked here; the job's name is applied later
+    exporting::check_hls4ml_options(options);
+  }
+#endif
+  const exporting::Hls4mlOptions defaults;
+  const auto& h = args.hls4ml;
+  const bool hls4ml_options = h.backend != defaults.backend || h.part != defaults.part || h.clock_period != defaults.clock_period ||
+                              h.io_type != defaults.io_type || h.strategy != defaults.strategy ||
+                              h.reuse_factor != defaults.reuse_factor || h.project_name != defaults.project_name ||
+                              h.output_dir != defaults.output_dir;
+  if (hls4ml_options && std::find(formats.begin(), formats.end(), "hls4ml") == formats.end())
+    throw ConfigError("export: --backend, --part, --clock-period, --io-type, --strategy, --reuse-factor, --project-name and "
+                      "--output-dir apply to --format hls4ml only");
+  auto job = load_run_job(args.run_dir);
+  auto result = rebuild(job, formats, args.hls4ml);
   for (const auto& path : result.exported) fmt::print("exported {}\n", path);
   return 0;
 }
@@ -98,6 +121,40 @@ bool verify_reference(models::Graph& model, const torch::Tensor& x, const torch:
   return false;
 }
 
+#ifdef SPARQ_WITH_ONNX
+bool have_python_onnx() { return std::system("/usr/bin/python3 -c 'import onnx, numpy' > /dev/null 2>&1") == 0; }
+
+/// The hls4ml hand-off (model_hls4ml.onnx, written to `tmp`) run by scripts/qonnx_run.py, QONNX's
+/// semantics in float64 numpy, against sparq's evaluation; nothing when the model has no hand-off.
+std::optional<bool> verify_hls4ml(models::Graph& model, const torch::Tensor& x, const torch::Tensor& ours, const fs::path& tmp) {
+  exporting::Hls4mlExport out;
+  try {
+    out = exporting::export_hls4ml(model, tmp.string(), {});
+  } catch (const Error& e) {
+    fmt::print("hls4ml hand-off: not available for this model: {}\n", e.what());
+    return std::nullopt;
+  }
+  auto xf = x.contiguous().to(torch::kFloat32);
+  io::write_file_atomic((tmp / "x.f32").string(), std::string(static_cast<const char*>(xf.data_ptr()), xf.numel() * 4));
+  const std::string script = env_or("SPARQ_QONNX_SCRIPT", std::string(SPARQ_SCRIPTS_DIR) + "/qonnx_run.py");
+  std::string cmd = fmt::format("/usr/bin/python3 '{}' '{}' '{}' '{}' {}", script, out.onnx_path, (tmp / "x.f32").string(),
+                                (tmp / "y.f64").string(), x.size(0));
+  if (std::system(cmd.c_str()) != 0) throw Error(fmt::format("verify: {} could not run the hls4ml hand-off", script));
+  const std::string bytes = io::read_file((tmp / "y.f64").string());
+  if (static_cast<int64_t>(bytes.size()) != ours.numel() * 8)
+    throw Error(fmt::format("verify: the hls4ml hand-off gave {} values, sparq {}", bytes.size() / 8, ours.numel()));
+  auto theirs = torch::empty(ours.sizes(), torch::kFloat64);
+  std::memcpy(theirs.data_ptr(), bytes.data(), bytes.size());
+  const int64_t count = (theirs != ours.to(torch::kFloat64)).sum().item<int64_t>();
+  fmt::print("hls4ml hand-off (model_hls4ml.onnx, {} nodes, QONNX semantics): {} of {} logits differ from sparq's "
+             "evaluation{}\n",
+             out.nodes, count, ours.numel(),
+             count == 0 ? " (bit for bit equal)" : out.exact ? "" : " (float parts, not expected to be exact: see below)");
+  for (const auto& note : out.notes) fmt::print("  {}\n", note);
+  return count == 0 || !out.exact;  // a hand-off with float parts is reported, not failed
+}
+#endif
+
 }  // namespace
 
 int verify_command(const VerifyArgs& args) {
@@ -135,6 +192,19 @@ int verify_command(const VerifyArgs& args) {
   } catch (const Error& e) {  // a model outside the reference (integer lanes, ...): said, and ORT still runs
     fmt::print("integer reference: not available for this model: {}\n", e.what());
   }
+  auto tmp = fs::temp_directory_path() / fmt::format("sparq_verify_{}", ::getpid());
+  fs::create_directories(tmp);
+  struct Cleanup {
+    fs::path dir;
+    ~Cleanup() { std::error_code ec; fs::remove_all(dir, ec); }
+  } cleanup{tmp};
+#ifdef SPARQ_WITH_ONNX
+  if (have_python_onnx()) {
+    if (auto same = verify_hls4ml(model, x, ours, tmp)) ok = *same && ok, compared = true;
+  } else {
+    fmt::print("hls4ml hand-off: no python3 with onnx and numpy (Debian's python3-onnx), skipped\n");
+  }
+#endif
   if (!have_ort || !can_export) {
     fmt::print("ONNX Runtime: {}, skipped\n", can_export ? fmt::format("no onnxruntime-node in {} (scripts/setup.sh test "
                                                                       "installs it; or set SPARQ_NODE_MODULES)", modules)
@@ -145,12 +215,6 @@ int verify_command(const VerifyArgs& args) {
     fmt::print("{}\n", ok ? "verified" : "MISMATCH");
     return ok ? 0 : 3;
   }
-  auto tmp = fs::temp_directory_path() / fmt::format("sparq_verify_{}", ::getpid());
-  fs::create_directories(tmp);
-  struct Cleanup {
-    fs::path dir;
-    ~Cleanup() { std::error_code ec; fs::remove_all(dir, ec); }
-  } cleanup{tmp};
   data::write_npy((tmp / "x.npy").string(), x);
   auto onnx = (fs::path(args.run_dir) / "model.onnx").string();
   std::string cmd = fmt::format("NODE_PATH='{}' node '{}' '{}' '{}' '{}'", modules, script, onnx, (tmp / "x.npy").string(),

@@ -72,10 +72,21 @@ int main(int argc, char** argv) {
 
   std::string method;
   sparq::cli::ExportArgs export_args;
-  auto* export_cmd = app.add_subcommand("export", "Write a finished run's model as ONNX (model.onnx) or QONNX (model_qonnx.onnx)");
+  auto* export_cmd = app.add_subcommand(
+      "export", "Write a finished run's model as ONNX (model.onnx), QONNX (model_qonnx.onnx) or for hls4ml "
+                "(model_hls4ml.onnx + hls4ml.yaml)");
   export_cmd->add_option("run", export_args.run_dir, "Run folder")->required();
-  export_cmd->add_option("--format", export_args.formats, "onnx (default) or qonnx; repeatable")
-      ->check(CLI::IsMember({"onnx", "qonnx"}));
+  export_cmd->add_option("--format", export_args.formats, "onnx (default), qonnx or hls4ml; repeatable")
+      ->check(CLI::IsMember({"onnx", "qonnx", "hls4ml"}));
+  auto& hls = export_args.hls4ml;
+  export_cmd->add_option("--backend", hls.backend, "hls4ml: Vivado, Vitis (default), Quartus, oneAPI, Catapult");
+  export_cmd->add_option("--part", hls.part, "hls4ml: the FPGA part (default xcvu13p-flga2577-2-e)");
+  export_cmd->add_option("--clock-period", hls.clock_period, "hls4ml: ns (default 5)");
+  export_cmd->add_option("--io-type", hls.io_type, "hls4ml: io_parallel (default) or io_stream");
+  export_cmd->add_option("--strategy", hls.strategy, "hls4ml: Latency (default) or Resource");
+  export_cmd->add_option("--reuse-factor", hls.reuse_factor, "hls4ml: multipliers shared per product (default 1)");
+  export_cmd->add_option("--project-name", hls.project_name, "hls4ml: the HLS project (default: the job's name)");
+  export_cmd->add_option("--output-dir", hls.output_dir, "hls4ml: where hls4ml writes the project (default hls4ml_prj)");
   sparq::cli::VerifyArgs verify;
   auto* verify_cmd = app.add_subcommand(
       "verify", "Run a finished run's model.onnx in ONNX Runtime and compare it with sparq's evaluation on the test split");

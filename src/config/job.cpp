@@ -245,11 +245,11 @@ Job parse(const YamlDoc& doc, const std::string& base, const LoadOptions& option
     if (e.IsScalar()) items.push_back(e);
     else if (e.IsSequence())
       for (const auto& item : e) items.push_back(item);
-    else r.fail("export", "expected a format or a list of formats (onnx, qonnx)");
+    else r.fail("export", "expected a format or a list of formats (onnx, qonnx, hls4ml)");
     for (const auto& item : items) {
       std::string format = yaml::as_string(doc.file, item, "export");
-      if (format != "onnx" && format != "qonnx")
-        throw ConfigError(fmt::format("{}: export: unknown format '{}', expected onnx or qonnx", where(doc.file, item), format));
+      if (format != "onnx" && format != "qonnx" && format != "hls4ml")
+        throw ConfigError(fmt::format("{}: export: unknown format '{}', expected onnx, qonnx or hls4ml", where(doc.file, item), format));
       if (std::find(job.exports.begin(), job.exports.end(), format) == job.exports.end()) job.exports.push_back(format);
     }
   }

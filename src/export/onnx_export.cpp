@@ -4,6 +4,8 @@
 // their one op. Quantizers are written from describe() and the quantizer's own tensors.
 #include "sparq/export/onnx_export.h"
 
+#include "export/onnx_model.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <onnx/checker.h>
@@ -11,6 +13,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <map>
 #include <set>
 #include <variant>
 
@@ -60,7 +63,8 @@ class Writer {
     g_->set_name(graph->name());
   }
 
-  OnnxExport write(const std::string& path) {
+  /// The model in memory: every node's origin (the layer and lane it comes from) in origin_of.
+  BuiltOnnx build() {
     torch::NoGradGuard no_grad;
     bool was_training = graph_->is_training();
     graph_->eval();
@@ -79,18 +83,7 @@ class Writer {
     }
     if (device != torch::kCPU) graph_->to(device);
     graph_->train(was_training);
-    // Debian's checker knows the default domain; QONNX's custom domain is left to QONNX tools.
-    try {
-      onnx::checker::check_model(model_);
-    } catch (const std::exception& e) {
-      std::string msg = e.what();
-      throw Error(fmt::format("internal error: the exported ONNX model does not pass the checker: {}",
-                              msg.substr(0, msg.find('\n'))));
-    }
-    std::string bytes;
-    if (!model_.SerializeToString(&bytes)) throw Error(fmt::format("cannot serialise the ONNX model for {}", path));
-    io::write_file_atomic(path, bytes);
-    return {path, g_->node_size(), quantizers_};
+    return {std::move(model_), std::move(origin_), quantizers_};
   }
 
  private:
@@ -130,6 +123,7 @@ class Writer {
     auto* n = g_->add_node();
     n->set_op_type(type);
     n->set_name(fresh(hint + "/" + type));
+    origin_[n->name()] = hint;
     if (!domain.empty()) n->set_domain(domain);
     for (const auto& in : inputs) n->add_input(in);
     std::string out = fresh(hint + "/" + type + "_output");
@@ -601,20 +595,38 @@ class Writer {
   onnx::ModelProto model_;
   onnx::GraphProto* g_ = nullptr;
   std::set<std::string> names_;
+  std::map<std::string, std::string> origin_;
   std::vector<std::string> values_;  ///< per Graph node: the ONNX tensor of its output
   int64_t quantizers_ = 0;
 };
 
 }  // namespace
 
+BuiltOnnx build_onnx(models::Graph& graph, OnnxFlavor flavor) { return Writer(graph, flavor).build(); }
+
+void write_onnx(const onnx::ModelProto& model, const std::string& path) {
+  // Debian's checker knows the default domain; QONNX's custom domains are left to QONNX tools.
+  try {
+    onnx::checker::check_model(model);
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    throw Error(fmt::format("internal error: the exported ONNX model does not pass the checker: {}", msg.substr(0, msg.find('\n'))));
+  }
+  std::string bytes;
+  if (!model.SerializeToString(&bytes)) throw Error(fmt::format("cannot serialise the ONNX model for {}", path));
+  io::write_file_atomic(path, bytes);
+}
+
 OnnxExport export_onnx(models::Graph& graph, const std::string& path, OnnxFlavor flavor) {
-  return Writer(graph, flavor).write(path);
+  auto built = build_onnx(graph, flavor);
+  write_onnx(built.model, path);
+  return {path, built.model.graph().node_size(), built.quantizers};
 }
 
 OnnxFlavor parse_onnx_flavor(const std::string& name, const std::string& what) {
   if (name == "qonnx") return OnnxFlavor::Qonnx;
   if (name == "onnx") return OnnxFlavor::Standard;
-  throw ConfigError(fmt::format("{}: unknown export format '{}', expected onnx or qonnx", what, name));
+  throw ConfigError(fmt::format("{}: unknown export format '{}', expected onnx, qonnx or hls4ml", what, name));
 }
 
 const char* onnx_file_name(OnnxFlavor flavor) { return flavor == OnnxFlavor::Qonnx ? "model_qonnx.onnx" : "model.onnx"; }

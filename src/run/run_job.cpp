@@ -133,14 +133,31 @@ void apply_graph_state(models::Graph& model, const nlohmann::json& state, const 
   for (const auto& name : state.at("skipped")) model->set_skipped(name.get<std::string>(), true);
 }
 
-void write_exports(models::Graph& model, const std::string& dir, const std::vector<std::string>& formats,
-                   std::vector<std::string>& written) {
+/// The job's name as hls4ml's project name (a C identifier).
+std::string project_name_of(const std::string& job_name) {
+  std::string name;
+  for (char c : job_name) name += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0]))) name = "sparq_" + name;
+  return name;
+}
+
+void write_exports(models::Graph& model, const config::Job& job, const std::vector<std::string>& formats,
+                   exporting::Hls4mlOptions hls4ml, std::vector<std::string>& written) {
 #ifdef SPARQ_WITH_ONNX
   for (const auto& format : formats) {
+    if (format == "hls4ml") {
+      if (hls4ml.project_name.empty()) hls4ml.project_name = project_name_of(job.name);
+      auto out = exporting::export_hls4ml(model, job.output, hls4ml);
+      written.push_back(out.onnx_path);
+      written.push_back(out.config_path);
+      for (const auto& note : out.notes) fmt::print("  hls4ml: {}\n", note);
+      continue;
+    }
     auto flavor = exporting::parse_onnx_flavor(format, "export");
-    written.push_back(exporting::export_onnx(model, (fs::path(dir) / exporting::onnx_file_name(flavor)).string(), flavor).path);
+    written.push_back(exporting::export_onnx(model, (fs::path(job.output) / exporting::onnx_file_name(flavor)).string(), flavor).path);
   }
 #else
+  (void)hls4ml;
   if (!formats.empty()) throw ConfigError("export: this build of sparq has no ONNX support (libonnx-dev was not found)");
 #endif
 }
@@ -228,7 +245,7 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
                                     job.output));
     apply_graph_state(model, state["graph"], job.output);
     models::load_weights(model, job.output, "export", /*exact=*/true);
-    write_exports(model, job.output, options.formats, result.exported);
+    write_exports(model, job, options.formats, options.hls4ml, result.exported);
     result.model = model;
     return result;
   }
@@ -275,7 +292,7 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
                    {"loss", result.test.loss},
                    {"accuracy", result.classification ? nlohmann::json(result.test.accuracy) : nlohmann::json(nullptr)}};
   write_text_file((fs::path(job.output) / "run.json").string(), run.dump(1) + "\n");
-  write_exports(model, job.output, job.exports, result.exported);
+  write_exports(model, job, job.exports, options.hls4ml, result.exported);
   report::write_run_report(job.output);
   result.model = model;
   observer.on_finished(job, result);

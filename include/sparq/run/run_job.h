@@ -15,6 +15,7 @@
 #include "sparq/config/job.h"
 #include "sparq/data/dataset.h"
 #include "sparq/fit/fitcompress.h"
+#include "sparq/export/hls4ml.h"
 #include "sparq/models/graph.h"
 #include "sparq/train/trainer.h"
 
@@ -27,6 +28,7 @@ struct RunOptions {
   /// write `formats` ("onnx", "qonnx"); nothing else in the folder is touched.
   bool export_only = false;
   std::vector<std::string> formats;
+  exporting::Hls4mlOptions hls4ml;  ///< for the "hls4ml" format (job `export: [hls4ml]` or `--format hls4ml`)
 };
 
 struct RunResult {

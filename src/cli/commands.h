@@ -57,6 +57,16 @@ struct ExportArgs {
   exporting::Hls4mlOptions hls4ml;
 };
 int export_command(const ExportArgs& args);
+struct TuneArgs {
+  std::string job;
+  int workers = 1;
+  std::string storage, output;
+  int64_t trials = -1;
+  int threads = 0;
+  double heartbeat = 10, grace = 30;
+  std::string worker_name;  ///< set for the worker processes of --workers N
+};
+int tune_command(const TuneArgs& args);
 struct VerifyArgs {
   std::string run_dir;
 };

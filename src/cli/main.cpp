@@ -54,6 +54,18 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--recipe-var", run.recipe_vars, "Set a SparseML recipe variable: name=value (repeatable)");
 
   sparq::cli::InspectArgs inspect;
+  sparq::cli::TuneArgs tune;
+  auto* tune_cmd = app.add_subcommand("tune", "Run the job's study (search: or hpo_parameters): trials into an Optuna study");
+  tune_cmd->add_option("job", tune.job, "Job file with a search section")->required();
+  tune_cmd->add_option("--workers", tune.workers, "Trial processes on this machine (default 1)");
+  tune_cmd->add_option("--storage", tune.storage, "sqlite:///PATH (default RUN_DIR/study.db) or postgresql://user@host:port/db");
+  tune_cmd->add_option("--output", tune.output, "The study's folder (default runs/<experiment_name>)");
+  tune_cmd->add_option("--trials", tune.trials, "Trials this command runs (default: the search's num_trials)")->check(CLI::Range(int64_t(0), int64_t(1000000)));
+  tune_cmd->add_option("--threads", tune.threads, "CPU threads per trial (default: the cores shared by the workers)")->check(CLI::Range(0, 1024));
+  tune_cmd->add_option("--heartbeat", tune.heartbeat, "Seconds between a running trial's heartbeats (default 10)");
+  tune_cmd->add_option("--grace", tune.grace, "Seconds without a heartbeat before a trial fails as its worker's death (default 30)");
+  tune_cmd->add_option("--worker-name", tune.worker_name, "(internal) the name of a worker process")->group("");
+
   auto* inspect_cmd = app.add_subcommand(
       "inspect", "Show what a compression config resolves to on a model, or the formats a run ended with");
   inspect_cmd->add_option("config", inspect.config,
@@ -146,6 +158,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (run_cmd->parsed()) return sparq::cli::run_command(run);
+    if (tune_cmd->parsed()) return sparq::cli::tune_command(tune);
     if (fixed_cmd->parsed()) {
       fixed.format_given = k_opt->count() && i_opt->count() && f_opt->count();
       return sparq::cli::fixed_command(fixed);

@@ -219,8 +219,9 @@ Plan compression_plan(const YamlDoc& doc, const MapReader& r, const std::string&
   return load_plan(config.file, config.root, options);
 }
 
-const std::vector<std::string> kJobKeys = {"name",        "model",        "data",  "training", "output",
-                                           "compression", "distillation", "export"};
+// `search:` is sparq tune's (tune/search.cpp reads it); sparq run trains the job as written.
+const std::vector<std::string> kJobKeys = {"name",        "model",        "data",   "training", "output",
+                                           "compression", "distillation", "export", "search"};
 
 Job parse(const YamlDoc& doc, const std::string& base, const LoadOptions& options) {
   MapReader r(doc.file, doc.root, "job", kJobKeys);

@@ -35,7 +35,7 @@ double uniform(std::mt19937_64& rng, double lo, double hi) { return std::uniform
 
 /// A value of the distribution's range put on its grid and inside its bounds.
 double snap(const Distribution& d, double v) {
-  if (d.step) v = d.low + std::round((v - d.low) / *d.step) * *d.step;
+  if (d.step) v = on_grid(d.low + std::round((v - d.low) / *d.step) * *d.step);
   return std::clamp(v, d.low, d.high);
 }
 
@@ -204,31 +204,31 @@ struct Parzen {
       low = d.log ? std::log(d.low) : d.low, high = d.log ? std::log(d.high) : d.high;
       if (d.step) step = *d.step, low -= step / 2, high += step / 2;
     }
+    // The kernels: one per observation and the prior (the middle of the range), each kernel's
+    // width the larger gap to its neighbours among them all (the bounds outside).
     std::vector<double> x;
     for (double v : observations) x.push_back(d.log ? std::log(v) : v);
+    x.push_back(0.5 * (low + high));
     const size_t n = x.size();
-    sigmas.assign(n, 0.0);
-    if (n > 0) {
-      std::vector<size_t> order(n);
-      std::iota(order.begin(), order.end(), 0);
-      std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return x[a] < x[b]; });
-      std::vector<double> s{low};
-      for (size_t k : order) s.push_back(x[k]);
-      s.push_back(high);
-      std::vector<double> sorted(n);
-      for (size_t k = 0; k < n; ++k) sorted[k] = std::max(s[k + 1] - s[k], s[k + 2] - s[k + 1]);
-      if (n >= 2) {  // endpoints off: the outermost kernels look inward only
-        sorted[0] = s[2] - s[1];
-        sorted[n - 1] = s[n] - s[n - 1];
-      }
-      for (size_t k = 0; k < n; ++k) sigmas[order[k]] = sorted[k];
+    std::vector<size_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return x[a] < x[b]; });
+    std::vector<double> s{low};
+    for (size_t k : order) s.push_back(x[k]);
+    s.push_back(high);
+    std::vector<double> sorted(n);
+    for (size_t k = 0; k < n; ++k) sorted[k] = std::max(s[k + 1] - s[k], s[k + 2] - s[k + 1]);
+    if (n >= 2) {  // endpoints off: the outermost kernels look inward only
+      sorted[0] = s[2] - s[1];
+      sorted[n - 1] = s[n] - s[n - 1];
     }
+    sigmas.assign(n, 0.0);
+    for (size_t k = 0; k < n; ++k) sigmas[order[k]] = sorted[k];
     const double max_sigma = high - low;
-    const double min_sigma = (high - low) / std::min(100.0, 1.0 + static_cast<double>(n + 1));  // magic clip
-    for (auto& s : sigmas) s = std::clamp(s, min_sigma, max_sigma);
+    const double min_sigma = (high - low) / std::min(100.0, 1.0 + static_cast<double>(n));  // magic clip
+    for (auto& sg : sigmas) sg = std::clamp(sg, min_sigma, max_sigma);
+    sigmas.back() = high - low;  // the prior's
     mus = x;
-    mus.push_back(0.5 * (low + high));  // the prior
-    sigmas.push_back(high - low);
     weights = w;
     weights.push_back(prior_weight);
     normalise();

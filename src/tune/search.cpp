@@ -10,6 +10,7 @@
 
 #include "sparq/config/pquant.h"
 #include "sparq/error.h"
+#include "sparq/prune/methods.h"
 #include "sparq/yaml/reader.h"
 
 namespace sparq::tune {
@@ -19,6 +20,8 @@ using yaml::MapReader;
 using yaml::where;
 
 // ---- distributions ----
+double on_grid(double v) { return std::stod(fmt::format("{:.15g}", v)); }
+
 Distribution Distribution::floating(double low, double high, std::optional<double> step, bool log) {
   Distribution d;
   d.kind = Kind::Float, d.low = low, d.high = step ? adjust_high(low, high, *step) : high, d.step = step, d.log = log;
@@ -100,7 +103,7 @@ std::vector<double> Distribution::grid() const {
     for (size_t c = 0; c < choices.size(); ++c) g.push_back(static_cast<double>(c));
   } else if (step) {
     const int64_t n = static_cast<int64_t>(std::llround((high - low) / *step));
-    for (int64_t k = 0; k <= n; ++k) g.push_back(kind == Kind::Int ? low + k * *step : low + k * *step);
+    for (int64_t k = 0; k <= n; ++k) g.push_back(on_grid(low + k * *step));
   }
   return g;
 }
@@ -272,8 +275,8 @@ void check_sampler_params(const std::string& file, const YAML::Node& section, co
 
 Distribution parse_distribution(const std::string& file, const YAML::Node& node, const std::string& what) {
   MapReader r(file, node, what, {"type", "low", "high", "step", "log", "choices"});
+  if (!r.has("type")) r.fail("type", "is required: float, int or categorical");
   const std::string type = r.get_choice("type", "", {"float", "int", "categorical"});
-  if (type.empty()) r.fail("type", "is required: float, int or categorical");
   if (type == "categorical") {
     for (const char* k : {"low", "high", "step", "log"})
       if (r.has(k)) r.fail(k, "applies to float and int parameters, not categorical ones");
@@ -340,6 +343,9 @@ std::vector<Objective> parse_objectives(const std::string& file, const MapReader
 std::optional<std::string> pquant_path(const std::string& name) {
   for (const char* section : {"training_parameters", "pruning_parameters", "quantization_parameters", "fitcompress_parameters"}) {
     auto keys = config::pquant_section_keys(section);
+    if (std::string(section) == "pruning_parameters")  // the methods' own parameters (sparsity, final_temp, ...)
+      for (const auto* m : prune::pruning_methods())
+        for (const auto& p : m->params) keys.push_back(p.name);
     if (std::find(keys.begin(), keys.end(), name) != keys.end()) return fmt::format("compression.{}.{}", section, name);
   }
   static const std::map<std::string, std::string> training = {

@@ -210,8 +210,10 @@ std::vector<bool> directions_of(const StudySpec& spec) {
 std::vector<TrialReport> run_trials(const config::Job& job, const StudySpec& spec, const TuneOptions& options, TuneObserver& observer,
                                     const std::atomic<bool>& stop) {
   const std::string dir = study_dir(spec, options), url = storage_url(spec, options);
-  fs::create_directories(dir);
+  // A storage the user named is opened first (a wrong URL writes nothing); the default lives in the folder.
+  if (options.storage.empty()) fs::create_directories(dir);
   Storage storage(url);
+  fs::create_directories(dir);
   const auto maximize = directions_of(spec);
   if (!spec.pruner.empty() && spec.pruner != "NopPruner" && maximize.size() > 1)
     throw ConfigError(fmt::format("{}: search.pruner: Optuna's pruners take one objective; the search has {}", job.file, maximize.size()));

@@ -40,6 +40,9 @@ struct Distribution {
   bool operator==(const Distribution& o) const;
 };
 
+/// A grid point as its decimal reads (0.3 + 2 * 0.2 is 0.7, not 0.7000000000000001).
+double on_grid(double v);
+
 /// Optuna's step rule: `high` moves down to low + floor((high - low) / step) * step, in decimal
 /// arithmetic on the numbers as written (so [1e-5, 1e-3] with step 0.2 is the single value 1e-5).
 double adjust_high(double low, double high, double step);

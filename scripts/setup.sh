@@ -24,10 +24,13 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist              # /usr/share/datasets/fashion-mnist
   libonnx-dev libprotobuf-dev protobuf-compiler   # ONNX import and export
+  libpq-dev                          # sparq tune: studies in PostgreSQL (SQLite: libsqlite3-dev above)
   python3-onnx python3-torch         # the tests' real clients: onnx's checker, torch.onnx.export of fixtures
 )
 case "$action" in sanitize|fuzz) packages+=(clang libclang-rt-14-dev) ;; esac   # ASan, UBSan, libFuzzer
 case "$action" in test|sanitize) packages+=(chromium) ;; esac   # the report tests open report.html in it
+# sparq tune's real clients: Optuna opens the studies; a PostgreSQL 15 server the tests start on a local port
+case "$action" in test|sanitize) packages+=(python3-optuna python3-psycopg2 postgresql) ;; esac
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -86,12 +86,12 @@ const std::vector<KeyDoc>& pquant_keys() {
     {"fitcompress_parameters", "greedy_astar", "true", "greedy best-first search", "false: A* with a closed set"},
     {"fitcompress_parameters", "approximate", "true", "reuse the parent's Fisher for width steps", "as PQuantML"},
     {"fitcompress_parameters", "f_lambda", "1", "lambda in d = g + lambda f (the heuristic's weight)", ">= 0"},
-    {"hpo_parameters", "experiment_name", "experiment_1", "the study's name", "also `finetuning_parameters`, `fine_tuning_parameters`; not run by `sparq run`"},
-    {"hpo_parameters", "model_name", "example_model", "the model's name in the study", "parsed and shown"},
-    {"hpo_parameters", "sampler", "TPESampler", "a sampler name (seeds) or `{type, params}` (PQuantML)", "Optuna's sampler names"},
-    {"hpo_parameters", "num_trials", "0", "trials of the study", "parsed and shown"},
+    {"hpo_parameters", "experiment_name", "experiment_1", "the study's name", "also `finetuning_parameters`, `fine_tuning_parameters`; run by `sparq tune` (docs/search.md), not by `sparq run`"},
+    {"hpo_parameters", "model_name", "example_model", "the model's name in the study", "parsed; unused (no MLflow)"},
+    {"hpo_parameters", "sampler", "TPESampler", "a sampler name (seeds) or `{type, params}` (PQuantML)", "Grid, Random, BruteForce, TPE, NSGAII; others refused by name"},
+    {"hpo_parameters", "num_trials", "0", "trials of the study", "must be >= 1 for `sparq tune`"},
     {"hpo_parameters", "hyperparameter_search", "{}", "`numerical: {name: [low, high, step]}`, `categorical: {name: [choices]}`",
-     "float when any bound is written as a float; bad ranges are errors"},
+     "float when any bound is written as a float; flat names map as PQuantML's, a name that maps nowhere is an error"},
 };
   return keys;
 }

@@ -195,7 +195,7 @@ std::vector<std::string> ineffective_settings(const config::Job& job, int64_t st
                               total));
   if (!plan.search.empty())
     out.push_back(fmt::format("the config's search section ('{}', {} trial(s)) is not run by `sparq run`, which "
-                              "trains once with the config's own values; `sparq tune` (not in this version yet) runs studies",
+                              "trains once with the config's own values; `sparq tune JOB` runs the study (docs/search.md)",
                               plan.search.experiment_name, plan.search.num_trials));
   return out;
 }

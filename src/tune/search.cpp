@@ -368,7 +368,26 @@ StudySpec parse_general(const std::string& file, const YAML::Node& section) {
   s.num_trials = r.get_int("num_trials", 10, 1, 1000000);
   std::tie(s.sampler, s.sampler_params) = typed(file, r, "sampler", "TPESampler", kSamplers, kOtherSamplers, "sampler");
   check_sampler_params(file, section, s);
-  std::tie(s.pruner, s.pruner_params) = typed(file, r, "pruner", "", kPruners, {"HyperbandPruner", "PercentilePruner", "ThresholdPruner", "PatientPruner", "WilcoxonPruner"}, "pruner");
+  std::tie(s.pruner, s.pruner_params) = typed(file, r, "pruner", "", kPruners,
+                                               {"HyperbandPruner", "PercentilePruner", "ThresholdPruner", "PatientPruner", "WilcoxonPruner"},
+                                               "pruner");
+  if (!s.pruner.empty()) {
+    static const std::map<std::string, std::vector<std::string>> pruner_args = {
+        {"NopPruner", {}},
+        {"MedianPruner", {"n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"}},
+        {"SuccessiveHalvingPruner", {"min_resource", "reduction_factor", "min_early_stopping_rate"}}};
+    const auto& allowed = pruner_args.at(s.pruner);
+    for (const auto& [k, v] : s.pruner_params.items()) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      if (std::find(allowed.begin(), allowed.end(), k) == allowed.end())
+        throw ConfigError(fmt::format("{}: pruner.params: {} has no argument '{}' (it takes {})", r.where("pruner"), s.pruner, k,
+                                      list.empty() ? "none" : list));
+      if (!v.is_number_integer() || v.get<int64_t>() < (k == "reduction_factor" ? 2 : k == "interval_steps" || k == "min_resource" ? 1 : 0))
+        throw ConfigError(fmt::format("{}: pruner.params.{}: expected {} integer", r.where("pruner"), k,
+                                      k == "reduction_factor" ? "an at least 2" : "a non-negative"));
+    }
+  }
   if (!r.has("params") || !r.node("params").IsMap() || r.node("params").size() == 0)
     r.fail("params", "expected a mapping of job paths (training.lr, compression.pruning_parameters.sparsity) to distributions");
   YAML::Node params = r.node("params");

@@ -66,65 +66,6 @@ double epoch_metric(const std::string& name, const train::EpochMetrics& m, bool 
   return NAN;
 }
 
-/// Optuna's MedianPruner and SuccessiveHalvingPruner on the first objective's intermediate values.
-class Pruner {
- public:
-  Pruner(const StudySpec& spec, bool maximize) : type_(spec.pruner), params_(spec.pruner_params), maximize_(maximize) {}
-  bool active() const { return !type_.empty() && type_ != "NopPruner"; }
-  /// Whether the trial should stop after `step` with these values so far.
-  bool prune(int64_t number, int64_t step, const std::map<int64_t, double>& own, const std::vector<TrialRecord>& trials) const {
-    if (!active()) return false;
-    const double value = own.at(step);
-    if (std::isnan(value)) return true;
-    auto better = [&](double a, double b) { return maximize_ ? a > b : a < b; };
-    if (type_ == "MedianPruner") {
-      const int64_t startup = params_.value("n_startup_trials", int64_t(5)), warmup = params_.value("n_warmup_steps", int64_t(0));
-      const int64_t interval = params_.value("interval_steps", int64_t(1)), min_trials = params_.value("n_min_trials", int64_t(1));
-      if (step < warmup || (step - warmup) % interval != 0) return false;
-      std::vector<double> others;
-      int64_t completed = 0;
-      for (const auto& t : trials) {
-        if (t.number == number || t.state != TrialState::Complete) continue;
-        ++completed;
-        auto it = t.intermediate.find(step);
-        if (it != t.intermediate.end() && !std::isnan(it->second)) others.push_back(it->second);
-      }
-      if (completed < startup || static_cast<int64_t>(others.size()) < min_trials) return false;
-      std::sort(others.begin(), others.end());
-      const size_t n = others.size();
-      const double median = n % 2 ? others[n / 2] : 0.5 * (others[n / 2 - 1] + others[n / 2]);
-      double best = value;
-      for (const auto& [s, v] : own)
-        if (s <= step && !std::isnan(v) && better(v, best)) best = v;
-      return better(median, best);
-    }
-    // SuccessiveHalvingPruner: rungs at min_resource * reduction_factor^(rate + k).
-    const int64_t min_resource = params_.contains("min_resource") && params_["min_resource"].is_number_integer()
-                                     ? params_["min_resource"].get<int64_t>()
-                                     : 1;
-    const int64_t factor = params_.value("reduction_factor", int64_t(4)), rate = params_.value("min_early_stopping_rate", int64_t(0));
-    int64_t rung_step = min_resource;
-    for (int64_t k = 0; k < rate; ++k) rung_step *= factor;
-    while (rung_step < step) rung_step *= factor;
-    if (rung_step != step) return false;
-    std::vector<double> competing{value};
-    for (const auto& t : trials) {
-      if (t.number == number) continue;
-      auto it = t.intermediate.find(step);
-      if (it != t.intermediate.end() && !std::isnan(it->second)) competing.push_back(it->second);
-    }
-    std::sort(competing.begin(), competing.end(), [&](double a, double b) { return better(a, b); });
-    int64_t promotable = static_cast<int64_t>(competing.size()) / factor - 1;
-    if (promotable < 0) promotable = 0;
-    return better(competing[static_cast<size_t>(promotable)], value);
-  }
-
- private:
-  std::string type_;
-  nlohmann::json params_;
-  bool maximize_;
-};
-
 /// Reports each epoch's value of the first objective, asks the pruner, and stops on request.
 class TrialCallback : public train::Callback {
  public:
@@ -284,6 +225,54 @@ std::vector<TrialReport> run_trials(const config::Job& job, const StudySpec& spe
   }
   return reports;
 }
+
+bool Pruner::prune(int64_t number, int64_t step, const std::map<int64_t, double>& own, const std::vector<TrialRecord>& trials) const {
+  if (!active()) return false;
+  const double value = own.at(step);
+  if (std::isnan(value)) return true;
+  auto better = [&](double a, double b) { return maximize_ ? a > b : a < b; };
+  if (type_ == "MedianPruner") {
+    const int64_t startup = params_.value("n_startup_trials", int64_t(5)), warmup = params_.value("n_warmup_steps", int64_t(0));
+    const int64_t interval = params_.value("interval_steps", int64_t(1)), min_trials = params_.value("n_min_trials", int64_t(1));
+    if (step < warmup || (step - warmup) % interval != 0) return false;
+    std::vector<double> others;
+    int64_t completed = 0;
+    for (const auto& t : trials) {
+      if (t.number == number || t.state != TrialState::Complete) continue;
+      ++completed;
+      auto it = t.intermediate.find(step);
+      if (it != t.intermediate.end() && !std::isnan(it->second)) others.push_back(it->second);
+    }
+    if (completed < startup || static_cast<int64_t>(others.size()) < min_trials) return false;
+    std::sort(others.begin(), others.end());
+    const size_t n = others.size();
+    const double median = n % 2 ? others[n / 2] : 0.5 * (others[n / 2 - 1] + others[n / 2]);
+    double best = value;
+    for (const auto& [s, v] : own)
+      if (s <= step && !std::isnan(v) && better(v, best)) best = v;
+    return better(median, best);
+  }
+  // SuccessiveHalvingPruner: rungs at min_resource * reduction_factor^(rate + k).
+  const int64_t min_resource = params_.contains("min_resource") && params_["min_resource"].is_number_integer()
+                                   ? params_["min_resource"].get<int64_t>()
+                                   : 1;
+  const int64_t factor = params_.value("reduction_factor", int64_t(4)), rate = params_.value("min_early_stopping_rate", int64_t(0));
+  int64_t rung_step = min_resource;
+  for (int64_t k = 0; k < rate; ++k) rung_step *= factor;
+  while (rung_step < step) rung_step *= factor;
+  if (rung_step != step) return false;
+  std::vector<double> competing{value};
+  for (const auto& t : trials) {
+    if (t.number == number) continue;
+    auto it = t.intermediate.find(step);
+    if (it != t.intermediate.end() && !std::isnan(it->second)) competing.push_back(it->second);
+  }
+  std::sort(competing.begin(), competing.end(), [&](double a, double b) { return better(a, b); });
+  int64_t promotable = static_cast<int64_t>(competing.size()) / factor - 1;
+  if (promotable < 0) promotable = 0;
+  return better(competing[static_cast<size_t>(promotable)], value);
+}
+
 
 std::vector<TrialRecord> best_trials(const std::vector<TrialRecord>& trials, const std::vector<bool>& maximize) {
   std::vector<TrialRecord> done;

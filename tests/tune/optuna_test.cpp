@@ -166,7 +166,7 @@ TEST(TuneOptuna, WorkersShareAStudyAndAKilledWorkersTrialFails) {
   params:
     training.lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true})"));
   const std::string db = dir.file("w/study.db");
-  pid_t victim = spawn(fmt::format("tune {} --output {} --trials 1 --heartbeat 0.5 --grace 2 --threads 1", dir.file("job.yaml"),
+  pid_t victim = spawn(fmt::format("tune {} --output {} --trials 1 --heartbeat 0.5 --grace 5 --threads 1", dir.file("job.yaml"),
                                    dir.file("w")));
   // Wait for its trial to run, then kill it without a chance to clean up.
   bool running = false;
@@ -184,8 +184,8 @@ TEST(TuneOptuna, WorkersShareAStudyAndAKilledWorkersTrialFails) {
   kill(-victim, SIGKILL);
   waitpid(victim, nullptr, 0);
   // Two workers carry on with the rest; the dead worker's trial fails once its heartbeat is stale.
-  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-  auto rest = test::run_sparq(fmt::format("tune {} --output {} --workers 2 --trials 3 --heartbeat 0.5 --grace 2", dir.file("job.yaml"),
+  std::this_thread::sleep_for(std::chrono::milliseconds(5500));
+  auto rest = test::run_sparq(fmt::format("tune {} --output {} --workers 2 --trials 3 --heartbeat 0.5 --grace 5", dir.file("job.yaml"),
                                           dir.file("w")));
   ASSERT_EQ(rest.exit_code, 0) << rest.output;
   EXPECT_NE(rest.output.find("on 2 workers of 1 thread(s)"), std::string::npos) << rest.output;

@@ -252,3 +252,37 @@ TEST(TuneSampler, NsgaIIBreedsGenerationsTowardTheFront) {
   EXPECT_GE(front.size(), 4u);
   for (size_t k = 1; k < front.size(); ++k) EXPECT_LE(front[k].values[0], front[k - 1].values[0]);
 }
+
+TEST(TunePruner, MedianAndSuccessiveHalvingStopTheTrialsBehind) {
+  // Completed trials with accuracies per epoch 1..4; a new trial is compared at each epoch.
+  std::vector<TrialRecord> trials;
+  for (int k = 0; k < 5; ++k) {
+    TrialRecord t;
+    t.number = k, t.state = TrialState::Complete;
+    for (int e = 1; e <= 4; ++e) t.intermediate[e] = 0.1 * k + 0.05 * e;  // 0.05 .. 0.6
+    t.values = {t.intermediate[4]};
+    trials.push_back(t);
+  }
+  StudySpec s;
+  s.pruner = "MedianPruner";
+  s.pruner_params = {{"n_startup_trials", 5}};
+  Pruner median(s, /*maximize=*/true);
+  // The median at epoch 2 is 0.3 (0.1, 0.2, 0.3, 0.4, 0.5): 0.25 is behind, 0.35 ahead.
+  EXPECT_TRUE(median.prune(5, 2, {{1, 0.2}, {2, 0.25}}, trials));
+  EXPECT_FALSE(median.prune(5, 2, {{1, 0.2}, {2, 0.35}}, trials));
+  EXPECT_FALSE(median.prune(5, 2, {{1, 0.31}, {2, 0.25}}, trials));  // its best so far counts
+  EXPECT_FALSE(Pruner(s, /*maximize=*/false).prune(5, 2, {{1, 0.2}, {2, 0.25}}, trials));  // a loss of 0.25 is ahead
+  s.pruner_params = {{"n_startup_trials", 6}};
+  EXPECT_FALSE(Pruner(s, true).prune(5, 2, {{2, 0.0}}, trials));  // too few completed trials yet
+  s.pruner_params = {{"n_startup_trials", 0}, {"n_warmup_steps", 3}};
+  EXPECT_FALSE(Pruner(s, true).prune(5, 2, {{2, 0.0}}, trials));  // warm-up
+  // Successive halving (reduction factor 4): at rungs 1 and 4 only the top quarter goes on.
+  s.pruner = "SuccessiveHalvingPruner";
+  s.pruner_params = nlohmann::json::object();
+  Pruner halving(s, true);
+  EXPECT_FALSE(halving.prune(5, 2, {{2, 0.0}}, trials));         // not a rung
+  EXPECT_TRUE(halving.prune(5, 1, {{1, 0.3}}, trials));          // 6 values at epoch 1: only the best 1 goes on (0.45)
+  EXPECT_FALSE(halving.prune(5, 1, {{1, 0.5}}, trials));
+  EXPECT_TRUE(halving.prune(5, 4, {{4, 0.5}}, trials));          // 0.6 leads at epoch 4
+  EXPECT_FALSE(Pruner(StudySpec{}, true).prune(5, 1, {{1, 0.0}}, trials));  // no pruner: never
+}

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,21 @@ struct TuneOptions {
 /// Where a study lives: its folder and its storage URL (the defaults filled in).
 std::string study_dir(const StudySpec& spec, const TuneOptions& options);
 std::string storage_url(const StudySpec& spec, const TuneOptions& options);
+
+/// Optuna's MedianPruner and SuccessiveHalvingPruner (spec.pruner, spec.pruner_params) on the
+/// first objective's intermediate values (one per epoch).
+class Pruner {
+ public:
+  Pruner(const StudySpec& spec, bool maximize) : type_(spec.pruner), params_(spec.pruner_params), maximize_(maximize) {}
+  bool active() const { return !type_.empty() && type_ != "NopPruner"; }
+  /// Whether trial `number` stops after `step`, with its values so far (`own`) and the study's trials.
+  bool prune(int64_t number, int64_t step, const std::map<int64_t, double>& own, const std::vector<TrialRecord>& trials) const;
+
+ private:
+  std::string type_;
+  nlohmann::json params_;
+  bool maximize_;
+};
 
 /// A trial as it ends, for the live line.
 struct TrialReport {

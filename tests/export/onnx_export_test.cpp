@@ -271,7 +271,9 @@ TEST(OnnxExport, QonnxKeepsPerWeightHgqFormatsOfPrecisionJson) {
     int width = static_cast<int>(bits[e]);
     if (k + i + f <= 0) ++zero;
     else ++types[fmt::format("ap_fixed<{},{},AP_RND_CONV,AP_SAT>", width, width - f)];
-    if (k + i + f > 0) EXPECT_EQ(width, k + std::max(i, -f) + f) << e;
+    if (k + i + f > 0) {
+      EXPECT_EQ(width, k + std::max(i, -f) + f) << e;
+    }
   }
   EXPECT_EQ(zero, w["zero_width"].get<int>());
   for (const auto& [type, count] : w["types"].items()) EXPECT_EQ(types[type], count.get<int>()) << type;

@@ -124,9 +124,13 @@ TEST(Hls4mlExport, FileIsWhatQonnxPreparationGivesHls4ml) {
     // Every tensor has a shape (hls4ml looks each input up in value_info), names readable.
     for (const auto& i : n.input()) EXPECT_TRUE(shaped.count(i)) << n.name() << " input " << i;
     for (int o = 0; o < n.output_size(); ++o)
-      if (n.output(o) != "global_out") EXPECT_EQ(n.output(o), fmt::format("{}_out{}", n.name(), o));
+      if (n.output(o) != "global_out") {
+        EXPECT_EQ(n.output(o), fmt::format("{}_out{}", n.name(), o));
+      }
     bool layout = n.op_type() == "Conv" || n.op_type() == "MaxPool" || n.op_type() == "AveragePool";
-    if (layout) EXPECT_EQ(n.domain(), "qonnx.custom_op.channels_last") << n.name();
+    if (layout) {
+      EXPECT_EQ(n.domain(), "qonnx.custom_op.channels_last") << n.name();
+    }
     channels_last += layout;
     transposes += n.op_type() == "Transpose";
     if (n.op_type() == "Quant") {

@@ -22,7 +22,8 @@ CHANNELS_LAST = "qonnx.custom_op.channels_last"
 
 
 def attrs(node):
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
 
 
 def quant(x, scale, zeropt, bits, signed, narrow, mode):
@@ -111,8 +112,7 @@ def run(model, x):
         i = [env[name] if name else None for name in n.input]
         op, last = n.op_type, n.domain == CHANNELS_LAST
         if op == "Quant":
-            y = quant(i[0], i[1], i[2], i[3], a.get("signed", 1), a.get("narrow", 0), a.get("rounding_mode", "ROUND").decode()
-                      if isinstance(a.get("rounding_mode"), bytes) else a.get("rounding_mode", "ROUND"))
+            y = quant(i[0], i[1], i[2], i[3], a.get("signed", 1), a.get("narrow", 0), a.get("rounding_mode", "ROUND"))
         elif op == "Conv":
             b = i[2] if len(i) > 2 else None
             y = conv_nhwc(i[0], i[1], b, a) if last else conv_nchw(i[0], i[1], b, a)

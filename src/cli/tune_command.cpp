@@ -71,15 +71,6 @@ class Console : public tune::TuneObserver {
   std::string prefix_;
 };
 
-std::vector<nlohmann::json> external(const tune::StudySpec& spec, const tune::TrialRecord& t) {
-  std::vector<nlohmann::json> v;
-  for (const auto& p : spec.params) {
-    auto it = t.params.find(p.name);
-    v.push_back(it == t.params.end() ? nlohmann::json("-") : it->second.second.to_external(it->second.first));
-  }
-  return v;
-}
-
 /// The study at the end: every trial, the best trial or the Pareto front, best_job.yaml, and the
 /// front drawn over the trials' runs (report.html in the study folder).
 void print_study(const config::Job& job, const tune::StudySpec& spec, const tune::TuneOptions& options) {
@@ -104,7 +95,7 @@ void print_study(const config::Job& job, const tune::StudySpec& spec, const tune
   for (const auto& t : best) {
     std::string line = fmt::format("  {:>5}", t.number);
     for (double v : t.values) line += fmt::format("  {:>14.6g}", v);
-    fmt::print("{}  {}\n", line, params_text(spec, external(spec, t)));
+    fmt::print("{}  {}\n", line, params_text(spec, tune::trial_values(spec, t)));
   }
   const auto dir = tune::study_dir(spec, options);
   const auto best_job = (fs::path(dir) / "best_job.yaml").string();

@@ -575,12 +575,12 @@ StudySpec load_study_spec(const config::Job& job) {
   // Every parameter must land on a key the job takes, before any trial runs.
   for (const auto& p : spec.params) {
     const auto& d = p.distribution;
-    nlohmann::json probe = d.kind == Distribution::Kind::Categorical ? d.choices[0] : d.to_external(d.low);
-    for (size_t c = 0; c < (d.kind == Distribution::Kind::Categorical ? d.choices.size() : 1); ++c) {
-      if (d.kind == Distribution::Kind::Categorical) probe = d.choices[c];
-      std::vector<Param> one{p};
+    // The low value of a range, every choice of a categorical.
+    std::vector<nlohmann::json> probes = d.kind == Distribution::Kind::Categorical ? d.choices
+                                                                                    : std::vector<nlohmann::json>{d.to_external(d.low)};
+    for (const auto& probe : probes) {
       try {
-        trial_job(job, one, {probe}, "probe", "probe");
+        trial_job(job, {p}, {probe}, "probe", "probe");
       } catch (const ConfigError& e) {
         std::string msg = e.what();
         // The trial job's own position means nothing to the user: name the parameter instead.

@@ -57,11 +57,16 @@ const char* kTables[] = {
     "CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL, CONSTRAINT alembic_version_pkc PRIMARY "
     "KEY (version_num))",
 };
-const std::pair<const char*, const char*> kEnums[] = {
-    {"studydirection", "'NOT_SET', 'MINIMIZE', 'MAXIMIZE'"},
-    {"trialstate", "'RUNNING', 'COMPLETE', 'PRUNED', 'FAIL', 'WAITING'"},
-    {"trialvaluetype", "'FINITE', 'INF_POS', 'INF_NEG'"},
-    {"trialintermediatevaluetype", "'FINITE', 'INF_POS', 'INF_NEG', 'NAN'"},
+struct EnumType {
+  const char* name;
+  const char* values;
+  int sqlite_width;  ///< SQLite: VARCHAR of the longest name, as SQLAlchemy writes it
+};
+const EnumType kEnums[] = {
+    {"studydirection", "'NOT_SET', 'MINIMIZE', 'MAXIMIZE'", 8},
+    {"trialstate", "'RUNNING', 'COMPLETE', 'PRUNED', 'FAIL', 'WAITING'", 8},
+    {"trialvaluetype", "'FINITE', 'INF_POS', 'INF_NEG'", 7},
+    {"trialintermediatevaluetype", "'FINITE', 'INF_POS', 'INF_NEG', 'NAN'", 7},
 };
 
 std::string ddl(std::string sql, bool postgres) {
@@ -70,12 +75,8 @@ std::string ddl(std::string sql, bool postgres) {
   };
   replace("{id}", postgres ? "SERIAL NOT NULL" : "INTEGER NOT NULL");
   replace("{time}", postgres ? "TIMESTAMP WITHOUT TIME ZONE" : "DATETIME");
-  for (const auto& [name, values] : kEnums) {
-    const std::string longest = name == std::string("trialintermediatevaluetype") || name == std::string("trialvaluetype") ? "7"
-                                : name == std::string("studydirection") ? "8"
-                                                                         : "8";
-    replace(fmt::format("{{enum:{}}}", name), postgres ? name : "VARCHAR(" + longest + ")");
-  }
+  for (const auto& e : kEnums)
+    replace(fmt::format("{{enum:{}}}", e.name), postgres ? std::string(e.name) : fmt::format("VARCHAR({})", e.sqlite_width));
   return sql;
 }
 
@@ -140,9 +141,9 @@ Storage::~Storage() = default;
 void Storage::create_schema() {
   Transaction t(*db_, kSchemaLock);
   if (db_->postgres())
-    for (const auto& [name, values] : kEnums)
-      if (db_->query("SELECT 1 FROM pg_type WHERE typname = ?", {std::string(name)}).empty())
-        db_->exec(fmt::format("CREATE TYPE {} AS ENUM ({})", name, values));
+    for (const auto& e : kEnums)
+      if (db_->query("SELECT 1 FROM pg_type WHERE typname = ?", {std::string(e.name)}).empty())
+        db_->exec(fmt::format("CREATE TYPE {} AS ENUM ({})", e.name, e.values));
   for (const char* sql : kTables) db_->exec(ddl(sql, db_->postgres()));
   auto version = db_->query("SELECT schema_version FROM version_info WHERE version_info_id = 1");
   if (version.empty()) {

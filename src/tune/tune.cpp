@@ -34,27 +34,8 @@ struct TrialPruned {
 };
 struct TrialStopped {};
 
-/// A metric of a finished run by its objective name (NaN when the run has none).
-double metric(const std::string& name, const RunResult& r) {
-  if (name == "test_accuracy") return r.test.samples > 0 ? r.test.accuracy : NAN;
-  if (name == "test_loss") return r.test.samples > 0 ? r.test.loss : NAN;
-  if (r.history.empty()) return NAN;
-  const auto& m = r.history.back();
-  if (name == "eval_accuracy") return r.classification ? m.eval.accuracy : NAN;
-  if (name == "eval_loss") return m.eval.loss;
-  if (name == "train_loss") return m.train_loss;
-  if (name == "ebops") return m.cost.ebops;
-  if (name == "sparsity") return m.sparsity;
-  if (name == "weight_bits") return m.cost.weight_bits;
-  if (name == "nonzero_weights") return static_cast<double>(m.cost.nonzero);
-  if (name == "train_seconds") {
-    double s = 0;
-    for (const auto& e : r.history) s += e.seconds;
-    return s;
-  }
-  return NAN;
-}
-/// The same metric after one epoch (the intermediate values pruners read).
+/// A metric after one epoch by its objective name (the intermediate values pruners read; the
+/// test split's are the evaluation's until the run ends).
 double epoch_metric(const std::string& name, const train::EpochMetrics& m, bool classification) {
   if (name == "eval_accuracy" || name == "test_accuracy") return classification ? m.eval.accuracy : NAN;
   if (name == "eval_loss" || name == "test_loss") return m.eval.loss;
@@ -64,6 +45,17 @@ double epoch_metric(const std::string& name, const train::EpochMetrics& m, bool 
   if (name == "weight_bits") return m.cost.weight_bits;
   if (name == "nonzero_weights") return static_cast<double>(m.cost.nonzero);
   return NAN;
+}
+/// A metric of a finished run by its objective name (NaN when the run has none).
+double metric(const std::string& name, const RunResult& r) {
+  if (name == "test_accuracy") return r.test.samples > 0 && r.classification ? r.test.accuracy : NAN;
+  if (name == "test_loss") return r.test.samples > 0 ? r.test.loss : NAN;
+  if (name == "train_seconds") {
+    double s = 0;
+    for (const auto& e : r.history) s += e.seconds;
+    return r.history.empty() ? NAN : s;
+  }
+  return r.history.empty() ? NAN : epoch_metric(name, r.history.back(), r.classification);
 }
 
 /// Reports each epoch's value of the first objective, asks the pruner, and stops on request.
@@ -299,15 +291,20 @@ std::vector<TrialRecord> best_trials(const std::vector<TrialRecord>& trials, con
   return front;
 }
 
-std::string job_of_trial(const config::Job& job, const StudySpec& spec, const TrialRecord& trial, const std::string& output) {
+std::vector<nlohmann::json> trial_values(const StudySpec& spec, const TrialRecord& trial) {
   std::vector<nlohmann::json> values;
   for (const auto& p : spec.params) {
     auto it = trial.params.find(p.name);
-    if (it == trial.params.end())
-      throw Error(fmt::format("trial {} has no value of '{}' (added by another search?)", trial.number, p.name));
-    values.push_back(it->second.second.to_external(it->second.first));
+    values.push_back(it == trial.params.end() ? nlohmann::json(nullptr) : it->second.second.to_external(it->second.first));
   }
-  return trial_job_text(job, spec.params, values, output, fs::path(output).filename().string());
+  return values;
+}
+
+std::string job_of_trial(const config::Job& job, const StudySpec& spec, const TrialRecord& trial, const std::string& output) {
+  for (const auto& p : spec.params)
+    if (!trial.params.count(p.name))
+      throw Error(fmt::format("trial {} has no value of '{}' (added by another search?)", trial.number, p.name));
+  return trial_job_text(job, spec.params, trial_values(spec, trial), output, fs::path(output).filename().string());
 }
 
 }  // namespace sparq::tune

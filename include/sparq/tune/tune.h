@@ -69,6 +69,8 @@ std::vector<TrialReport> run_trials(const config::Job& job, const StudySpec& spe
 /// The study's best trial (one objective) or Pareto front (several), COMPLETE trials only.
 std::vector<TrialRecord> best_trials(const std::vector<TrialRecord>& trials, const std::vector<bool>& maximize);
 
+/// A stored trial's values, per parameter of the spec (null where the trial has none).
+std::vector<nlohmann::json> trial_values(const StudySpec& spec, const TrialRecord& trial);
 /// The job of a stored trial (best_job.yaml), its values read back from the storage.
 std::string job_of_trial(const config::Job& job, const StudySpec& spec, const TrialRecord& trial, const std::string& output);
 

@@ -14,12 +14,6 @@
 #include <map>
 #include <thread>
 
-#ifdef SPARQ_BENCH_CUDA
-#include <ATen/cuda/CUDAGraph.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
-
 #include "sparq/compress/compress.h"
 #include "sparq/config/nni.h"
 #include "sparq/config/pquant.h"
@@ -35,10 +29,9 @@ namespace {
 using namespace sparq;
 
 /// SPARQ_BENCH_DEVICE=cuda runs the steps on the GPU (one synchronisation per step, as the
-/// PyTorch baseline in bench/gpu/pytorch_step.py does); with SPARQ_BENCH_CUDA_GRAPH=1 the whole
-/// step (zeroing, forward, loss, backward, Adam) is captured once as a CUDA graph and replayed.
-/// The capture freezes Adam's host-side step count (its bias correction), so replayed steps are
-/// for timing only.
+/// PyTorch baseline in bench/gpu/pytorch_step.py does); with SPARQ_BENCH_CUDA_GRAPH=1 the
+/// Trainer captures its step as a CUDA graph (training.cuda_graph: on) and replays it, as
+/// `sparq run` does; otherwise the steps are launched (cuda_graph: off).
 torch::Device bench_device() {
   const char* d = std::getenv("SPARQ_BENCH_DEVICE");
   return d ? torch::Device(d) : torch::Device(torch::kCPU);
@@ -80,6 +73,9 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
   train::TrainOptions options;
   options.device = device.str();
   options.batch_size = batch;
+  // Launched steps unless SPARQ_BENCH_CUDA_GRAPH is set: then the Trainer's captured step.
+  const bool graph_mode = device.is_cuda() && std::getenv("SPARQ_BENCH_CUDA_GRAPH");
+  options.cuda_graph = graph_mode ? "on" : "off";
   const bool quantized = mode == Mode::Fixed8 || mode == Mode::Hgq || mode == Mode::Int8Qat || mode == Mode::Pdp8;
   const Plan plan = quantized ? eight_bit_plan(mode) : Plan{};
   train::Trainer trainer(model, options, plan.schedule, plan.events);
@@ -97,30 +93,7 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
       if (!full_only || xy.first.size(0) == batch) return xy;
     }
   };
-  bool graph_mode = false;
-#ifdef SPARQ_BENCH_CUDA
-  graph_mode = device.is_cuda() && std::getenv("SPARQ_BENCH_CUDA_GRAPH");
-  if (graph_mode) {
-    auto [x0, y0] = next_batch(true);
-    auto sx = x0.clone(), sy = y0.clone();  // static inputs: each step copies its batch in
-    at::cuda::CUDAGraph graph;
-    {
-      c10::cuda::CUDAStreamGuard guard(c10::cuda::getStreamFromPool());
-      for (int w = 0; w < 3; ++w) trainer.step(sx, sy);  // warm-up: optimizer state, cached host formats
-      torch::cuda::synchronize();
-      graph.capture_begin();
-      trainer.step(sx, sy);
-      graph.capture_end();
-    }
-    for (auto _ : state) {
-      auto [x, y] = next_batch(true);  // the graph has one batch shape
-      sx.copy_(x), sy.copy_(y);
-      graph.replay();
-      torch::cuda::synchronize();
-    }
-  }
-#endif
-  if (!graph_mode && mode == Mode::BareFloat) {
+  if (mode == Mode::BareFloat) {
     // The baseline: a bare LibTorch step on the same model (no loss terms, callbacks or epoch sums).
     auto opt = train::make_optimizer(model->parameters(), options);
     for (auto _ : state) {
@@ -130,9 +103,9 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
       opt->step();
       if (device.is_cuda()) torch::cuda::synchronize();
     }
-  } else if (!graph_mode) {
+  } else {
     for (auto _ : state) {
-      auto [x, y] = next_batch(false);
+      auto [x, y] = next_batch(graph_mode);  // a graph has one batch shape
       trainer.step(x, y);
       if (device.is_cuda()) torch::cuda::synchronize();
     }

@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
   run_cmd->add_flag("--resume", run.resume, "Continue from the run folder's checkpoint");
   run_cmd->add_option("--output", run.output, "Run folder (default: the job's output, runs/<name>)");
   run_cmd->add_option("--device", run.device, "auto, cpu, cuda or cuda:N (overrides the job)");
+  run_cmd->add_option("--cuda-graph", run.cuda_graph, "auto, on or off: replay CUDA steps as a graph (overrides the job)")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   run_cmd->add_option("--epochs", run.epochs, "Number of epochs (overrides the job; epochs per round with a schedule)")
       ->check(whole_number(0, sparq::kMaxEpochs));
   run_cmd->add_option("--stop-after", run.stop_after, "Stop after this many epochs; continue later with --resume")

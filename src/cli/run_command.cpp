@@ -183,6 +183,10 @@ class Console : public RunObserver, public train::Callback {
     std::string stage = ctx.total_epochs == s.epochs ? "" : fmt::format(" [{}]", train::slot_text(s, m.slot));
     fmt::print("epoch {}/{}{}  train loss {:.4f}{}{}{}  {:.1f} s  {:.0f} samples/s\n", m.epoch, ctx.total_epochs, stage,
                m.train_loss, acc, eval_text, cost_text, m.seconds, m.samples_per_second);
+    if (t.step_graph_note() != shown_graph_note_) {  // CUDA: how the steps ran, when that changes
+      shown_graph_note_ = t.step_graph_note();
+      fmt::print("steps: {}\n", shown_graph_note_ == "captured" ? "captured as a CUDA graph, replayed" : shown_graph_note_);
+    }
     std::fflush(stdout);
   }
   void on_finished(const config::Job& job, const RunResult& r) override {
@@ -204,6 +208,7 @@ class Console : public RunObserver, public train::Callback {
   train::Progress mode_ = train::Progress::Auto;
   std::unique_ptr<ProgressDisplay> progress_;
   bool classification_ = true, evaluates_ = false, shows_sparsity_ = false;
+  std::string shown_graph_note_;
 };
 
 }  // namespace
@@ -218,6 +223,7 @@ int run_command(const RunArgs& args) {
                                   args.job_file, job.plan.dialect.empty() ? "" : " (it is " + job.plan.dialect + ")"));
   if (!args.output.empty()) job.output = args.output;
   if (!args.device.empty()) job.training.device = args.device;
+  if (!args.cuda_graph.empty()) job.training.cuda_graph = args.cuda_graph;
   if (args.epochs >= 0) {
     if (job.plan.schedule) job.plan.schedule->epochs = args.epochs;  // epochs per round
     else job.training.epochs = args.epochs;

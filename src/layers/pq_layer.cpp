@@ -75,7 +75,9 @@ bool PQLayer::has_hgq() const {
   return false;
 }
 
-torch::Tensor PQLayer::hgq_loss(double beta) {
+torch::Tensor PQLayer::hgq_loss(double beta) { return hgq_loss(torch::tensor(beta, torch::kFloat32)); }
+
+torch::Tensor PQLayer::hgq_loss(const torch::Tensor& beta) {
   if (!has_hgq()) return {};
   torch::Tensor loss = beta * ebops(/*deployed=*/false);
   for (const auto& [name, q] : quantizers()) {

@@ -247,22 +247,57 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor k,
                                torch::Tensor i, torch::Tensor f, int64_t round, int64_t overflow, bool training) {
     auto xc = x.contiguous();
+    ctx->saved_data["i_shape"] = i.sizes().vec();
+    ctx->saved_data["f_shape"] = f.sizes().vec();
+#ifdef SPARQ_WITH_CUDA
+    if (xc.is_cuda()) {  // one pass forward; backward recomputes the derivatives from x
+      auto [kp, ip, fp] = cuda_widths(xc, k, i, f);
+      auto q = torch::empty_like(xc);
+      cuda::hgq_quantize(xc, kp, ip, fp, q, static_cast<int>(round), static_cast<int>(overflow));
+      ctx->save_for_backward({xc, kp, ip, fp});
+      ctx->saved_data["round"] = round;
+      ctx->saved_data["overflow"] = overflow;
+      return q;
+    }
+#endif
     auto q = torch::empty_like(xc), slope = torch::empty_like(xc), gf = torch::empty_like(xc), gi = torch::empty_like(xc);
     hgq_kernel(xc, k, i, f, static_cast<RoundMode>(round), static_cast<OverflowMode>(overflow), training, q, &slope,
                &gf, &gi);
     ctx->save_for_backward({slope, gf, gi});
-    ctx->saved_data["i_shape"] = i.sizes().vec();
-    ctx->saved_data["f_shape"] = f.sizes().vec();
     return q;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad) {
     auto saved = ctx->get_saved_variables();
     const auto& g = grad[0];
-    auto di = (g * saved[2]).sum_to_size(ctx->saved_data["i_shape"].toIntVector());
-    auto df = (g * saved[1]).sum_to_size(ctx->saved_data["f_shape"].toIntVector());
+    const auto i_shape = ctx->saved_data["i_shape"].toIntVector(), f_shape = ctx->saved_data["f_shape"].toIntVector();
+#ifdef SPARQ_WITH_CUDA
+    if (saved.size() == 4) {
+      auto gc = g.contiguous();
+      auto dx = torch::empty_like(gc), gf = torch::empty_like(gc), gi = torch::empty_like(gc);
+      cuda::hgq_backward(saved[0], saved[1], saved[2], saved[3], gc, dx, gf, gi,
+                         static_cast<int>(ctx->saved_data["round"].toInt()),
+                         static_cast<int>(ctx->saved_data["overflow"].toInt()));
+      return {dx, torch::Tensor(), gi.sum_to_size(i_shape), gf.sum_to_size(f_shape), torch::Tensor(), torch::Tensor(),
+              torch::Tensor()};
+    }
+#endif
+    auto di = (g * saved[2]).sum_to_size(i_shape);
+    auto df = (g * saved[1]).sum_to_size(f_shape);
     return {g * saved[0], torch::Tensor(), di, df, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
+
+#ifdef SPARQ_WITH_CUDA
+  /// k, i, f broadcast to each other and laid out periodically along x (see periodic): one period
+  /// of widths, all three the same length, on x's device and dtype.
+  static std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> cuda_widths(const torch::Tensor& x,
+                                                                          const torch::Tensor& k,
+                                                                          const torch::Tensor& i,
+                                                                          const torch::Tensor& f) {
+    auto same = torch::broadcast_tensors({k.detach(), i.detach(), f.detach()});
+    return {periodic(same[0], x, "k").first, periodic(same[1], x, "i").first, periodic(same[2], x, "f").first};
+  }
+#endif
 };
 
 #ifdef SPARQ_WITH_CUDA
@@ -427,6 +462,19 @@ torch::Tensor fixed_quantize(const torch::Tensor& x, const torch::Tensor& k, con
       cuda::quantize(xc, q, *p, static_cast<int>(round), static_cast<int>(overflow), training);
       return q;
     }
+  }
+#endif
+#ifdef SPARQ_WITH_CUDA
+  // Trained widths on the GPU: the one-pass CUDA kernel, except WRAP's evaluation rule and WRAP_SM.
+  if (bits_learn && x.is_cuda() &&
+      (overflow == OverflowMode::SAT || overflow == OverflowMode::SAT_SYM || (overflow == OverflowMode::WRAP && training))) {
+    if (torch::GradMode::is_enabled())
+      return HgqQuantize::apply(x, k, i, f, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training);
+    auto xc = x.contiguous();
+    auto [kp, ip, fp] = HgqQuantize::cuda_widths(xc, k, i, f);
+    auto q = torch::empty_like(xc);
+    cuda::hgq_quantize(xc, kp, ip, fp, q, static_cast<int>(round), static_cast<int>(overflow));
+    return q;
   }
 #endif
   if (bits_learn && x.device().is_cpu() && overflow != OverflowMode::WRAP_SM) {

@@ -17,4 +17,15 @@ void quantize(const at::Tensor& x, at::Tensor& q, const Format& p, int round, in
 /// out = g where lo <= x * scale <= nmax, else 0.
 void saturation_grad(const at::Tensor& x, const at::Tensor& g, at::Tensor& out, const Format& p);
 
+/// HGQ with trained widths (the CPU's hgq_kernel in one CUDA pass): k, i, f contiguous, of x's
+/// dtype, `period` entries each (element e of x uses entry e % period; i is used as max(i, -f)).
+/// overflow: SAT, SAT_SYM, or WRAP while training. The widths' constants are computed per element
+/// from the three numbers, so nothing is precomputed on the host.
+void hgq_quantize(const at::Tensor& x, const at::Tensor& k, const at::Tensor& i, const at::Tensor& f, at::Tensor& q,
+                  int round, int overflow);
+/// The backward pass of hgq_quantize, recomputed from x: per element dx = g·dq/dx, gf = g·dq/df,
+/// gi = g·dq/di (the caller sums gf and gi to the widths' shapes).
+void hgq_backward(const at::Tensor& x, const at::Tensor& k, const at::Tensor& i, const at::Tensor& f,
+                  const at::Tensor& g, at::Tensor& dx, at::Tensor& gf, at::Tensor& gi, int round, int overflow);
+
 }  // namespace sparq::quant::cuda

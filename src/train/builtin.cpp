@@ -150,17 +150,21 @@ torch::Tensor PruningLoss::compute(Trainer&, const TrainContext&) {
 
 // ---- HgqLoss ----
 
-void HgqLoss::on_epoch_begin(Trainer&, const TrainContext& ctx) {
-  // HGQ's terms start with the main training stage, as PQuantML's post-pretrain switch.
+void HgqLoss::on_epoch_begin(Trainer& t, const TrainContext& ctx) {
+  // HGQ's terms start with the main training stage, as PQuantML's post-pretrain switch (a stage
+  // change: the Trainer captures its step again).
   active_ = ctx.slot.stage != prune::Stage::Pretraining;
   beta_ = active_ ? curve_at(beta_curve_, static_cast<double>(ctx.epoch_index)) : 0.0;
+  // On the device, filled in place: a captured step reads the epoch's beta.
+  if (!beta_tensor_.defined()) beta_tensor_ = torch::zeros({}, torch::TensorOptions().device(t.device()));
+  beta_tensor_.fill_(beta_);
 }
 
 torch::Tensor HgqLoss::compute(Trainer&, const TrainContext&) {
   if (!active_) return {};
   torch::Tensor total;
   for (auto& layer : layers_) {
-    auto term = layer->hgq_loss(beta_);
+    auto term = layer->hgq_loss(beta_tensor_);
     if (term.defined()) total = total.defined() ? total + term : term;
   }
   return total;

@@ -68,6 +68,7 @@ class HgqLoss : public LossTerm {
   std::vector<Event> beta_curve_;
   bool active_ = false;
   double beta_ = 0;
+  torch::Tensor beta_tensor_;
 };
 
 class EventFirer : public Callback {

@@ -68,6 +68,7 @@ class Distiller : public LossTerm {
   }
 
   std::string name() const override { return "distill_loss"; }
+  std::string graph_blocker() const override { return "distillation is not captured yet"; }
 
   torch::Tensor compute(Trainer& trainer, const TrainContext&) override {
     {

@@ -44,10 +44,11 @@ std::string nni_target(const std::string& target) {
 class QatStart : public Callback {
  public:
   QatStart(const models::Graph& graph, int64_t start) : quantizers_(integer_quantizers(graph)), start_(start) {}
-  void on_step_begin(Trainer&, const TrainContext& ctx) override {
+  void on_step_begin(Trainer& trainer, const TrainContext& ctx) override {
     if (done_ || ctx.global_step < start_) return;
     for (auto& t : quantizers_) t.q->start();
     done_ = true;
+    trainer.invalidate_step_graph();  // the quantizers' forward changes
   }
 
  private:

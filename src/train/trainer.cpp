@@ -14,6 +14,7 @@
 #include "sparq/error.h"
 #include "sparq/io/files.h"
 #include "train/builtin.h"
+#include "train/step_graph.h"
 
 namespace sparq::train {
 
@@ -143,6 +144,10 @@ Trainer::Trainer(models::Graph model, TrainOptions options, std::optional<Schedu
   }
   model_->to(device_);
   optimizer_ = make_optimizer(std::move(groups), options_);
+  if (options_.cuda_graph != "auto" && options_.cuda_graph != "on" && options_.cuda_graph != "off")
+    throw Error(fmt::format("cuda_graph '{}' is not one of auto, on, off", options_.cuda_graph));
+  if (device_.is_cuda() && DeviceAdam::refusal(*optimizer_).empty() && options_.optimizer != "sgd")
+    device_adam_ = std::make_unique<DeviceAdam>(*optimizer_);
   ctx_.total_epochs = schedule_.total_epochs();
   list_callbacks();
 }
@@ -163,6 +168,8 @@ void Trainer::add_parameters(const std::string& name, std::vector<torch::Tensor>
   extra_parameters_.insert(extra_parameters_.end(), parameters.begin(), parameters.end());
   optimizer_->add_param_group(torch::optim::OptimizerParamGroup(std::move(parameters)));
   group_names_.push_back(name);
+  if (device_adam_) device_adam_ = std::make_unique<DeviceAdam>(*optimizer_);  // the new group's tensors too
+  invalidate_step_graph();
 }
 
 void Trainer::list_callbacks() {
@@ -181,6 +188,8 @@ std::vector<size_t> Trainer::matching_groups(const std::string& regex) const {
 }
 
 void Trainer::set_lr(const std::string& regex, double lr) { set_lr(matching_groups(regex), lr); }
+
+void Trainer::invalidate_step_graph() { graph_.reset(); }
 
 void Trainer::set_weight_decay(const std::string& regex, double weight_decay) {
   set_weight_decay(matching_groups(regex), weight_decay);
@@ -203,6 +212,7 @@ std::vector<size_t> groups_or_all(const std::vector<size_t>& groups, size_t coun
 void Trainer::set_lr(const std::vector<size_t>& groups, double lr) {
   for (auto g : groups_or_all(groups, optimizer_->param_groups().size()))
     optimizer_->param_groups()[g].options().set_lr(lr);
+  invalidate_step_graph();
 }
 
 void Trainer::set_weight_decay(const std::vector<size_t>& groups, double weight_decay) {
@@ -212,6 +222,7 @@ void Trainer::set_weight_decay(const std::vector<size_t>& groups, double weight_
     else if (auto* adamw = dynamic_cast<torch::optim::AdamWOptions*>(&o)) adamw->weight_decay(weight_decay);
     else if (auto* sgd = dynamic_cast<torch::optim::SGDOptions*>(&o)) sgd->weight_decay(weight_decay);
   }
+  invalidate_step_graph();
 }
 
 double Trainer::lr(size_t group) const { return optimizer_->param_groups().at(group).options().get_lr(); }
@@ -227,11 +238,13 @@ double Trainer::weight_decay(size_t group) const {
 void Trainer::set_trainable(const std::string& regex, bool trainable) {
   for (auto g : matching_groups(regex))
     for (auto& p : optimizer_->param_groups()[g].params()) p.requires_grad_(trainable);
+  invalidate_step_graph();
 }
 
 void Trainer::set_quantization(bool enabled) {
   for (const auto& node : model_->nodes())
     if (auto pq = pq_layer(model_, node.name)) pq->set_quantization(enabled);
+  invalidate_step_graph();
 }
 
 torch::Tensor Trainer::loss_of(const torch::Tensor& output, const torch::Tensor& target) const {
@@ -283,12 +296,16 @@ void Trainer::begin_epoch(int64_t epoch_index) {
   ctx_.global_step = epoch_index * ctx_.steps_per_epoch;
   ctx_.slot = slot_of(schedule_, std::min(epoch_index, std::max<int64_t>(schedule_.total_epochs() - 1, 0)));
   model_->train();
+  // Zeroed in place: a captured step adds to these very tensors.
   auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(device_);
-  loss_sum_ = torch::zeros({}, f64);
-  correct_ = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device_));
-  term_sums_.assign(terms_.size(), torch::Tensor());
-  for (auto& s : term_sums_) s = torch::zeros({}, f64);
+  auto zero = [](torch::Tensor& t, const torch::TensorOptions& o) { t.defined() ? void(t.zero_()) : void(t = torch::zeros({}, o)); };
+  zero(loss_sum_, f64);
+  zero(correct_, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+  term_sums_.resize(terms_.size());
+  for (auto& s : term_sums_) zero(s, f64);
   epoch_samples_ = epoch_steps_ = 0;
+  if (ctx_.slot.stage != last_stage_) invalidate_step_graph();  // stage changes switch terms and methods
+  last_stage_ = ctx_.slot.stage;
   for (auto* c : all_) c->on_epoch_begin(*this, ctx_);
 }
 
@@ -296,6 +313,56 @@ StepResult Trainer::step(const torch::Tensor& x, const torch::Tensor& y) {
   if (ctx_.steps_per_epoch > 0)
     ctx_.epoch = ctx_.epoch_index + static_cast<double>(ctx_.step_in_epoch) / static_cast<double>(ctx_.steps_per_epoch);
   for (auto* c : all_) c->on_step_begin(*this, ctx_);
+  auto graphed = graph_step(x, y);
+  StepResult result = graphed ? *graphed : device_step(x, y);
+  epoch_samples_ += x.size(0);
+  ++epoch_steps_;
+  for (auto* c : all_) c->on_step_end(*this, ctx_);
+  ++ctx_.global_step;
+  ++ctx_.step_in_epoch;
+  return result;
+}
+
+std::string Trainer::graph_blocker() const {
+  if (!StepGraph::supported()) return "this build has no CUDA graphs";
+  if (prunes_) return "pruning methods decide on the host during steps";
+  if (!device_adam_ && options_.optimizer != "sgd") return "optimizer: " + DeviceAdam::refusal(*optimizer_);
+  for (auto* c : all_)
+    if (auto why = c->graph_blocker(); !why.empty()) return why;
+  return {};
+}
+
+std::optional<StepResult> Trainer::graph_step(const torch::Tensor& x, const torch::Tensor& y) {
+  if (!device_.is_cuda() || options_.cuda_graph == "off") return std::nullopt;
+  if (graph_ && graph_->captured()) {
+    if (!graph_->x.sizes().equals(x.sizes()) || !graph_->y.sizes().equals(y.sizes()))
+      return std::nullopt;  // a short last batch: launched
+    graph_->x.copy_(x), graph_->y.copy_(y);
+    graph_->replay();
+    return graph_->result;
+  }
+  if (graph_note_.rfind("captured", 0) != 0 && !graph_note_.empty()) return std::nullopt;  // declined before
+  if (auto why = graph_blocker(); !why.empty()) {
+    if (options_.cuda_graph == "on") throw Error(fmt::format("training.cuda_graph: on, but the step cannot be captured: {}", why));
+    graph_note_ = "launched: " + why;
+    return std::nullopt;
+  }
+  if (ctx_.steps_per_epoch > 0 && x.size(0) < options_.batch_size) return std::nullopt;  // capture full batches
+  graph_ = std::make_unique<StepGraph>();
+  graph_->x = x.clone(), graph_->y = y.clone();
+  auto warm = graph_->capture([&] { return device_step(graph_->x, graph_->y); });
+  if (graph_->captured()) {
+    graph_note_ = "captured";
+    return warm;
+  }
+  const std::string why = graph_->failure();
+  graph_.reset();
+  if (options_.cuda_graph == "on") throw Error(fmt::format("training.cuda_graph: on, but capturing the step failed: {}", why));
+  graph_note_ = "launched: capturing the step failed: " + why;
+  return warm;
+}
+
+StepResult Trainer::device_step(const torch::Tensor& x, const torch::Tensor& y) {
   model_->zero_grad(/*set_to_none=*/true);  // as PyTorch 2: parameters outside the graph stay untouched
   for (auto& p : extra_parameters_) p.mutable_grad() = torch::Tensor();
   batch_input_ = x;
@@ -309,18 +376,14 @@ StepResult Trainer::step(const torch::Tensor& x, const torch::Tensor& y) {
   }
   if (objective.requires_grad()) objective.backward();  // else every parameter is frozen: nothing trains
   for (auto* c : all_) c->on_after_backward(*this, ctx_);
-  optimizer_->step();
+  if (device_adam_) device_adam_->step();
+  else optimizer_->step();
   loss_sum_ += loss.detach().to(torch::kFloat64) * x.size(0);
   for (size_t t = 0; t < terms.size(); ++t)
     if (terms[t].defined()) term_sums_[t] += terms[t].detach().to(torch::kFloat64);
   auto output = out.detach();
   if (y.scalar_type() == torch::kInt64) correct_ += (output.argmax(1) == y).sum();
-  epoch_samples_ += x.size(0);
-  ++epoch_steps_;
   batch_input_ = torch::Tensor();
-  for (auto* c : all_) c->on_step_end(*this, ctx_);
-  ++ctx_.global_step;
-  ++ctx_.step_in_epoch;
   return {loss.detach(), output};
 }
 
@@ -457,6 +520,7 @@ void Trainer::save_checkpoint(const std::string& path, int64_t epochs_done) {
   // Flat, fully-qualified names ("layer1.0.conv1.weight"), so loading can check each one.
   for (const auto& p : model_->named_parameters()) weights.write(p.key(), p.value());
   for (const auto& b : model_->named_buffers()) weights.write(b.key(), b.value(), /*is_buffer=*/true);
+  if (device_adam_) device_adam_->sync_host();
   optimizer_->save(optim);
   root.write("model", weights);
   root.write("optimizer", optim);
@@ -485,6 +549,8 @@ int64_t Trainer::load_checkpoint(const std::string& path) {
     root.read("optimizer", optim);
     load_weights(weights, path);
     optimizer_->load(optim);
+    if (device_adam_) device_adam_->sync_device();
+    invalidate_step_graph();
     torch::Tensor epochs, rng;
     root.read("epochs_done", epochs);
     root.read("cpu_rng_state", rng);

@@ -40,8 +40,9 @@ class PQLayer : public torch::nn::Module {
   /// Weights, non-zero weights, weight bits and EBOPs of the deployed layer.
   virtual LayerCost cost();
   /// beta * EBOPs + gamma * (sum of bit widths) of the HGQ quantizers; undefined for a layer
-  /// without HGQ quantizers.
+  /// without HGQ quantizers. beta as a 0-d tensor: a captured step reads its current value.
   torch::Tensor hgq_loss(double beta);
+  torch::Tensor hgq_loss(const torch::Tensor& beta);
   bool has_hgq() const;
   /// The quantizers that exist, by target name ("input", "weight", "bias", "output").
   std::vector<std::pair<std::string, quant::Quantizer>> quantizers() const;

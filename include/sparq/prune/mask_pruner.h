@@ -72,6 +72,7 @@ class MaskPruner : public train::LossTerm {
   void on_after_backward(train::Trainer& trainer, const train::TrainContext& ctx) override;
   void on_step_end(train::Trainer& trainer, const train::TrainContext& ctx) override;
   torch::Tensor compute(train::Trainer& trainer, const train::TrainContext& ctx) override;
+  std::string graph_blocker() const override { return "NNI pruners update their masks from the host each step"; }
 
  protected:
   PruningSpec spec_;

@@ -75,6 +75,7 @@ class ModifierCallback : public Callback {
   void on_after_backward(Trainer& t, const TrainContext& ctx) override;
   void on_step_end(Trainer& t, const TrainContext& ctx) override;
   void on_train_end(Trainer& t, const TrainContext& ctx) override;
+  std::string graph_blocker() const override { return "SparseML modifiers act from the host each step"; }
   void save(torch::serialize::OutputArchive& root) override;
   void load(torch::serialize::InputArchive& root) override;
 

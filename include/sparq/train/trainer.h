@@ -42,6 +42,10 @@ struct TrainOptions {
   uint64_t seed = 0;
   std::string loss = "cross_entropy";  ///< cross_entropy | mse
   std::string device = "cpu";      ///< "cpu", "cuda", "cuda:N"
+  /// Replays the training step as a CUDA graph (CUDA only): "auto" where the run allows it (else
+  /// eager steps, the reason in Trainer::step_graph_note()), "on" (an error where it cannot),
+  /// "off". CPU runs ignore it.
+  std::string cuda_graph = "auto";
   Progress progress = Progress::Auto;  ///< for the console callback of the CLI
 };
 
@@ -94,6 +98,8 @@ struct EpochMetrics {
 };
 
 class Trainer;
+class DeviceAdam;
+class StepGraph;
 
 /// Hooks into training. Default: nothing. `save`/`load` put the callback's state in checkpoints.
 class Callback {
@@ -112,6 +118,12 @@ class Callback {
   virtual void on_train_end(Trainer& trainer, const TrainContext& ctx) {}
   virtual void save(torch::serialize::OutputArchive& root) {}
   virtual void load(torch::serialize::InputArchive& root) {}
+  /// Why this callback keeps the Trainer from replaying its steps as a CUDA graph; empty: it does
+  /// not. A replayed step runs on_step_begin/on_step_end on the host as always, but repeats the
+  /// device work of on_after_backward and compute() as captured: a callback that decides on the
+  /// host from step to step there names itself here. One whose device work changes at known
+  /// points calls Trainer::invalidate_step_graph() then instead.
+  virtual std::string graph_blocker() const { return {}; }
 };
 
 /// A term added to the task loss each step (its mean per batch is reported under name()).
@@ -191,6 +203,12 @@ class Trainer {
   void set_trainable(const std::string& regex, bool trainable);
   /// Turns every quantizer of the model on or off.
   void set_quantization(bool enabled);
+  /// The device work of a step changes from the next step on (the set_* calls above do this
+  /// themselves): a captured CUDA graph of the step is dropped and captured again.
+  void invalidate_step_graph();
+  /// How steps run on CUDA: "captured" once a graph replays, else why not (empty on the CPU and
+  /// before the first steps).
+  const std::string& step_graph_note() const { return graph_note_; }
 
   models::Graph& model() { return model_; }
   torch::optim::Optimizer& optimizer() { return *optimizer_; }
@@ -209,6 +227,12 @@ class Trainer {
   /// one list, so a step does not rebuild it).
   void list_callbacks();
   void load_weights(torch::serialize::InputArchive& weights, const std::string& path);
+  /// The device work of one step (zero gradients through the epoch sums), run eagerly or captured.
+  StepResult device_step(const torch::Tensor& x, const torch::Tensor& y);
+  /// Replays, captures or declines (nullopt: run device_step eagerly) the step on this batch.
+  std::optional<StepResult> graph_step(const torch::Tensor& x, const torch::Tensor& y);
+  /// Why this run's steps cannot be captured (empty: they can).
+  std::string graph_blocker() const;
   std::vector<size_t> matching_groups(const std::string& regex) const;
 
   models::Graph model_;
@@ -230,6 +254,11 @@ class Trainer {
   torch::Tensor loss_sum_, correct_;
   std::vector<torch::Tensor> term_sums_;
   int64_t epoch_samples_ = 0, epoch_steps_ = 0;
+  prune::Stage last_stage_ = prune::Stage::Pretraining;
+  // CUDA: the fused Adam (step counts on the device) and the captured step (train/step_graph.h).
+  std::unique_ptr<DeviceAdam> device_adam_;
+  std::unique_ptr<StepGraph> graph_;
+  std::string graph_note_;
 };
 
 /// The optimizer named by `options` over parameter groups (one options copy per group); throws

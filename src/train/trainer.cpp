@@ -168,7 +168,10 @@ void Trainer::add_parameters(const std::string& name, std::vector<torch::Tensor>
   extra_parameters_.insert(extra_parameters_.end(), parameters.begin(), parameters.end());
   optimizer_->add_param_group(torch::optim::OptimizerParamGroup(std::move(parameters)));
   group_names_.push_back(name);
-  if (device_adam_) device_adam_ = std::make_unique<DeviceAdam>(*optimizer_);  // the new group's tensors too
+  if (device_adam_) {  // over the new group's tensors too, the counts so far kept
+    device_adam_->sync_host();
+    device_adam_ = std::make_unique<DeviceAdam>(*optimizer_);
+  }
   invalidate_step_graph();
 }
 
@@ -189,7 +192,10 @@ std::vector<size_t> Trainer::matching_groups(const std::string& regex) const {
 
 void Trainer::set_lr(const std::string& regex, double lr) { set_lr(matching_groups(regex), lr); }
 
-void Trainer::invalidate_step_graph() { graph_.reset(); }
+void Trainer::invalidate_step_graph() {
+  if (graph_ && graph_->captured()) ++graph_drops_;
+  graph_.reset();
+}
 
 void Trainer::set_weight_decay(const std::string& regex, double weight_decay) {
   set_weight_decay(matching_groups(regex), weight_decay);
@@ -305,6 +311,7 @@ void Trainer::begin_epoch(int64_t epoch_index) {
   for (auto& s : term_sums_) zero(s, f64);
   epoch_samples_ = epoch_steps_ = 0;
   if (ctx_.slot.stage != last_stage_) invalidate_step_graph();  // stage changes switch terms and methods
+  graph_drops_ = 0;
   last_stage_ = ctx_.slot.stage;
   for (auto* c : all_) c->on_epoch_begin(*this, ctx_);
 }
@@ -348,6 +355,11 @@ std::optional<StepResult> Trainer::graph_step(const torch::Tensor& x, const torc
     return std::nullopt;
   }
   if (ctx_.steps_per_epoch > 0 && x.size(0) < options_.batch_size) return std::nullopt;  // capture full batches
+  if (graph_drops_ > 2 && options_.cuda_graph == "auto") {  // each capture costs a launched step: not worth it
+    graph_note_ = fmt::format("launched: the step changed {} times in epoch {} (events at steps)", graph_drops_,
+                              ctx_.epoch_index + 1);
+    return std::nullopt;
+  }
   graph_ = std::make_unique<StepGraph>();
   graph_->x = x.clone(), graph_->y = y.clone();
   auto warm = graph_->capture([&] { return device_step(graph_->x, graph_->y); });

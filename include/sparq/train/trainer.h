@@ -259,6 +259,7 @@ class Trainer {
   std::unique_ptr<DeviceAdam> device_adam_;
   std::unique_ptr<StepGraph> graph_;
   std::string graph_note_;
+  int64_t graph_drops_ = 0;  ///< captured graphs dropped this epoch
 };
 
 /// The optimizer named by `options` over parameter groups (one options copy per group); throws

@@ -75,7 +75,8 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
   options.batch_size = batch;
   // Launched steps unless SPARQ_BENCH_CUDA_GRAPH is set: then the Trainer's captured step.
   const bool graph_mode = device.is_cuda() && std::getenv("SPARQ_BENCH_CUDA_GRAPH");
-  options.cuda_graph = graph_mode ? "on" : "off";
+  // auto: a method that cannot be captured (PDP decides on the host) runs launched, with its reason.
+  options.cuda_graph = graph_mode ? "auto" : "off";
   const bool quantized = mode == Mode::Fixed8 || mode == Mode::Hgq || mode == Mode::Int8Qat || mode == Mode::Pdp8;
   const Plan plan = quantized ? eight_bit_plan(mode) : Plan{};
   train::Trainer trainer(model, options, plan.schedule, plan.events);
@@ -104,6 +105,11 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
       if (device.is_cuda()) torch::cuda::synchronize();
     }
   } else {
+    // SPARQ_BENCH_PROFILE=FILE: a Chrome trace of the timed steps (LibTorch's profiler; the
+    // timings themselves are then not comparable), summed per op by bench/profile_ops.py.
+    std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
+    if (const char* file = std::getenv("SPARQ_BENCH_PROFILE"))
+      profile = std::make_unique<torch::autograd::profiler::RecordProfile>(file);
     for (auto _ : state) {
       auto [x, y] = next_batch(graph_mode);  // a graph has one batch shape
       trainer.step(x, y);

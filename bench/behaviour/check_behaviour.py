@@ -5,7 +5,11 @@ compared number for number with the ones recorded before (timings left out).
   bench/behaviour/check_behaviour.py --record   # writes bench/behaviour/reference/<job>.jsonl
   bench/behaviour/check_behaviour.py            # runs again and compares; exit 1 on a difference
 
-Runs use 2 threads, a training subset and a short schedule (the flags in RUNS)."""
+Runs use 2 threads, a training subset and a short schedule (the flags in RUNS). The numbers depend
+on the CPU's vector unit (LibTorch's AVX2 and AVX-512 kernels round differently), so on another
+machine record the last commit's numbers first and compare with those:
+  git stash; <build>; check_behaviour.py --record --reference /tmp/ref; git stash pop; <build>
+  check_behaviour.py --reference /tmp/ref"""
 import argparse, json, os, pathlib, re, subprocess, sys, tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -67,15 +71,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--record", action="store_true")
     ap.add_argument("--sparq", default=str(ROOT / "build" / "sparq"))
+    ap.add_argument("--reference", type=pathlib.Path, default=REFERENCE, help="folder of the recorded runs")
     ap.add_argument("jobs", nargs="*", default=list(RUNS))
     args = ap.parse_args()
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.jobs:
             rows = strip(run(args.sparq, name, pathlib.Path(tmp)))
-            ref_path = REFERENCE / f"{name}.jsonl"
+            ref_path = args.reference / f"{name}.jsonl"
             if args.record:
-                REFERENCE.mkdir(parents=True, exist_ok=True)
+                args.reference.mkdir(parents=True, exist_ok=True)
                 ref_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
                 print(f"{name}: recorded {len(rows)} epochs")
                 continue

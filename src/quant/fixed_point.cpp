@@ -1,6 +1,7 @@
 #include "sparq/quant/fixed_point.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
@@ -178,30 +179,69 @@ std::pair<torch::Tensor, int64_t> periodic(const torch::Tensor& bits, const torc
   return {expand_like(bits, x, name), x.numel()};
 }
 
+/// The per-width constants of trained widths k, i, f laid out along x (see periodic): 2^f, 2^-f,
+/// the code bounds, the value bounds and the bound derivatives, computed once per call.
+template <typename T>
+struct HgqConstants {
+  std::vector<T> c;
+  kernels::WidthConstants<T> w;
+  HgqConstants(const T* kp, const T* ip, const T* fp, int64_t period, OverflowMode overflow) : c(10 * period) {
+    const T ln2 = static_cast<T>(0.69314718055994530942);
+    T *scale = c.data(), *step = scale + period, *nmax = step + period, *nlo = nmax + period, *hi = nlo + period,
+      *lo = hi + period, *gfa = lo + period, *gfb = gfa + period, *gia = gfb + period, *gib = gia + period;
+    for (int64_t j = 0; j < period; ++j) {
+      const T kk = kp[j], ff = fp[j], ii = std::max(ip[j], -ff);
+      const int fi = static_cast<int>(ff);
+      scale[j] = std::ldexp(T(1), fi), step[j] = std::ldexp(T(1), -fi);
+      const T top = std::ldexp(T(1), static_cast<int>(ii));
+      const auto b = bounds(kk, ii, ff, overflow);
+      const bool symmetric = b.lo != b.nmin;
+      nmax[j] = b.nmax, nlo[j] = b.lo;
+      hi[j] = top - step[j], lo[j] = symmetric ? -hi[j] : -kk * top;
+      gfa[j] = ln2 * step[j], gfb[j] = symmetric ? -ln2 * step[j] : T(0);
+      gia[j] = ln2 * top, gib[j] = symmetric ? -ln2 * top : -kk * ln2 * top;
+    }
+    w = {scale, step, nmax, nlo, hi, lo, gfa, gfb, gia, gib, period};
+  }
+};
+
+/// k, i, f broadcast to each other and laid out periodically along x: one period of widths each.
+struct PeriodicWidths {
+  torch::Tensor k, i, f;
+  int64_t period;
+  std::vector<int64_t> shape;  ///< the shape the period's sums reshape to (before sum_to_size)
+};
+
+PeriodicWidths periodic_widths(const torch::Tensor& x, const torch::Tensor& k, const torch::Tensor& i,
+                               const torch::Tensor& f) {
+  auto same = torch::broadcast_tensors({k.detach(), i.detach(), f.detach()});
+  auto [kp, period] = periodic(same[0], x, "k");
+  auto shape = period == x.numel() && period != same[0].numel() ? x.sizes().vec() : same[0].sizes().vec();
+  return {kp, periodic(same[1], x, "i").first, periodic(same[2], x, "f").first, period, shape};
+}
+
 /// One pass over x for trained bit widths (HGQ, CPU): q and, when `slope` is given, the
 /// derivatives of q with respect to x, f and i per element, what autograd gives through the
 /// composed ops (spec pquantml §3.4): dq/dx = 1 inside the range, dq/df = ln2·(c − q) plus
 /// ln2·2^-f on the saturated upper bound (−ln2·2^-f on SAT_SYM's lower), dq/di = ln2·2^i on the
 /// upper bound and −k·ln2·2^i (SAT_SYM: −ln2·2^i) on the lower; WRAP: dq/df = ln2·(x − q), no dq/di.
-/// i is used as max(i, −f), its gradient passes straight through. The constants of every width are
-/// computed once per call; the element loop is the vectorised kernels::hgq_range.
+/// i is used as max(i, −f), its gradient passes straight through. The element loop is the
+/// vectorised kernels::hgq_range.
 void hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const torch::Tensor& i_in,
                 const torch::Tensor& f_in, RoundMode round, OverflowMode overflow, bool training, torch::Tensor& q,
                 torch::Tensor* slope, torch::Tensor* grad_f, torch::Tensor* grad_i) {
-  auto same = torch::broadcast_tensors({k_in.detach(), i_in.detach(), f_in.detach()});
-  // Not a structured binding: the lambdas below capture them (C++17 does not allow that).
-  auto k_period = periodic(same[0], x, "k");
-  auto k = k_period.first;
-  auto period = k_period.second;
-  auto i = periodic(same[1], x, "i").first, f = periodic(same[2], x, "f").first;
+  RECORD_FUNCTION("sparq::hgq_quantize", std::vector<c10::IValue>{});  // named in LibTorch's profiler
+  const auto widths = periodic_widths(x, k_in, i_in, f_in);
+  const auto& [k, i, f, period, shape] = widths;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hgq_quantize", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t *kp = k.data_ptr<scalar_t>(), *ip = i.data_ptr<scalar_t>(), *fp = f.data_ptr<scalar_t>();
     scalar_t* qp = q.data_ptr<scalar_t>();
+    const int64_t p = period;
     if (overflow == OverflowMode::WRAP && !training) {  // evaluation wrap-around: the per-element rule
       at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) {
         for (int64_t e = begin; e < end; ++e) {
-          const int64_t j = e % period;
+          const int64_t j = e % p;
           const scalar_t ff = fp[j], ii = std::max(ip[j], -ff);
           qp[e] = std::ldexp(quantize_one<scalar_t>(xp[e], kp[j], ii, ff, round, overflow, false, nullptr),
                              -static_cast<int>(ff)) + scalar_t(0);
@@ -214,32 +254,52 @@ void hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const torch::
       }
       return;
     }
-    // Per width: 2^f, 2^-f, the code bounds, the value bounds and the bound derivatives.
-    const scalar_t ln2 = static_cast<scalar_t>(0.69314718055994530942);
-    std::vector<scalar_t> c(10 * period);
-    scalar_t *scale = c.data(), *step = scale + period, *nmax = step + period, *nlo = nmax + period,
-             *hi = nlo + period, *lo = hi + period, *gfa = lo + period, *gfb = gfa + period, *gia = gfb + period,
-             *gib = gia + period;
-    for (int64_t j = 0; j < period; ++j) {
-      const scalar_t kk = kp[j], ff = fp[j], ii = std::max(ip[j], -ff);
-      const int fi = static_cast<int>(ff);
-      scale[j] = std::ldexp(scalar_t(1), fi), step[j] = std::ldexp(scalar_t(1), -fi);
-      const scalar_t top = std::ldexp(scalar_t(1), static_cast<int>(ii));
-      const auto b = bounds(kk, ii, ff, overflow);
-      const bool symmetric = b.lo != b.nmin;
-      nmax[j] = b.nmax, nlo[j] = b.lo;
-      hi[j] = top - step[j], lo[j] = symmetric ? -hi[j] : -kk * top;
-      gfa[j] = ln2 * step[j], gfb[j] = symmetric ? -ln2 * step[j] : scalar_t(0);
-      gia[j] = ln2 * top, gib[j] = symmetric ? -ln2 * top : -kk * ln2 * top;
-    }
-    const kernels::WidthConstants<scalar_t> w{scale, step, nmax, nlo, hi, lo, gfa, gfb, gia, gib, period};
+    const HgqConstants<scalar_t> constants(kp, ip, fp, p, overflow);
     scalar_t* sp = slope ? slope->data_ptr<scalar_t>() : nullptr;
     scalar_t* gfp = grad_f ? grad_f->data_ptr<scalar_t>() : nullptr;
     scalar_t* gip = grad_i ? grad_i->data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
-      kernels::hgq_range<scalar_t>(xp, qp, sp, gfp, gip, begin, end, w, round, overflow != OverflowMode::WRAP);
+      kernels::hgq_range<scalar_t>(xp, qp, sp, gfp, gip, begin, end, constants.w, round,
+                                   overflow != OverflowMode::WRAP);
     });
   });
+}
+
+/// The backward of hgq_kernel's training pass, the derivatives recomputed from x (saving them in
+/// the forward pass costs three tensors of x's size, written and read again): dx = g·dq/dx (when
+/// dx is defined) and the sums of g·dq/df, g·dq/di per width, reduced to f's and i's shapes. The
+/// rows of a period are summed in double, in chunks of a fixed size (the result does not depend on
+/// the number of threads).
+std::pair<torch::Tensor, torch::Tensor> hgq_grad_kernel(const torch::Tensor& x, const torch::Tensor& g,
+                                                        const torch::Tensor& k_in, const torch::Tensor& i_in,
+                                                        const torch::Tensor& f_in, RoundMode round,
+                                                        OverflowMode overflow, torch::Tensor* dx) {
+  RECORD_FUNCTION("sparq::hgq_quantize_backward", std::vector<c10::IValue>{});
+  const auto widths = periodic_widths(x, k_in, i_in, f_in);
+  const int64_t period = widths.period, rows = x.numel() / period;
+  const int64_t rows_per_chunk = std::max<int64_t>(1, 32768 / period), chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
+  auto sums = torch::zeros({chunks, 2, period}, torch::TensorOptions().dtype(torch::kFloat64));
+  double* sp = sums.data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hgq_backward", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    scalar_t* dxp = dx ? dx->data_ptr<scalar_t>() : nullptr;
+    const HgqConstants<scalar_t> constants(widths.k.data_ptr<scalar_t>(), widths.i.data_ptr<scalar_t>(),
+                                           widths.f.data_ptr<scalar_t>(), period, overflow);
+    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t begin = c * rows_per_chunk * period, end = std::min(rows, (c + 1) * rows_per_chunk) * period;
+        double* chunk = sp + c * 2 * period;
+        kernels::hgq_grad_range<scalar_t>(xp, gp, dxp, chunk, chunk + period, begin, end, constants.w, round,
+                                          overflow != OverflowMode::WRAP);
+      }
+    });
+  });
+  for (int64_t c = 1; c < chunks; ++c)  // the chunks in order, into the first
+    for (int64_t j = 0; j < 2 * period; ++j) sp[j] += sp[c * 2 * period + j];
+  auto total = sums[0].to(x.scalar_type());
+  return {total[0].reshape(widths.shape).sum_to_size(f_in.sizes()),
+          total[1].reshape(widths.shape).sum_to_size(i_in.sizes())};
 }
 
 /// Autograd wrapper of hgq_kernel: gradients to x and to the (broadcast) widths i and f.
@@ -254,13 +314,27 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
       auto [kp, ip, fp] = cuda_widths(xc, k, i, f);
       auto q = torch::empty_like(xc);
       cuda::hgq_quantize(xc, kp, ip, fp, q, static_cast<int>(round), static_cast<int>(overflow));
-      ctx->save_for_backward({xc, kp, ip, fp});
+      // WRAP moves i in place after the forward pass (to the batch's range): keep this step's.
+      const bool wrap = static_cast<OverflowMode>(overflow) == OverflowMode::WRAP;
+      ctx->save_for_backward({xc, kp, wrap ? ip.clone() : ip, fp});
       ctx->saved_data["round"] = round;
       ctx->saved_data["overflow"] = overflow;
       return q;
     }
 #endif
-    auto q = torch::empty_like(xc), slope = torch::empty_like(xc), gf = torch::empty_like(xc), gi = torch::empty_like(xc);
+    auto q = torch::empty_like(xc);
+    if (training || static_cast<OverflowMode>(overflow) != OverflowMode::WRAP) {
+      // Only q: the backward recomputes the derivatives from x (hgq_grad_kernel).
+      hgq_kernel(xc, k, i, f, static_cast<RoundMode>(round), static_cast<OverflowMode>(overflow), training, q,
+                 nullptr, nullptr, nullptr);
+      // WRAP moves i in place after the forward pass (to the batch's range): keep this step's.
+      const bool wrap = static_cast<OverflowMode>(overflow) == OverflowMode::WRAP;
+      ctx->save_for_backward({xc, k.detach(), wrap ? i.detach().clone() : i.detach(), f.detach()});
+      ctx->saved_data["round"] = round;
+      ctx->saved_data["overflow"] = overflow;
+      return q;
+    }
+    auto slope = torch::empty_like(xc), gf = torch::empty_like(xc), gi = torch::empty_like(xc);
     hgq_kernel(xc, k, i, f, static_cast<RoundMode>(round), static_cast<OverflowMode>(overflow), training, q, &slope,
                &gf, &gi);
     ctx->save_for_backward({slope, gf, gi});
@@ -272,7 +346,7 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
     const auto& g = grad[0];
     const auto i_shape = ctx->saved_data["i_shape"].toIntVector(), f_shape = ctx->saved_data["f_shape"].toIntVector();
 #ifdef SPARQ_WITH_CUDA
-    if (saved.size() == 4) {
+    if (saved.size() == 4 && saved[0].is_cuda()) {
       auto gc = g.contiguous();
       auto dx = torch::empty_like(gc), gf = torch::empty_like(gc), gi = torch::empty_like(gc);
       cuda::hgq_backward(saved[0], saved[1], saved[2], saved[3], gc, dx, gf, gi,
@@ -282,20 +356,28 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
               torch::Tensor()};
     }
 #endif
+    if (saved.size() == 4 && saved[0].device().is_cpu()) {
+      torch::Tensor dx;
+      if (ctx->needs_input_grad(0)) dx = torch::empty_like(saved[0]);
+      auto [df, di] = hgq_grad_kernel(saved[0], g.contiguous(), saved[1], saved[2], saved[3],
+                                      static_cast<RoundMode>(ctx->saved_data["round"].toInt()),
+                                      static_cast<OverflowMode>(ctx->saved_data["overflow"].toInt()),
+                                      dx.defined() ? &dx : nullptr);
+      return {dx, torch::Tensor(), di, df, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    }
     auto di = (g * saved[2]).sum_to_size(i_shape);
     auto df = (g * saved[1]).sum_to_size(f_shape);
     return {g * saved[0], torch::Tensor(), di, df, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 
 #ifdef SPARQ_WITH_CUDA
-  /// k, i, f broadcast to each other and laid out periodically along x (see periodic): one period
-  /// of widths, all three the same length, on x's device and dtype.
+  /// k, i, f laid out periodically along x (periodic_widths), on x's device and dtype.
   static std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> cuda_widths(const torch::Tensor& x,
                                                                           const torch::Tensor& k,
                                                                           const torch::Tensor& i,
                                                                           const torch::Tensor& f) {
-    auto same = torch::broadcast_tensors({k.detach(), i.detach(), f.detach()});
-    return {periodic(same[0], x, "k").first, periodic(same[1], x, "i").first, periodic(same[2], x, "f").first};
+    auto w = periodic_widths(x, k, i, f);
+    return {w.k, w.i, w.f};
   }
 #endif
 };

@@ -31,6 +31,9 @@ template <typename T>
 void hgq_range(const T* x, T* q, T* slope, T* gf, T* gi, int64_t begin, int64_t end, const WidthConstants<T>& w,
                RoundMode r, bool saturate);
 template <typename T>
+void hgq_grad_range(const T* x, const T* g, T* dx, double* sf, double* si, int64_t begin, int64_t end,
+                    const WidthConstants<T>& w, RoundMode r, bool saturate);
+template <typename T>
 void quantize_range(const T* x, T* q, T* slope, int64_t begin, int64_t end, const TensorFormat<T>& p, RoundMode r,
                     OverflowMode o, bool training);
 template <typename T>
@@ -40,6 +43,9 @@ namespace avx2 {
 template <typename T>
 void hgq_range(const T* x, T* q, T* slope, T* gf, T* gi, int64_t begin, int64_t end, const WidthConstants<T>& w,
                RoundMode r, bool saturate);
+template <typename T>
+void hgq_grad_range(const T* x, const T* g, T* dx, double* sf, double* si, int64_t begin, int64_t end,
+                    const WidthConstants<T>& w, RoundMode r, bool saturate);
 template <typename T>
 void quantize_range(const T* x, T* q, T* slope, int64_t begin, int64_t end, const TensorFormat<T>& p, RoundMode r,
                     OverflowMode o, bool training);
@@ -64,6 +70,15 @@ inline void hgq_range(const T* x, T* q, T* slope, T* gf, T* gi, int64_t begin, i
                       const WidthConstants<T>& w, RoundMode r, bool saturate) {
   if (use_avx2()) avx2::hgq_range<T>(x, q, slope, gf, gi, begin, end, w, r, saturate);
   else generic::hgq_range<T>(x, q, slope, gf, gi, begin, end, w, r, saturate);
+}
+
+/// HGQ backward over elements [begin, end), the derivatives recomputed from x: dx = g·dq/dx (dx
+/// may be null), and g·dq/df, g·dq/di added into sf, si, indexed by width (e % period).
+template <typename T>
+inline void hgq_grad_range(const T* x, const T* g, T* dx, double* sf, double* si, int64_t begin, int64_t end,
+                           const WidthConstants<T>& w, RoundMode r, bool saturate) {
+  if (use_avx2()) avx2::hgq_grad_range<T>(x, g, dx, sf, si, begin, end, w, r, saturate);
+  else generic::hgq_grad_range<T>(x, g, dx, sf, si, begin, end, w, r, saturate);
 }
 
 inline bool use_avx2() {

@@ -22,8 +22,19 @@ std::vector<int64_t> bits_shape(Granularity g, const std::vector<int64_t>& shape
   return s;
 }
 
+/// round(t) forward, the incoming gradient unchanged backward: one op where the textbook
+/// t + (round(t) - t).detach() takes three, with the same values (r - t is exact for |t| < 2^23).
+struct SteRound : public torch::autograd::Function<SteRound> {
+  static torch::Tensor forward(torch::autograd::AutogradContext*, torch::Tensor t) { return torch::round(t); }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*, torch::autograd::variable_list g) {
+    return {g[0]};
+  }
+};
+
 /// Rounded half to even in the forward pass, the identity in the backward pass.
-torch::Tensor ste_round(const torch::Tensor& t) { return t + (torch::round(t) - t).detach(); }
+torch::Tensor ste_round(const torch::Tensor& t) {
+  return t.requires_grad() && torch::GradMode::is_enabled() ? SteRound::apply(t) : torch::round(t);
+}
 
 }  // namespace
 
@@ -108,8 +119,8 @@ torch::Tensor FixedPointQuantizerImpl::hgq_forward(const torch::Tensor& x) {
     f.clamp_(kMinF, kMaxF);
     if (!wrap) i.clamp_(kMinI, kMaxI);
   }
-  auto fr = ste_round(f);
-  auto ir = wrap ? i : ste_round(i);
+  auto fr = rounded(f, f_rounded_);
+  auto ir = wrap ? i : rounded(i, i_rounded_);
   auto y = fixed_quantize(x, k, ir, fr, spec_.round, spec_.overflow, training);
   if (wrap && training) {
     // The integer bits that hold the batch's largest rounded value (PQuantML: reset every step).
@@ -129,10 +140,18 @@ torch::Tensor FixedPointQuantizerImpl::hgq_forward(const torch::Tensor& x) {
   return y;
 }
 
+torch::Tensor FixedPointQuantizerImpl::rounded(const torch::Tensor& t, RoundedWidths& cache) const {
+  const bool grad = torch::GradMode::is_enabled();
+  if (!cache.value.defined() || cache.impl != t.unsafeGetTensorImpl() || cache.version != t._version() ||
+      cache.grad != grad)
+    cache = {t.unsafeGetTensorImpl(), t._version(), grad, ste_round(t)};
+  return cache.value;
+}
+
 torch::Tensor FixedPointQuantizerImpl::total_bits() const {
   if (!hgq_) return k + i + f;
-  auto ir = spec_.overflow == OverflowMode::WRAP ? i : ste_round(i);
-  return k + torch::relu(ir + ste_round(f));
+  auto ir = spec_.overflow == OverflowMode::WRAP ? i : rounded(i, i_rounded_);
+  return k + torch::relu(ir + rounded(f, f_rounded_));
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> FixedPointQuantizerImpl::integer_bits() const {
@@ -145,8 +164,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> FixedPointQuantizerImpl:
 
 torch::Tensor FixedPointQuantizerImpl::bits_loss() const {
   if (!hgq_ || gamma_ == 0) return {};
-  auto sum = ste_round(f).sum();
-  if (spec_.overflow != OverflowMode::WRAP) sum = sum + ste_round(i).sum();
+  auto sum = rounded(f, f_rounded_).sum();
+  if (spec_.overflow != OverflowMode::WRAP) sum = sum + rounded(i, i_rounded_).sum();
   return gamma_ * sum;
 }
 

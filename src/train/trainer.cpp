@@ -14,6 +14,7 @@
 #include "sparq/error.h"
 #include "sparq/io/files.h"
 #include "train/builtin.h"
+#include "train/fused_adam.h"
 #include "train/step_graph.h"
 
 namespace sparq::train {
@@ -146,8 +147,8 @@ Trainer::Trainer(models::Graph model, TrainOptions options, std::optional<Schedu
   optimizer_ = make_optimizer(std::move(groups), options_);
   if (options_.cuda_graph != "auto" && options_.cuda_graph != "on" && options_.cuda_graph != "off")
     throw Error(fmt::format("cuda_graph '{}' is not one of auto, on, off", options_.cuda_graph));
-  if (device_.is_cuda() && DeviceAdam::refusal(*optimizer_).empty() && options_.optimizer != "sgd")
-    device_adam_ = std::make_unique<DeviceAdam>(*optimizer_);
+  if (FusedAdam::refusal(*optimizer_).empty() && options_.optimizer != "sgd")
+    fused_adam_ = std::make_unique<FusedAdam>(*optimizer_);
   ctx_.total_epochs = schedule_.total_epochs();
   list_callbacks();
 }
@@ -168,9 +169,9 @@ void Trainer::add_parameters(const std::string& name, std::vector<torch::Tensor>
   extra_parameters_.insert(extra_parameters_.end(), parameters.begin(), parameters.end());
   optimizer_->add_param_group(torch::optim::OptimizerParamGroup(std::move(parameters)));
   group_names_.push_back(name);
-  if (device_adam_) {  // over the new group's tensors too, the counts so far kept
-    device_adam_->sync_host();
-    device_adam_ = std::make_unique<DeviceAdam>(*optimizer_);
+  if (fused_adam_) {  // over the new group's tensors too, the counts so far kept
+    fused_adam_->sync_host();
+    fused_adam_ = std::make_unique<FusedAdam>(*optimizer_);
   }
   invalidate_step_graph();
 }
@@ -333,7 +334,7 @@ StepResult Trainer::step(const torch::Tensor& x, const torch::Tensor& y) {
 std::string Trainer::graph_blocker() const {
   if (!StepGraph::supported()) return "this build has no CUDA graphs";
   if (prunes_) return "pruning methods decide on the host during steps";
-  if (!device_adam_ && options_.optimizer != "sgd") return "optimizer: " + DeviceAdam::refusal(*optimizer_);
+  if (!fused_adam_ && options_.optimizer != "sgd") return "optimizer: " + FusedAdam::refusal(*optimizer_);
   for (auto* c : all_)
     if (auto why = c->graph_blocker(); !why.empty()) return why;
   return {};
@@ -388,7 +389,7 @@ StepResult Trainer::device_step(const torch::Tensor& x, const torch::Tensor& y) 
   }
   if (objective.requires_grad()) objective.backward();  // else every parameter is frozen: nothing trains
   for (auto* c : all_) c->on_after_backward(*this, ctx_);
-  if (device_adam_) device_adam_->step();
+  if (fused_adam_) fused_adam_->step();
   else optimizer_->step();
   loss_sum_ += loss.detach().to(torch::kFloat64) * x.size(0);
   for (size_t t = 0; t < terms.size(); ++t)
@@ -532,7 +533,7 @@ void Trainer::save_checkpoint(const std::string& path, int64_t epochs_done) {
   // Flat, fully-qualified names ("layer1.0.conv1.weight"), so loading can check each one.
   for (const auto& p : model_->named_parameters()) weights.write(p.key(), p.value());
   for (const auto& b : model_->named_buffers()) weights.write(b.key(), b.value(), /*is_buffer=*/true);
-  if (device_adam_) device_adam_->sync_host();
+  if (fused_adam_) fused_adam_->sync_host();
   optimizer_->save(optim);
   root.write("model", weights);
   root.write("optimizer", optim);
@@ -561,7 +562,7 @@ int64_t Trainer::load_checkpoint(const std::string& path) {
     root.read("optimizer", optim);
     load_weights(weights, path);
     optimizer_->load(optim);
-    if (device_adam_) device_adam_->sync_device();
+    if (fused_adam_) fused_adam_->sync_device();
     invalidate_step_graph();
     torch::Tensor epochs, rng;
     root.read("epochs_done", epochs);

@@ -1,4 +1,4 @@
-// CUDA graphs of the training step (training.cuda_graph) and the device Adam they rely on. The
+// CUDA graphs of the training step (training.cuda_graph; its Adam: tests/train/fused_adam_test.cpp). The
 // option's checks run everywhere; the rest needs a GPU (scripts/gpu_build.sh test runs it).
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
@@ -70,44 +70,6 @@ TEST(CudaGraph, OptionIsCheckedAndIgnoredOnTheCpu) {
   train::Trainer trainer(model, options("cpu", "on"), std::nullopt);
   trainer.fit(blobs(100, 1), blobs(50, 2));
   EXPECT_EQ(trainer.step_graph_note(), "");  // CPU steps are launched, nothing to say
-}
-
-TEST(CudaGraph, DeviceAdamEqualsLibTorchAdam) {
-  // The same gradients into LibTorch's Adam/AdamW and into the device kernel: parameters within
-  // 1e-6 after 20 steps, and the step counts the host sees after sync_host are LibTorch's.
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-  for (const char* name : {"adam", "adamw"}) {
-    SCOPED_TRACE(name);
-    train::TrainOptions o;
-    o.optimizer = name;
-    o.lr = 0.01;
-    o.weight_decay = 1e-2;
-    torch::manual_seed(0);
-    std::vector<torch::Tensor> a, b;
-    for (auto shape : {std::vector<int64_t>{64, 16}, {64}, {5, 3000}}) {
-      auto init = torch::randn(shape, torch::kCUDA);
-      a.push_back(init.clone().requires_grad_(true)), b.push_back(init.clone().requires_grad_(true));
-    }
-    auto reference = train::make_optimizer(a, o), fused_holder = train::make_optimizer(b, o);
-    ASSERT_EQ(train::DeviceAdam::refusal(*fused_holder), "");
-    train::DeviceAdam fused(*fused_holder);
-    for (int step = 0; step < 20; ++step) {
-      for (size_t t = 0; t < a.size(); ++t) {
-        auto g = torch::randn(a[t].sizes(), torch::kCUDA);
-        a[t].mutable_grad() = g.clone(), b[t].mutable_grad() = g.clone();
-      }
-      reference->step();
-      fused.step();
-    }
-    for (size_t t = 0; t < a.size(); ++t)
-      EXPECT_TRUE(torch::allclose(a[t], b[t], 1e-6, 1e-6)) << (a[t] - b[t]).abs().max().item<double>();
-    fused.sync_host();
-    for (const auto& st : fused_holder->state()) {
-      auto step = std::string(name) == "adam" ? static_cast<torch::optim::AdamParamState&>(*st.second).step()
-                                              : static_cast<torch::optim::AdamWParamState&>(*st.second).step();
-      EXPECT_EQ(step, 20);
-    }
-  }
 }
 
 TEST(CudaGraph, CapturedRunsEqualLaunchedRuns) {

@@ -98,7 +98,7 @@ struct EpochMetrics {
 };
 
 class Trainer;
-class DeviceAdam;
+class FusedAdam;
 class StepGraph;
 
 /// Hooks into training. Default: nothing. `save`/`load` put the callback's state in checkpoints.
@@ -255,8 +255,9 @@ class Trainer {
   std::vector<torch::Tensor> term_sums_;
   int64_t epoch_samples_ = 0, epoch_steps_ = 0;
   prune::Stage last_stage_ = prune::Stage::Pretraining;
-  // CUDA: the fused Adam (step counts on the device) and the captured step (train/step_graph.h).
-  std::unique_ptr<DeviceAdam> device_adam_;
+  // The fused Adam (train/fused_adam.h; on CUDA its step counts on the device) and the captured
+  // CUDA step (train/step_graph.h).
+  std::unique_ptr<FusedAdam> fused_adam_;
   std::unique_ptr<StepGraph> graph_;
   std::string graph_note_;
   int64_t graph_drops_ = 0;  ///< captured graphs dropped this epoch

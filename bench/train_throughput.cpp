@@ -97,24 +97,30 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
   if (mode == Mode::BareFloat) {
     // The baseline: a bare LibTorch step on the same model (no loss terms, callbacks or epoch sums).
     auto opt = train::make_optimizer(model->parameters(), options);
-    for (auto _ : state) {
+    auto bare_step = [&] {
       auto [x, y] = next_batch(false);
       model->zero_grad(/*set_to_none=*/true);
       torch::nn::functional::cross_entropy(model->forward(x), y).backward();
       opt->step();
       if (device.is_cuda()) torch::cuda::synchronize();
-    }
+    };
+    // Untimed first steps: cuDNN's handles and LibTorch's lazy state (over a second on a GPU) are
+    // made there; a first iteration that long would be the whole measurement.
+    for (int warm = 0; warm < 3; ++warm) bare_step();
+    for (auto _ : state) bare_step();
   } else {
+    auto trainer_step = [&] {
+      auto [x, y] = next_batch(graph_mode);  // a graph has one batch shape
+      trainer.step(x, y);
+      if (device.is_cuda()) torch::cuda::synchronize();
+    };
+    for (int warm = 0; warm < 3; ++warm) trainer_step();  // untimed: lazy state, the capture
     // SPARQ_BENCH_PROFILE=FILE: a Chrome trace of the timed steps (LibTorch's profiler; the
     // timings themselves are then not comparable), summed per op by bench/profile_ops.py.
     std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
     if (const char* file = std::getenv("SPARQ_BENCH_PROFILE"))
       profile = std::make_unique<torch::autograd::profiler::RecordProfile>(file);
-    for (auto _ : state) {
-      auto [x, y] = next_batch(graph_mode);  // a graph has one batch shape
-      trainer.step(x, y);
-      if (device.is_cuda()) torch::cuda::synchronize();
-    }
+    for (auto _ : state) trainer_step();
   }
   state.SetItemsProcessed(state.iterations() * batch);
   state.counters["samples_per_s"] = benchmark::Counter(static_cast<double>(state.iterations() * batch),

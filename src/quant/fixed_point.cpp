@@ -232,16 +232,16 @@ void hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const torch::
                 torch::Tensor* slope, torch::Tensor* grad_f, torch::Tensor* grad_i) {
   RECORD_FUNCTION("sparq::hgq_quantize", std::vector<c10::IValue>{});  // named in LibTorch's profiler
   const auto widths = periodic_widths(x, k_in, i_in, f_in);
-  const auto& [k, i, f, period, shape] = widths;
+  const int64_t period = widths.period;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hgq_quantize", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
-    const scalar_t *kp = k.data_ptr<scalar_t>(), *ip = i.data_ptr<scalar_t>(), *fp = f.data_ptr<scalar_t>();
+    const scalar_t *kp = widths.k.data_ptr<scalar_t>(), *ip = widths.i.data_ptr<scalar_t>(),
+                   *fp = widths.f.data_ptr<scalar_t>();
     scalar_t* qp = q.data_ptr<scalar_t>();
-    const int64_t p = period;
     if (overflow == OverflowMode::WRAP && !training) {  // evaluation wrap-around: the per-element rule
       at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) {
         for (int64_t e = begin; e < end; ++e) {
-          const int64_t j = e % p;
+          const int64_t j = e % period;
           const scalar_t ff = fp[j], ii = std::max(ip[j], -ff);
           qp[e] = std::ldexp(quantize_one<scalar_t>(xp[e], kp[j], ii, ff, round, overflow, false, nullptr),
                              -static_cast<int>(ff)) + scalar_t(0);
@@ -254,7 +254,7 @@ void hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const torch::
       }
       return;
     }
-    const HgqConstants<scalar_t> constants(kp, ip, fp, p, overflow);
+    const HgqConstants<scalar_t> constants(kp, ip, fp, period, overflow);
     scalar_t* sp = slope ? slope->data_ptr<scalar_t>() : nullptr;
     scalar_t* gfp = grad_f ? grad_f->data_ptr<scalar_t>() : nullptr;
     scalar_t* gip = grad_i ? grad_i->data_ptr<scalar_t>() : nullptr;
@@ -309,31 +309,27 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
     auto xc = x.contiguous();
     ctx->saved_data["i_shape"] = i.sizes().vec();
     ctx->saved_data["f_shape"] = f.sizes().vec();
+    ctx->saved_data["round"] = round;
+    ctx->saved_data["overflow"] = overflow;
+    const bool wrap = static_cast<OverflowMode>(overflow) == OverflowMode::WRAP;
+    auto q = torch::empty_like(xc);
+    // One pass forward, x and the widths saved: the backward recomputes the derivatives from x.
+    // WRAP moves i in place after the forward pass (to the batch's range): this step's is kept.
 #ifdef SPARQ_WITH_CUDA
-    if (xc.is_cuda()) {  // one pass forward; backward recomputes the derivatives from x
+    if (xc.is_cuda()) {
       auto [kp, ip, fp] = cuda_widths(xc, k, i, f);
-      auto q = torch::empty_like(xc);
       cuda::hgq_quantize(xc, kp, ip, fp, q, static_cast<int>(round), static_cast<int>(overflow));
-      // WRAP moves i in place after the forward pass (to the batch's range): keep this step's.
-      const bool wrap = static_cast<OverflowMode>(overflow) == OverflowMode::WRAP;
       ctx->save_for_backward({xc, kp, wrap ? ip.clone() : ip, fp});
-      ctx->saved_data["round"] = round;
-      ctx->saved_data["overflow"] = overflow;
       return q;
     }
 #endif
-    auto q = torch::empty_like(xc);
-    if (training || static_cast<OverflowMode>(overflow) != OverflowMode::WRAP) {
-      // Only q: the backward recomputes the derivatives from x (hgq_grad_kernel).
+    if (training || !wrap) {
       hgq_kernel(xc, k, i, f, static_cast<RoundMode>(round), static_cast<OverflowMode>(overflow), training, q,
                  nullptr, nullptr, nullptr);
-      // WRAP moves i in place after the forward pass (to the batch's range): keep this step's.
-      const bool wrap = static_cast<OverflowMode>(overflow) == OverflowMode::WRAP;
       ctx->save_for_backward({xc, k.detach(), wrap ? i.detach().clone() : i.detach(), f.detach()});
-      ctx->saved_data["round"] = round;
-      ctx->saved_data["overflow"] = overflow;
       return q;
     }
+    // WRAP in evaluation (the per-element rule): the derivatives as tensors.
     auto slope = torch::empty_like(xc), gf = torch::empty_like(xc), gi = torch::empty_like(xc);
     hgq_kernel(xc, k, i, f, static_cast<RoundMode>(round), static_cast<OverflowMode>(overflow), training, q, &slope,
                &gf, &gi);

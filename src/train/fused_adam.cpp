@@ -137,17 +137,29 @@ std::string FusedAdam::refusal(torch::optim::Optimizer& optimizer) {
   return {};
 }
 
-FusedAdam::FusedAdam(torch::optim::Optimizer& optimizer) : optimizer_(optimizer) {
+FusedAdam::FusedAdam(torch::optim::Optimizer& optimizer) : optimizer_(optimizer), adamw_(is_adamw(optimizer)) {
   for (size_t g = 0; g < optimizer.param_groups().size(); ++g)
     for (auto& p : optimizer.param_groups()[g].params()) params_.push_back(p), group_of_.push_back(g);
   cuda_ = !params_.empty() && params_.front().is_cuda();
-  if (!cuda_) return;  // the CPU steps count in the torch::optim state itself
-  steps_ = torch::zeros({static_cast<int64_t>(params_.size())},
-                        torch::TensorOptions().dtype(torch::kInt64).device(params_.front().device()));
+  // CUDA: the step counts live on the device; the CPU steps count in the torch::optim state itself.
+  if (cuda_)
+    steps_ = torch::zeros({static_cast<int64_t>(params_.size())},
+                          torch::TensorOptions().dtype(torch::kInt64).device(params_.front().device()));
   sync_device();
 }
 
 FusedAdam::~FusedAdam() = default;
+
+template <typename Fn>
+void FusedAdam::with_state(size_t j, bool create, Fn&& fn) {
+  auto& options = optimizer_.param_groups()[group_of_[j]].options();
+  if (adamw_)
+    fn(state_of<torch::optim::AdamWParamState>(optimizer_, params_[j], create),
+       static_cast<torch::optim::AdamWOptions&>(options));
+  else
+    fn(state_of<torch::optim::AdamParamState>(optimizer_, params_[j], create),
+       static_cast<torch::optim::AdamOptions&>(options));
+}
 
 void FusedAdam::step() {
   torch::NoGradGuard no_grad;
@@ -155,31 +167,34 @@ void FusedAdam::step() {
   else cpu_step();
 }
 
+namespace {
+/// The kernels write through raw pointers: count the in-place change as LibTorch's own ops do
+/// (autograd's saved-tensor checks and version-keyed caches rely on it).
+void mark_written(std::initializer_list<const torch::Tensor*> tensors) {
+  for (const auto* t : tensors) t->unsafeGetTensorImpl()->bump_version();
+}
+}  // namespace
+
 void FusedAdam::cpu_step() {
-  const bool adamw = is_adamw(optimizer_);
   for (size_t j = 0; j < params_.size(); ++j) {
     auto& p = params_[j];
-    const auto& grad = p.grad();
-    if (!grad.defined()) continue;
-    auto& options = optimizer_.param_groups()[group_of_[j]].options();
-    auto run = [&](auto* state, const auto& o) {
+    if (!p.grad().defined()) continue;
+    with_state(j, /*create=*/true, [&](auto* state, const auto& o) {
       state->step(state->step() + 1);
-      const auto g = grad.contiguous();
-      AdamConstants c(o.lr(), std::get<0>(o.betas()), std::get<1>(o.betas()), o.eps(), o.weight_decay(), adamw,
+      const auto g = p.grad().contiguous();
+      AdamConstants c(o.lr(), std::get<0>(o.betas()), std::get<1>(o.betas()), o.eps(), o.weight_decay(), adamw_,
                       state->step());
       float *w = p.data_ptr<float>(), *m = state->exp_avg().template data_ptr<float>(),
             *v = state->exp_avg_sq().template data_ptr<float>();
       const float* gp = g.data_ptr<float>();
       at::parallel_for(0, p.numel(), 32768, [&](int64_t b, int64_t e) { adam_range(w, gp, m, v, b, e, c); });
-    };
-    if (adamw) run(state_of<torch::optim::AdamWParamState>(optimizer_, p, true), static_cast<torch::optim::AdamWOptions&>(options));
-    else run(state_of<torch::optim::AdamParamState>(optimizer_, p, true), static_cast<torch::optim::AdamOptions&>(options));
+      mark_written({&p, &state->exp_avg(), &state->exp_avg_sq()});
+    });
   }
 }
 
 void FusedAdam::cuda_step() {
 #ifdef SPARQ_WITH_CUDA
-  const bool adamw = is_adamw(optimizer_);
   cudaStreamCaptureStatus capture_status = cudaStreamCaptureStatusNone;
   cudaStreamIsCapturing(c10::cuda::getCurrentCUDAStream(), &capture_status);
   const bool capturing = capture_status != cudaStreamCaptureStatusNone;
@@ -195,30 +210,20 @@ void FusedAdam::cuda_step() {
     auto& grad = p.mutable_grad();
     if (!grad.defined()) continue;
     if (!grad.is_contiguous()) grad = grad.contiguous();
-    torch::Tensor *exp_avg, *exp_avg_sq;
-    double lr, beta1, beta2, eps, wd;
-    auto fill = [&](auto* state, const auto& o) {
+    with_state(j, /*create=*/!capturing, [&](auto* state, const auto& o) {
       if (!state) throw Error("cannot capture the step: a parameter has no optimizer state yet");
-      exp_avg = const_cast<torch::Tensor*>(&state->exp_avg());
-      exp_avg_sq = const_cast<torch::Tensor*>(&state->exp_avg_sq());
-      lr = o.lr(), beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas()), eps = o.eps(), wd = o.weight_decay();
-    };
-    auto& options = optimizer_.param_groups()[group_of_[j]].options();
-    if (adamw)
-      fill(state_of<torch::optim::AdamWParamState>(optimizer_, p, !capturing),
-           static_cast<torch::optim::AdamWOptions&>(options));
-    else
-      fill(state_of<torch::optim::AdamParamState>(optimizer_, p, !capturing),
-           static_cast<torch::optim::AdamOptions&>(options));
-    auto& t = batch.t[batch.count++];
-    t.param = p.data_ptr<float>();
-    t.grad = grad.data_ptr<float>();
-    t.exp_avg = exp_avg->data_ptr<float>();
-    t.exp_avg_sq = exp_avg_sq->data_ptr<float>();
-    t.step = steps + j;
-    t.numel = p.numel();
-    t.lr = lr, t.beta1 = beta1, t.beta2 = beta2, t.eps = eps, t.weight_decay = wd, t.decoupled = adamw;
-    max_numel = std::max(max_numel, t.numel);
+      auto& t = batch.t[batch.count++];
+      t.param = p.data_ptr<float>();
+      t.grad = grad.data_ptr<float>();
+      t.exp_avg = state->exp_avg().template data_ptr<float>();
+      t.exp_avg_sq = state->exp_avg_sq().template data_ptr<float>();
+      t.step = steps + j;
+      t.numel = p.numel();
+      t.lr = o.lr(), t.beta1 = std::get<0>(o.betas()), t.beta2 = std::get<1>(o.betas()), t.eps = o.eps();
+      t.weight_decay = o.weight_decay(), t.decoupled = adamw_;
+      mark_written({&p, &state->exp_avg(), &state->exp_avg_sq()});
+    });
+    max_numel = std::max(max_numel, p.numel());
     if (batch.count == cuda::kAdamBatch) flush();
   }
   if (batch.count) flush();
@@ -230,36 +235,23 @@ void FusedAdam::cuda_step() {
 void FusedAdam::sync_host() {
   if (!cuda_) return;
   auto host = steps_.cpu();
-  const bool adamw = is_adamw(optimizer_);
-  for (size_t j = 0; j < params_.size(); ++j) {
-    const int64_t s = host[static_cast<int64_t>(j)].item<int64_t>();
-    if (adamw) {
-      if (auto* st = state_of<torch::optim::AdamWParamState>(optimizer_, params_[j], false)) st->step(s);
-    } else if (auto* st = state_of<torch::optim::AdamParamState>(optimizer_, params_[j], false)) {
-      st->step(s);
-    }
-  }
+  for (size_t j = 0; j < params_.size(); ++j)
+    with_state(j, /*create=*/false, [&](auto* state, const auto&) {
+      if (state) state->step(host[static_cast<int64_t>(j)].item<int64_t>());
+    });
 }
 
 void FusedAdam::sync_device() {
-  if (!cuda_) return;
   std::vector<int64_t> host(params_.size(), 0);
-  const bool adamw = is_adamw(optimizer_);
-  // Loaded moments: on the parameter's device, contiguous (the kernel indexes them flat).
-  auto place = [](auto* st, const torch::Tensor& p) {
-    st->exp_avg(st->exp_avg().to(p.device()).contiguous());
-    st->exp_avg_sq(st->exp_avg_sq().to(p.device()).contiguous());
-    return st->step();
-  };
-  for (size_t j = 0; j < params_.size(); ++j) {
-    if (adamw) {
-      if (auto* st = state_of<torch::optim::AdamWParamState>(optimizer_, params_[j], false)) host[j] = place(st, params_[j]);
-    } else if (auto* st = state_of<torch::optim::AdamParamState>(optimizer_, params_[j], false)) {
-      host[j] = place(st, params_[j]);
-    }
-  }
-  steps_.copy_(torch::tensor(host, torch::kInt64));
+  // Loaded moments: on the parameter's device, contiguous (the loops index them flat).
+  for (size_t j = 0; j < params_.size(); ++j)
+    with_state(j, /*create=*/false, [&](auto* state, const auto&) {
+      if (!state) return;
+      state->exp_avg(state->exp_avg().to(params_[j].device()).contiguous());
+      state->exp_avg_sq(state->exp_avg_sq().to(params_[j].device()).contiguous());
+      host[j] = state->step();
+    });
+  if (cuda_) steps_.copy_(torch::tensor(host, torch::kInt64));
 }
-
 
 }  // namespace sparq::train

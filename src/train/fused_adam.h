@@ -35,8 +35,13 @@ class FusedAdam {
  private:
   void cpu_step();
   void cuda_step();
+  /// fn(state, options): parameter j's Adam or AdamW state (null when it has none and !create)
+  /// and its group's options.
+  template <typename Fn>
+  void with_state(size_t j, bool create, Fn&& fn);
 
   torch::optim::Optimizer& optimizer_;
+  bool adamw_;
   std::vector<torch::Tensor> params_;  ///< in group order
   std::vector<size_t> group_of_;
   bool cuda_ = false;

@@ -6,6 +6,7 @@
 
 #include "sparq/quant/fixed_point.h"
 #include "sparq/quant/integer.h"
+#include "sparq/quant/quantizer.h"
 
 namespace {
 
@@ -52,5 +53,25 @@ void BM_integer_qat(benchmark::State& state) {
 }
 BENCHMARK_TEMPLATE(BM_integer_qat, true)->ArgName("backward")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_integer_qat, false)->ArgName("backward")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// An HGQ data lane with per-element widths ([1, features]), as the jet tagger's: forward and
+// backward of a [batch, features] activation, the width gradients summed over the batch.
+void BM_hgq_lane(benchmark::State& state) {
+  torch::manual_seed(0);
+  const int64_t batch = state.range(0), features = state.range(1);
+  HgqSpec spec;
+  spec.k = 1, spec.i = 3, spec.f = 4, spec.granularity = Granularity::PerWeight;
+  FixedPointQuantizer q(QuantizerSpec{spec}, std::vector<int64_t>{features}, /*is_data=*/true);
+  q->train();
+  auto x = (torch::randn({batch, features}) * 4).requires_grad_(true);
+  auto g = torch::ones_like(x);
+  for (auto _ : state) {
+    auto y = q->forward(x);
+    y.backward(g);
+    benchmark::DoNotOptimize(y.data_ptr());
+  }
+  state.SetItemsProcessed(state.iterations() * x.numel());
+}
+BENCHMARK(BM_hgq_lane)->ArgNames({"batch", "features"})->Args({1024, 5})->Args({1024, 16})->Args({1024, 64})->Args({33200, 64})->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace

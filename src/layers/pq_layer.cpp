@@ -47,11 +47,13 @@ void PQLayer::record_input(const torch::Tensor& x) {
   if (input_shape_.empty()) input_shape_.assign(x.sizes().begin() + 1, x.sizes().end());
 }
 
-torch::Tensor PQLayer::lane_bits(const quant::Quantizer& q) const {
+std::vector<int64_t> PQLayer::lane_shape() const {
   std::vector<int64_t> shape{1};
   shape.insert(shape.end(), input_shape_.begin(), input_shape_.end());
-  return param_bits(q, shape);
+  return shape;
 }
+
+torch::Tensor PQLayer::lane_bits(const quant::Quantizer& q) const { return param_bits(q, lane_shape()); }
 
 namespace {
 /// The device of a module's state (its quantizers' buffers, its parameters); CPU without state.
@@ -78,6 +80,12 @@ bool PQLayer::has_hgq() const {
 torch::Tensor PQLayer::hgq_loss(double beta) { return hgq_loss(torch::tensor(beta, torch::kFloat32)); }
 
 torch::Tensor PQLayer::hgq_loss(const torch::Tensor& beta) {
+  if (!has_hgq()) return {};
+  auto fused = fused_hgq_loss(beta);
+  return fused.defined() ? fused : composed_hgq_loss(beta);
+}
+
+torch::Tensor PQLayer::composed_hgq_loss(const torch::Tensor& beta) {
   if (!has_hgq()) return {};
   torch::Tensor loss = beta * ebops(/*deployed=*/false);
   for (const auto& [name, q] : quantizers()) {

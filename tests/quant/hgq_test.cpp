@@ -100,23 +100,31 @@ TEST(HGQQuantizer, SaturatingGradientsMatchTheSurrogate) {
 
 TEST(HGQQuantizer, FusedPassEqualsTheComposedOps) {
   // The CPU's one-pass HGQ kernel against autograd through the composed LibTorch ops: same values,
-  // same gradients to x, i and f, for per-element, per-feature (broadcast) and per-tensor widths.
+  // same gradients to x, i and f, for per-element, per-feature (broadcast) and per-tensor widths;
+  // 6,001 rows: short periods tiled over several chunks, the last tile partial.
   torch::manual_seed(7);
-  auto x0 = torch::randn({32, 6}) * 4;
+  for (int64_t rows : {32, 6001})
   for (auto o : {OverflowMode::SAT, OverflowMode::SAT_SYM, OverflowMode::WRAP}) {
-    for (S shape : {S{32, 6}, S{1, 6}, S{}}) {
+    auto x0 = torch::randn({rows, 6}) * 4;
+    for (S shape : {S{rows, 6}, S{1, 6}, S{}}) {
       for (bool training : {true, false}) {
         SCOPED_TRACE(std::string(to_string(o)) + " bits [" + std::to_string(shape.size()) + "] " +
                      (training ? "train" : "eval"));
         auto k = torch::randint(0, 2, shape).to(torch::kFloat32);
         auto i0 = torch::randint(-3, 4, shape).to(torch::kFloat32), f0 = torch::randint(-1, 6, shape).to(torch::kFloat32);
+        // The composed ops in double (their float sums over 6,001 rows round off more than the
+        // kernel's double sums); every input is a float converted exactly.
         auto run = [&](bool composed) {
-          auto x = x0.clone().requires_grad_(true);
-          auto i = i0.clone().requires_grad_(true), f = f0.clone().requires_grad_(true);
-          auto y = composed ? fixed_quantize_composed(x, k, i, f, RoundMode::RND, o, training)
-                            : fixed_quantize(x, k, i, f, RoundMode::RND, o, training);
-          (y * torch::linspace(-1, 2, y.numel()).view(y.sizes())).sum().backward();
-          return std::vector<torch::Tensor>{y.detach(), x.grad(), f.grad(), i.grad().defined() ? i.grad() : torch::zeros_like(i)};
+          const auto dtype = composed ? torch::kFloat64 : torch::kFloat32;
+          auto x = x0.to(dtype).clone().requires_grad_(true);
+          auto i = i0.to(dtype).clone().requires_grad_(true), f = f0.to(dtype).clone().requires_grad_(true);
+          auto kk = k.to(dtype);
+          auto y = composed ? fixed_quantize_composed(x, kk, i, f, RoundMode::RND, o, training)
+                            : fixed_quantize(x, kk, i, f, RoundMode::RND, o, training);
+          (y * torch::linspace(-1, 2, y.numel()).view(y.sizes()).to(dtype)).sum().backward();
+          std::vector<torch::Tensor> out{y.detach(), x.grad(), f.grad(), i.grad().defined() ? i.grad() : torch::zeros_like(i)};
+          for (auto& t : out) t = t.to(torch::kFloat32);
+          return out;
         };
         auto fused = run(false), composed = run(true);
         EXPECT_TRUE(fused[0].equal(composed[0]));

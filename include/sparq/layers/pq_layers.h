@@ -22,6 +22,8 @@
 
 namespace sparq::layers {
 
+class HgqBits;  // the fused HGQ loss's view of a layer's bit widths (src/layers/hgq_loss.cpp)
+
 /// Cost figures of one layer for reports and the EBOPs penalty.
 struct LayerCost {
   int64_t weights = 0;       ///< weight elements
@@ -41,8 +43,14 @@ class PQLayer : public torch::nn::Module {
   virtual LayerCost cost();
   /// beta * EBOPs + gamma * (sum of bit widths) of the HGQ quantizers; undefined for a layer
   /// without HGQ quantizers. beta as a 0-d tensor: a captured step reads its current value.
+  /// On the CPU the loss and its gradient come from one pass over the widths (fused_hgq_loss);
+  /// elsewhere, or for a quantizer kind it does not know, from LibTorch ops (composed_hgq_loss,
+  /// also the fused one's test oracle).
   torch::Tensor hgq_loss(double beta);
   torch::Tensor hgq_loss(const torch::Tensor& beta);
+  torch::Tensor composed_hgq_loss(const torch::Tensor& beta);
+  /// Undefined where the fused path does not apply (a GPU, widths that are not float32).
+  torch::Tensor fused_hgq_loss(const torch::Tensor& beta);
   bool has_hgq() const;
   /// The quantizers that exist, by target name ("input", "weight", "bias", "output").
   std::vector<std::pair<std::string, quant::Quantizer>> quantizers() const;
@@ -72,6 +80,11 @@ class PQLayer : public torch::nn::Module {
   torch::Tensor param_bits(const quant::Quantizer& q, at::IntArrayRef shape) const;
   /// A 0-d zero on the layer's device (the EBOPs of a layer that has seen no input).
   torch::Tensor zero_cost() const;
+  /// The EBOPs of ebops(false) from the bits `b` hands out, the derivative with respect to each
+  /// bit added into its grad (the fused HGQ loss; src/layers/hgq_loss.cpp).
+  virtual double ebops_gradient(HgqBits& b) = 0;
+  /// [1, *input shape]: the shape lane_bits gives.
+  std::vector<int64_t> lane_shape() const;
 
   quant::Quantizer input_q{nullptr}, weight_q{nullptr}, bias_q{nullptr}, output_q{nullptr};
   std::vector<int64_t> input_shape_;
@@ -152,6 +165,7 @@ class PQDenseImpl : public PQWeightLayer {
  private:
   torch::Tensor ebops_of(const torch::Tensor& bits_w, const torch::Tensor& bits_in,
                          const torch::Tensor& mean_bits_b) override;
+  double ebops_gradient(HgqBits& b) override;
   PQDenseOptions options_;
 };
 TORCH_MODULE(PQDense);
@@ -182,6 +196,7 @@ class PQConvImpl : public PQWeightLayer {
  private:
   torch::Tensor ebops_of(const torch::Tensor& bits_w, const torch::Tensor& bits_in,
                          const torch::Tensor& mean_bits_b) override;
+  double ebops_gradient(HgqBits& b) override;
   PQConvOptions options_;
 };
 TORCH_MODULE(PQConv);
@@ -205,6 +220,7 @@ class PQAvgPoolImpl : public PQLayer {
   const PQAvgPoolOptions& options() const { return options_; }
 
  private:
+  double ebops_gradient(HgqBits& b) override;
   PQAvgPoolOptions options_;
 };
 TORCH_MODULE(PQAvgPool);
@@ -232,6 +248,7 @@ class PQBatchNormImpl : public PQLayer {
   torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
 
  private:
+  double ebops_gradient(HgqBits& b) override;
   PQBatchNormOptions options_;
 };
 TORCH_MODULE(PQBatchNorm);
@@ -262,6 +279,7 @@ class PQActivationImpl : public PQLayer {
   torch::Tensor multiplier;  ///< learned power-of-two ReLU input scale (exponent), when enabled
 
  private:
+  double ebops_gradient(HgqBits& b) override;
   PQActivationOptions options_;
 };
 TORCH_MODULE(PQActivation);

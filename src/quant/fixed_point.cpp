@@ -181,39 +181,41 @@ std::pair<torch::Tensor, int64_t> periodic(const torch::Tensor& bits, const torc
 
 /// The period the HGQ loops run over: a short one (a data lane of 5 or 16 features, one width per
 /// tensor) repeated up to ~256 elements. Each period is one vectorised segment with a set-up of its
-/// own: 5 elements a segment cost 2.7 ns each on the CI's CPU, 256 about 1 ns.
+/// own: the backward pass over 5-element segments took 2.5 ns an element on the CI-sized VM, over
+/// 256-element ones 1.05 ns (the loop alone).
 int64_t tiled_period(int64_t period) { return period >= 256 ? period : period * (256 / period); }
 
 /// The per-width constants of trained widths k, i, f laid out along x (see periodic): 2^f, 2^-f,
-/// the code bounds, the value bounds and the bound derivatives, computed once per call, repeated
+/// the code bounds and the bound derivatives, computed once per call, repeated
 /// to tiled_period(period) entries.
 template <typename T>
 struct HgqConstants {
-  std::vector<T> c;
+  torch::Tensor c;  ///< the 8 arrays, `tiled` entries each (a tensor: the backward reuses the forward's)
   kernels::WidthConstants<T> w;
   HgqConstants(const T* kp, const T* ip, const T* fp, int64_t period, OverflowMode overflow)
-      : HgqConstants(kp, ip, fp, period, tiled_period(period), overflow) {}
-  HgqConstants(const T* kp, const T* ip, const T* fp, int64_t period, int64_t tiled, OverflowMode overflow)
-      : c(10 * tiled) {
+      : c(torch::empty({8 * tiled_period(period)}, c10::CppTypeToScalarType<T>::value)) {
+    const int64_t tiled = c.numel() / 8;
+    point();
     const T ln2 = static_cast<T>(0.69314718055994530942);
-    T *scale = c.data(), *step = scale + tiled, *nmax = step + tiled, *nlo = nmax + tiled, *hi = nlo + tiled,
-      *lo = hi + tiled, *gfa = lo + tiled, *gfb = gfa + tiled, *gia = gfb + tiled, *gib = gia + tiled;
+    T* const at[8] = {c_(0), c_(1), c_(2), c_(3), c_(4), c_(5), c_(6), c_(7)};  // in WidthConstants' order
     for (int64_t j = 0; j < period; ++j) {
       const T kk = kp[j], ff = fp[j], ii = std::max(ip[j], -ff);
       const int fi = static_cast<int>(ff);
-      scale[j] = std::ldexp(T(1), fi), step[j] = std::ldexp(T(1), -fi);
-      const T top = std::ldexp(T(1), static_cast<int>(ii));
+      const T step = std::ldexp(T(1), -fi), top = std::ldexp(T(1), static_cast<int>(ii));
       const auto b = bounds(kk, ii, ff, overflow);
       const bool symmetric = b.lo != b.nmin;
-      nmax[j] = b.nmax, nlo[j] = b.lo;
-      hi[j] = top - step[j], lo[j] = symmetric ? -hi[j] : -kk * top;
-      gfa[j] = ln2 * step[j], gfb[j] = symmetric ? -ln2 * step[j] : T(0);
-      gia[j] = ln2 * top, gib[j] = symmetric ? -ln2 * top : -kk * ln2 * top;
+      at[0][j] = std::ldexp(T(1), fi), at[1][j] = step, at[2][j] = b.nmax, at[3][j] = b.lo;
+      at[4][j] = ln2 * step, at[5][j] = symmetric ? -ln2 * step : T(0);
+      at[6][j] = ln2 * top, at[7][j] = symmetric ? -ln2 * top : -kk * ln2 * top;
     }
-    for (T* a = scale; a < c.data() + c.size(); a += tiled)  // each of the 10 arrays, repeated
-      for (int64_t j = period; j < tiled; ++j) a[j] = a[j - period];
-    w = {scale, step, nmax, nlo, hi, lo, gfa, gfb, gia, gib, tiled};
+    for (T* a : at)  // each array's first period, repeated
+      for (int64_t done = period; done < tiled; done *= 2) std::copy_n(a, std::min(done, tiled - done), a + done);
   }
+  explicit HgqConstants(torch::Tensor stored) : c(std::move(stored)) { point(); }
+
+ private:
+  T* c_(int a) { return c.data_ptr<T>() + a * (c.numel() / 8); }
+  void point() { w = {c_(0), c_(1), c_(2), c_(3), c_(4), c_(5), c_(6), c_(7), c.numel() / 8}; }
 };
 
 /// k, i, f broadcast to each other and laid out periodically along x: one period of widths each.
@@ -238,12 +240,21 @@ PeriodicWidths periodic_widths(const torch::Tensor& x, const torch::Tensor& k, c
 /// upper bound and −k·ln2·2^i (SAT_SYM: −ln2·2^i) on the lower; WRAP: dq/df = ln2·(x − q), no dq/di.
 /// i is used as max(i, −f), its gradient passes straight through. The element loop is the
 /// vectorised kernels::hgq_range.
-void hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const torch::Tensor& i_in,
-                const torch::Tensor& f_in, RoundMode round, OverflowMode overflow, bool training, torch::Tensor& q,
-                torch::Tensor* slope, torch::Tensor* grad_f, torch::Tensor* grad_i) {
+/// What hgq_kernel's backward needs besides x: the constants, their period and the shape their
+/// sums reshape to.
+struct HgqSaved {
+  torch::Tensor constants;
+  int64_t period = 0;
+  std::vector<int64_t> shape;
+};
+
+HgqSaved hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const torch::Tensor& i_in,
+                    const torch::Tensor& f_in, RoundMode round, OverflowMode overflow, bool training,
+                    torch::Tensor& q, torch::Tensor* slope, torch::Tensor* grad_f, torch::Tensor* grad_i) {
   RECORD_FUNCTION("sparq::hgq_quantize", std::vector<c10::IValue>{});  // named in LibTorch's profiler
   const auto widths = periodic_widths(x, k_in, i_in, f_in);
   const int64_t period = widths.period;
+  HgqSaved saved{torch::Tensor(), period, widths.shape};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hgq_quantize", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t *kp = widths.k.data_ptr<scalar_t>(), *ip = widths.i.data_ptr<scalar_t>(),
@@ -266,6 +277,7 @@ void hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const torch::
       return;
     }
     const HgqConstants<scalar_t> constants(kp, ip, fp, period, overflow);
+    saved.constants = constants.c;
     scalar_t* sp = slope ? slope->data_ptr<scalar_t>() : nullptr;
     scalar_t* gfp = grad_f ? grad_f->data_ptr<scalar_t>() : nullptr;
     scalar_t* gip = grad_i ? grad_i->data_ptr<scalar_t>() : nullptr;
@@ -274,6 +286,7 @@ void hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const torch::
                                    overflow != OverflowMode::WRAP);
     });
   });
+  return saved;
 }
 
 /// The backward of hgq_kernel's training pass, the derivatives recomputed from x (saving them in
@@ -282,14 +295,13 @@ void hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const torch::
 /// rows of a period are summed in double, in chunks of a fixed size (the result does not depend on
 /// the number of threads).
 std::pair<torch::Tensor, torch::Tensor> hgq_grad_kernel(const torch::Tensor& x, const torch::Tensor& g,
-                                                        const torch::Tensor& k_in, const torch::Tensor& i_in,
-                                                        const torch::Tensor& f_in, RoundMode round,
+                                                        const HgqSaved& saved, at::IntArrayRef f_shape,
+                                                        at::IntArrayRef i_shape, RoundMode round,
                                                         OverflowMode overflow, torch::Tensor* dx) {
   RECORD_FUNCTION("sparq::hgq_quantize_backward", std::vector<c10::IValue>{});
-  const auto widths = periodic_widths(x, k_in, i_in, f_in);
   // Rows of the tiled period (the last one may be partial), summed per tile entry, then the
   // entries of each width in order.
-  const int64_t period = widths.period, tiled = tiled_period(period), n = x.numel();
+  const int64_t period = saved.period, tiled = tiled_period(period), n = x.numel();
   const int64_t rows = (n + tiled - 1) / tiled;
   const int64_t rows_per_chunk = std::max<int64_t>(1, 32768 / tiled), chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
   auto sums = torch::zeros({chunks, 2, tiled}, torch::TensorOptions().dtype(torch::kFloat64));
@@ -298,8 +310,7 @@ std::pair<torch::Tensor, torch::Tensor> hgq_grad_kernel(const torch::Tensor& x, 
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* gp = g.data_ptr<scalar_t>();
     scalar_t* dxp = dx ? dx->data_ptr<scalar_t>() : nullptr;
-    const HgqConstants<scalar_t> constants(widths.k.data_ptr<scalar_t>(), widths.i.data_ptr<scalar_t>(),
-                                           widths.f.data_ptr<scalar_t>(), period, overflow);
+    const HgqConstants<scalar_t> constants(saved.constants);
     at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t begin = c * rows_per_chunk * tiled, end = std::min(n, (c + 1) * rows_per_chunk * tiled);
@@ -315,8 +326,7 @@ std::pair<torch::Tensor, torch::Tensor> hgq_grad_kernel(const torch::Tensor& x, 
     for (int64_t t = period; t < tiled; t += period)
       for (int64_t j = 0; j < period; ++j) part[j] += part[t + j];
   auto total = sums[0].narrow(1, 0, period).to(x.scalar_type());
-  return {total[0].reshape(widths.shape).sum_to_size(f_in.sizes()),
-          total[1].reshape(widths.shape).sum_to_size(i_in.sizes())};
+  return {total[0].reshape(saved.shape).sum_to_size(f_shape), total[1].reshape(saved.shape).sum_to_size(i_shape)};
 }
 
 /// Autograd wrapper of hgq_kernel: gradients to x and to the (broadcast) widths i and f.
@@ -341,9 +351,12 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
     }
 #endif
     if (training || !wrap) {
-      hgq_kernel(xc, k, i, f, static_cast<RoundMode>(round), static_cast<OverflowMode>(overflow), training, q,
-                 nullptr, nullptr, nullptr);
-      ctx->save_for_backward({xc, k.detach(), wrap ? i.detach().clone() : i.detach(), f.detach()});
+      // The constants of this step's widths kept for the backward (WRAP then moves i in place).
+      auto saved = hgq_kernel(xc, k, i, f, static_cast<RoundMode>(round), static_cast<OverflowMode>(overflow),
+                              training, q, nullptr, nullptr, nullptr);
+      ctx->saved_data["period"] = saved.period;
+      ctx->saved_data["shape"] = saved.shape;
+      ctx->save_for_backward({xc, saved.constants});
       return q;
     }
     // WRAP in evaluation (the per-element rule): the derivatives as tensors.
@@ -369,10 +382,11 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
               torch::Tensor()};
     }
 #endif
-    if (saved.size() == 4 && saved[0].device().is_cpu()) {
+    if (saved.size() == 2) {  // the CPU's training pass: x and the constants
       torch::Tensor dx;
       if (ctx->needs_input_grad(0)) dx = torch::empty_like(saved[0]);
-      auto [df, di] = hgq_grad_kernel(saved[0], g.contiguous(), saved[1], saved[2], saved[3],
+      const HgqSaved kept{saved[1], ctx->saved_data["period"].toInt(), ctx->saved_data["shape"].toIntVector()};
+      auto [df, di] = hgq_grad_kernel(saved[0], g.contiguous(), kept, f_shape, i_shape,
                                       static_cast<RoundMode>(ctx->saved_data["round"].toInt()),
                                       static_cast<OverflowMode>(ctx->saved_data["overflow"].toInt()),
                                       dx.defined() ? &dx : nullptr);

@@ -22,7 +22,7 @@ struct TensorFormat {
 /// entry e % period. Code units for the bounds (nmax, nlo), values for the rest.
 template <typename T>
 struct WidthConstants {
-  const T *scale, *step, *nmax, *nlo, *hi, *lo, *gf_above, *gf_below, *gi_above, *gi_below;
+  const T *scale, *step, *nmax, *nlo, *gf_above, *gf_below, *gi_above, *gi_below;
   int64_t period;
 };
 

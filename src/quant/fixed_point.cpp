@@ -304,8 +304,8 @@ std::pair<torch::Tensor, torch::Tensor> hgq_grad_kernel(const torch::Tensor& x, 
   const int64_t period = saved.period, tiled = tiled_period(period), n = x.numel();
   const int64_t rows = (n + tiled - 1) / tiled;
   const int64_t rows_per_chunk = std::max<int64_t>(1, 32768 / tiled), chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
-  auto sums = torch::zeros({chunks, 2, tiled}, torch::TensorOptions().dtype(torch::kFloat64));
-  double* sp = sums.data_ptr<double>();
+  std::vector<double> sums(static_cast<size_t>(chunks * 2 * tiled), 0.0);
+  double* sp = sums.data();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hgq_backward", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* gp = g.data_ptr<scalar_t>();
@@ -325,7 +325,7 @@ std::pair<torch::Tensor, torch::Tensor> hgq_grad_kernel(const torch::Tensor& x, 
   for (double* part : {sp, sp + tiled})  // the tiles in order, into the first
     for (int64_t t = period; t < tiled; t += period)
       for (int64_t j = 0; j < period; ++j) part[j] += part[t + j];
-  auto total = sums[0].narrow(1, 0, period).to(x.scalar_type());
+  auto total = torch::from_blob(sp, {2, tiled}, torch::kFloat64).narrow(1, 0, period).to(x.scalar_type());
   return {total[0].reshape(saved.shape).sum_to_size(f_shape), total[1].reshape(saved.shape).sum_to_size(i_shape)};
 }
 

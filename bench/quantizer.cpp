@@ -55,10 +55,11 @@ BENCHMARK_TEMPLATE(BM_integer_qat, true)->ArgName("backward")->Arg(0)->Arg(1)->U
 BENCHMARK_TEMPLATE(BM_integer_qat, false)->ArgName("backward")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // An HGQ data lane with per-element widths ([1, features]), as the jet tagger's: forward and
-// backward of a [batch, features] activation, the width gradients summed over the batch.
+// backward of a [batch, features] activation, the width gradients summed over the batch; `relu`:
+// a ReLU after it, 1 inside the quantizer's pass (forward_relu), 2 as its own op.
 void BM_hgq_lane(benchmark::State& state) {
   torch::manual_seed(0);
-  const int64_t batch = state.range(0), features = state.range(1);
+  const int64_t batch = state.range(0), features = state.range(1), relu = state.range(2);
   HgqSpec spec;
   spec.k = 1, spec.i = 3, spec.f = 4, spec.granularity = Granularity::PerWeight;
   FixedPointQuantizer q(QuantizerSpec{spec}, std::vector<int64_t>{features}, /*is_data=*/true);
@@ -66,12 +67,16 @@ void BM_hgq_lane(benchmark::State& state) {
   auto x = (torch::randn({batch, features}) * 4).requires_grad_(true);
   auto g = torch::ones_like(x);
   for (auto _ : state) {
-    auto y = q->forward(x);
+    auto y = relu == 1 ? q->forward_relu(x) : relu == 2 ? torch::relu(q->forward(x)) : q->forward(x);
     y.backward(g);
     benchmark::DoNotOptimize(y.data_ptr());
   }
   state.SetItemsProcessed(state.iterations() * x.numel());
 }
-BENCHMARK(BM_hgq_lane)->ArgNames({"batch", "features"})->Args({1024, 5})->Args({1024, 16})->Args({1024, 64})->Args({33200, 64})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_hgq_lane)
+    ->ArgNames({"batch", "features", "relu"})
+    ->Args({1024, 5, 0})->Args({1024, 16, 0})->Args({1024, 64, 0})->Args({33200, 64, 0})
+    ->Args({33200, 64, 1})->Args({33200, 64, 2})
+    ->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace

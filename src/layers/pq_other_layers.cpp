@@ -115,12 +115,16 @@ torch::Tensor PQActivationImpl::forward(const torch::Tensor& x_in) {
     auto shift = multiplier + (torch::round(multiplier) - multiplier).detach();  // half-to-even, straight through
     x = x * torch::exp2(shift);
   }
+  const auto& o = options_;
+  const std::string& function = o.function();
+  // The ReLU inside the input quantizer's pass where its kind can (HGQ on the CPU); masks of the
+  // input lane come between the two, so not with one.
+  if (function == "relu" && input_q && input_q->enabled && !input_q->clips_negatives() && !masks_.count("_input_0"))
+    return lane_out(input_q->forward_relu(x));
   x = lane_in(x);
   torch::Tensor y;
   // An unsigned saturating input quantizer already maps negatives to 0 (and stops their
   // gradient): ReLU is then the identity and its pass is skipped.
-  const auto& o = options_;
-  const std::string& function = o.function();
   bool unsigned_input = input_q && input_q->enabled && input_q->clips_negatives();
   if (function == "relu") y = unsigned_input ? x : torch::relu(x);
   else if (function == "tanh") y = torch::tanh(x);

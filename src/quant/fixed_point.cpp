@@ -246,15 +246,18 @@ struct HgqSaved {
   torch::Tensor constants;
   int64_t period = 0;
   std::vector<int64_t> shape;
+  bool relu = false;  ///< a ReLU after the quantizer, in the same pass
 };
 
 HgqSaved hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const torch::Tensor& i_in,
                     const torch::Tensor& f_in, RoundMode round, OverflowMode overflow, bool training,
-                    torch::Tensor& q, torch::Tensor* slope, torch::Tensor* grad_f, torch::Tensor* grad_i) {
+                    torch::Tensor& q, torch::Tensor* slope, torch::Tensor* grad_f, torch::Tensor* grad_i,
+                    bool relu = false) {
   RECORD_FUNCTION("sparq::hgq_quantize", std::vector<c10::IValue>{});  // named in LibTorch's profiler
+  TORCH_CHECK(!relu || (overflow != OverflowMode::WRAP && !slope), "hgq_kernel: the ReLU is fused for SAT/SAT_SYM");
   const auto widths = periodic_widths(x, k_in, i_in, f_in);
   const int64_t period = widths.period;
-  HgqSaved saved{torch::Tensor(), period, widths.shape};
+  HgqSaved saved{torch::Tensor(), period, widths.shape, relu};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hgq_quantize", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t *kp = widths.k.data_ptr<scalar_t>(), *ip = widths.i.data_ptr<scalar_t>(),
@@ -276,7 +279,8 @@ HgqSaved hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const tor
       }
       return;
     }
-    const HgqConstants<scalar_t> constants(kp, ip, fp, period, overflow);
+    HgqConstants<scalar_t> constants(kp, ip, fp, period, overflow);
+    if (relu) constants.w.keep_above = 0;
     saved.constants = constants.c;
     scalar_t* sp = slope ? slope->data_ptr<scalar_t>() : nullptr;
     scalar_t* gfp = grad_f ? grad_f->data_ptr<scalar_t>() : nullptr;
@@ -310,7 +314,8 @@ std::pair<torch::Tensor, torch::Tensor> hgq_grad_kernel(const torch::Tensor& x, 
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* gp = g.data_ptr<scalar_t>();
     scalar_t* dxp = dx ? dx->data_ptr<scalar_t>() : nullptr;
-    const HgqConstants<scalar_t> constants(saved.constants);
+    HgqConstants<scalar_t> constants(saved.constants);
+    if (saved.relu) constants.w.keep_above = 0;
     at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t begin = c * rows_per_chunk * tiled, end = std::min(n, (c + 1) * rows_per_chunk * tiled);
@@ -331,8 +336,10 @@ std::pair<torch::Tensor, torch::Tensor> hgq_grad_kernel(const torch::Tensor& x, 
 
 /// Autograd wrapper of hgq_kernel: gradients to x and to the (broadcast) widths i and f.
 struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
+  /// `relu`: relu(q) in the same pass (the CPU's SAT/SAT_SYM only; see fixed_quantize_relu).
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor k,
-                               torch::Tensor i, torch::Tensor f, int64_t round, int64_t overflow, bool training) {
+                               torch::Tensor i, torch::Tensor f, int64_t round, int64_t overflow, bool training,
+                               bool relu) {
     auto xc = x.contiguous();
     ctx->saved_data["i_shape"] = i.sizes().vec();
     ctx->saved_data["f_shape"] = f.sizes().vec();
@@ -344,6 +351,7 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
     // WRAP moves i in place after the forward pass (to the batch's range): this step's is kept.
 #ifdef SPARQ_WITH_CUDA
     if (xc.is_cuda()) {
+      TORCH_CHECK(!relu, "HgqQuantize: the fused ReLU is the CPU's");
       auto [kp, ip, fp] = cuda_widths(xc, k, i, f);
       cuda::hgq_quantize(xc, kp, ip, fp, q, static_cast<int>(round), static_cast<int>(overflow));
       ctx->save_for_backward({xc, kp, wrap ? ip.clone() : ip, fp});
@@ -353,9 +361,10 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
     if (training || !wrap) {
       // The constants of this step's widths kept for the backward (WRAP then moves i in place).
       auto saved = hgq_kernel(xc, k, i, f, static_cast<RoundMode>(round), static_cast<OverflowMode>(overflow),
-                              training, q, nullptr, nullptr, nullptr);
+                              training, q, nullptr, nullptr, nullptr, relu);
       ctx->saved_data["period"] = saved.period;
       ctx->saved_data["shape"] = saved.shape;
+      ctx->saved_data["relu"] = relu;
       ctx->save_for_backward({xc, saved.constants});
       return q;
     }
@@ -378,23 +387,24 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
       cuda::hgq_backward(saved[0], saved[1], saved[2], saved[3], gc, dx, gf, gi,
                          static_cast<int>(ctx->saved_data["round"].toInt()),
                          static_cast<int>(ctx->saved_data["overflow"].toInt()));
-      return {dx, torch::Tensor(), gi.sum_to_size(i_shape), gf.sum_to_size(f_shape), torch::Tensor(), torch::Tensor(),
+      return {dx, torch::Tensor(), gi.sum_to_size(i_shape), gf.sum_to_size(f_shape), torch::Tensor(), torch::Tensor(), torch::Tensor(),
               torch::Tensor()};
     }
 #endif
     if (saved.size() == 2) {  // the CPU's training pass: x and the constants
       torch::Tensor dx;
       if (ctx->needs_input_grad(0)) dx = torch::empty_like(saved[0]);
-      const HgqSaved kept{saved[1], ctx->saved_data["period"].toInt(), ctx->saved_data["shape"].toIntVector()};
+      const HgqSaved kept{saved[1], ctx->saved_data["period"].toInt(), ctx->saved_data["shape"].toIntVector(),
+                          ctx->saved_data["relu"].toBool()};
       auto [df, di] = hgq_grad_kernel(saved[0], g.contiguous(), kept, f_shape, i_shape,
                                       static_cast<RoundMode>(ctx->saved_data["round"].toInt()),
                                       static_cast<OverflowMode>(ctx->saved_data["overflow"].toInt()),
                                       dx.defined() ? &dx : nullptr);
-      return {dx, torch::Tensor(), di, df, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+      return {dx, torch::Tensor(), di, df, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
     }
     auto di = (g * saved[2]).sum_to_size(i_shape);
     auto df = (g * saved[1]).sum_to_size(f_shape);
-    return {g * saved[0], torch::Tensor(), di, df, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {g * saved[0], torch::Tensor(), di, df, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 
 #ifdef SPARQ_WITH_CUDA
@@ -578,7 +588,8 @@ torch::Tensor fixed_quantize(const torch::Tensor& x, const torch::Tensor& k, con
   if (bits_learn && x.is_cuda() &&
       (overflow == OverflowMode::SAT || overflow == OverflowMode::SAT_SYM || (overflow == OverflowMode::WRAP && training))) {
     if (torch::GradMode::is_enabled())
-      return HgqQuantize::apply(x, k, i, f, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training);
+      return HgqQuantize::apply(x, k, i, f, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training,
+                                false);
     auto xc = x.contiguous();
     auto [kp, ip, fp] = HgqQuantize::cuda_widths(xc, k, i, f);
     auto q = torch::empty_like(xc);
@@ -588,7 +599,8 @@ torch::Tensor fixed_quantize(const torch::Tensor& x, const torch::Tensor& k, con
 #endif
   if (bits_learn && x.device().is_cpu() && overflow != OverflowMode::WRAP_SM) {
     if (torch::GradMode::is_enabled())
-      return HgqQuantize::apply(x, k, i, f, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training);
+      return HgqQuantize::apply(x, k, i, f, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training,
+                                false);
     auto xc = x.contiguous();
     auto q = torch::empty_like(xc);
     hgq_kernel(xc, k, i, f, round, overflow, training, q, nullptr, nullptr, nullptr);
@@ -601,6 +613,20 @@ torch::Tensor fixed_quantize(const torch::Tensor& x, const torch::Tensor& k, con
   auto xc = x.contiguous();
   auto q = torch::empty_like(xc);
   fused_kernel(xc, ke, ie, fe, round, overflow, training, q, nullptr);
+  return q;
+}
+
+torch::Tensor fixed_quantize_relu(const torch::Tensor& x, const torch::Tensor& k, const torch::Tensor& i,
+                                  const torch::Tensor& f, RoundMode round, OverflowMode overflow, bool training) {
+  const bool bits_learn = k.requires_grad() || i.requires_grad() || f.requires_grad();
+  if (!bits_learn || !x.device().is_cpu() || (overflow != OverflowMode::SAT && overflow != OverflowMode::SAT_SYM))
+    return torch::relu(fixed_quantize(x, k, i, f, round, overflow, training));
+  check_dtype(x);
+  if (torch::GradMode::is_enabled())
+    return HgqQuantize::apply(x, k, i, f, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training, true);
+  auto xc = x.contiguous();
+  auto q = torch::empty_like(xc);
+  hgq_kernel(xc, k, i, f, round, overflow, training, q, nullptr, nullptr, nullptr, /*relu=*/true);
   return q;
 }
 

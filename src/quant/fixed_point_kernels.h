@@ -24,6 +24,7 @@ template <typename T>
 struct WidthConstants {
   const T *scale, *step, *nmax, *nlo, *gf_above, *gf_below, *gi_above, *gi_below;
   int64_t period;
+  T keep_above = -std::numeric_limits<T>::infinity();  ///< 0: a ReLU follows (q <= 0 gives 0, no gradient)
 };
 
 namespace generic {

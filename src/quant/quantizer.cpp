@@ -105,7 +105,15 @@ torch::Tensor FixedPointQuantizerImpl::forward(const torch::Tensor& x) {
   return fixed_quantize(x, k, i, f, spec_.round, spec_.overflow, is_training());
 }
 
-torch::Tensor FixedPointQuantizerImpl::hgq_forward(const torch::Tensor& x) {
+torch::Tensor QuantizerImpl::forward_relu(const torch::Tensor& x) { return torch::relu(forward(x)); }
+
+torch::Tensor FixedPointQuantizerImpl::forward_relu(const torch::Tensor& x) {
+  // WRAP tracks its integer bits from the quantized values before the ReLU: not fused.
+  if (!enabled || !hgq_ || spec_.overflow == OverflowMode::WRAP) return QuantizerImpl::forward_relu(x);
+  return hgq_forward(x, /*relu=*/true);
+}
+
+torch::Tensor FixedPointQuantizerImpl::hgq_forward(const torch::Tensor& x, bool relu) {
   const bool training = is_training(), wrap = spec_.overflow == OverflowMode::WRAP;
   // Widths fit an input of the shape they were built for: per axis equal, or 1 (per-channel
   // widths and the batch axis of data lanes broadcast).
@@ -121,7 +129,8 @@ torch::Tensor FixedPointQuantizerImpl::hgq_forward(const torch::Tensor& x) {
   }
   auto fr = rounded(f, f_rounded_);
   auto ir = wrap ? i : rounded(i, i_rounded_);
-  auto y = fixed_quantize(x, k, ir, fr, spec_.round, spec_.overflow, training);
+  auto y = relu ? fixed_quantize_relu(x, k, ir, fr, spec_.round, spec_.overflow, training)
+              : fixed_quantize(x, k, ir, fr, spec_.round, spec_.overflow, training);
   if (wrap && training) {
     // The integer bits that hold the batch's largest rounded value (PQuantML: reset every step).
     torch::NoGradGuard no_grad;

@@ -136,6 +136,47 @@ TEST(HGQQuantizer, FusedPassEqualsTheComposedOps) {
   }
 }
 
+TEST(HGQQuantizer, FusedReluEqualsReluOfTheComposedOps) {
+  // relu(quantize(x)) in the HGQ kernel's pass (the ReLU's mask q > 0 inside) against relu of the
+  // composed ops in double: values and x's gradient equal, width gradients within 1e-5.
+  torch::manual_seed(8);
+  for (int64_t rows : {32, 6001})
+    for (auto o : {OverflowMode::SAT, OverflowMode::SAT_SYM})
+      for (S shape : {S{rows, 6}, S{1, 6}, S{}})
+        for (bool training : {true, false}) {
+          SCOPED_TRACE(std::string(to_string(o)) + " rows " + std::to_string(rows) + " bits [" +
+                       std::to_string(shape.size()) + "] " + (training ? "train" : "eval"));
+          auto x0 = torch::randn({rows, 6}) * 4;
+          auto k = torch::randint(0, 2, shape).to(torch::kFloat32);
+          auto i0 = torch::randint(-3, 4, shape).to(torch::kFloat32), f0 = torch::randint(-1, 6, shape).to(torch::kFloat32);
+          auto run = [&](bool composed) {
+            const auto dtype = composed ? torch::kFloat64 : torch::kFloat32;
+            auto x = x0.to(dtype).clone().requires_grad_(true);
+            auto i = i0.to(dtype).clone().requires_grad_(true), f = f0.to(dtype).clone().requires_grad_(true);
+            auto kk = k.to(dtype);
+            auto y = composed ? torch::relu(fixed_quantize_composed(x, kk, i, f, RoundMode::RND, o, training))
+                              : fixed_quantize_relu(x, kk, i, f, RoundMode::RND, o, training);
+            (y * torch::linspace(-1, 2, y.numel()).view(y.sizes()).to(dtype)).sum().backward();
+            std::vector<torch::Tensor> out{y.detach(), x.grad(), f.grad(), i.grad()};
+            for (auto& t : out) t = t.to(torch::kFloat32);
+            return out;
+          };
+          auto fused = run(false), composed = run(true);
+          EXPECT_TRUE(fused[0].equal(composed[0]));
+          EXPECT_GE(fused[0].min().item<float>(), 0.0f);
+          EXPECT_TRUE(fused[1].equal(composed[1]));
+          EXPECT_TRUE(torch::allclose(fused[2], composed[2], 1e-5, 1e-5)) << fused[2] - composed[2];
+          EXPECT_TRUE(torch::allclose(fused[3], composed[3], 1e-5, 1e-5)) << fused[3] - composed[3];
+        }
+  // The HGQ quantizer's forward_relu goes through it; no gradient reaches x where q <= 0.
+  FixedPointQuantizer q(hgq(1, 2, 3), S{4}, /*is_data=*/true);
+  auto x = torch::tensor({{-1.0f, 0.01f, 0.5f, 9.0f}}).requires_grad_(true);
+  auto y = q->forward_relu(x);
+  EXPECT_TRUE(y.equal(torch::tensor({{0.0f, 0.0f, 0.5f, 3.875f}})));
+  y.sum().backward();
+  EXPECT_TRUE(x.grad().equal(torch::tensor({{0.0f, 0.0f, 1.0f, 0.0f}})));
+}
+
 TEST(HGQQuantizerCuda, FusedCudaPassEqualsTheCpuAndTheComposedOps) {
   // The one-pass CUDA kernel (forward, and backward recomputed from x) against the CPU's fused
   // pass and against autograd through the composed ops on the GPU: values bit-exact, the input

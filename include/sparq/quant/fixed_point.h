@@ -28,6 +28,11 @@ torch::Tensor fixed_quantize(const torch::Tensor& x, const torch::Tensor& k, con
                              const torch::Tensor& f, RoundMode round, OverflowMode overflow,
                              bool training);
 
+/// relu(fixed_quantize(...)): one pass forward and backward for trained widths on the CPU with
+/// SAT or SAT_SYM (the ReLU's mask q > 0 applied inside the HGQ kernel), the two ops otherwise.
+torch::Tensor fixed_quantize_relu(const torch::Tensor& x, const torch::Tensor& k, const torch::Tensor& i,
+                                  const torch::Tensor& f, RoundMode round, OverflowMode overflow, bool training);
+
 /// The same function built from LibTorch ops only (differentiable in k, i, f; any device).
 torch::Tensor fixed_quantize_composed(const torch::Tensor& x, const torch::Tensor& k,
                                       const torch::Tensor& i, const torch::Tensor& f,

@@ -30,6 +30,8 @@ namespace sparq::quant {
 class QuantizerImpl : public torch::nn::Module {
  public:
   virtual torch::Tensor forward(const torch::Tensor& x) = 0;
+  /// relu(forward(x)), in one pass where the kind can (PQActivation's ReLU after its input lane).
+  virtual torch::Tensor forward_relu(const torch::Tensor& x);
   /// The registered kind ("fixed", "hgq").
   virtual const char* kind() const = 0;
   /// How it quantizes now: widths per element, modes, granularity.
@@ -70,6 +72,8 @@ class FixedPointQuantizerImpl : public QuantizerImpl {
   explicit FixedPointQuantizerImpl(const QuantizerSpec& spec, std::vector<int64_t> shape = {}, bool is_data = false);
 
   torch::Tensor forward(const torch::Tensor& x) override;
+  /// HGQ with SAT/SAT_SYM: the ReLU inside the quantizer's pass (fixed_quantize_relu).
+  torch::Tensor forward_relu(const torch::Tensor& x) override;
   const char* kind() const override { return hgq_ ? "hgq" : "fixed"; }
   QuantFormat describe() const override;
   /// k + i + f (fixed); k + relu(i + f) with the straight-through rounding (HGQ).
@@ -102,7 +106,7 @@ class FixedPointQuantizerImpl : public QuantizerImpl {
 
  private:
   void split_bits(const torch::Tensor& magnitude);
-  torch::Tensor hgq_forward(const torch::Tensor& x);
+  torch::Tensor hgq_forward(const torch::Tensor& x, bool relu = false);
   FixedSpec spec_;
   bool hgq_ = false;
   double gamma_ = 0;

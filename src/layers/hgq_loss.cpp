@@ -4,6 +4,7 @@
 // many backward nodes, each a few microseconds on a CPU: most of an HGQ step at small batches.
 // Each layer's EBOPs formula (spec pquantml §3.6) is written here a second time, with its
 // derivative; the composed formulas (pq_layer.cpp, pq_other_layers.cpp) are the tests' oracle.
+#include <c10/util/accumulate.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -14,12 +15,6 @@
 namespace sparq::layers {
 
 namespace {
-
-int64_t numel_of(at::IntArrayRef shape) {
-  int64_t n = 1;
-  for (auto d : shape) n *= d;
-  return n;
-}
 
 /// For every element of `to`, the flat index of the element of `from` that expand() puts there;
 /// false when `from` does not broadcast to `to`.
@@ -34,7 +29,7 @@ bool broadcast_index(at::IntArrayRef from, at::IntArrayRef to, std::vector<int64
     stride[d] = n == 1 ? 0 : step;
     step *= n;
   }
-  index.resize(numel_of(to));
+  index.resize(c10::multiply_integers(to));
   std::vector<int64_t> pos(rank, 0);
   int64_t at = 0;
   for (auto& e : index) {
@@ -113,7 +108,7 @@ class HgqBits {
   /// The bits of `q` expanded to `shape`: 32 without an enabled quantizer (param_bits).
   Lane& of(const quant::Quantizer& q, at::IntArrayRef shape) {
     auto& lane = lanes_.emplace_back();
-    const int64_t n = numel_of(shape);
+    const int64_t n = c10::multiply_integers(shape);
     lane.value.bits.assign(n, 32.0), lane.value.grad.assign(n, 0.0);
     if (!q || !q->enabled) return lane.value;
     const double* source = nullptr;

@@ -233,13 +233,6 @@ PeriodicWidths periodic_widths(const torch::Tensor& x, const torch::Tensor& k, c
   return {kp, periodic(same[1], x, "i").first, periodic(same[2], x, "f").first, period, shape};
 }
 
-/// One pass over x for trained bit widths (HGQ, CPU): q and, when `slope` is given, the
-/// derivatives of q with respect to x, f and i per element, what autograd gives through the
-/// composed ops (spec pquantml §3.4): dq/dx = 1 inside the range, dq/df = ln2·(c − q) plus
-/// ln2·2^-f on the saturated upper bound (−ln2·2^-f on SAT_SYM's lower), dq/di = ln2·2^i on the
-/// upper bound and −k·ln2·2^i (SAT_SYM: −ln2·2^i) on the lower; WRAP: dq/df = ln2·(x − q), no dq/di.
-/// i is used as max(i, −f), its gradient passes straight through. The element loop is the
-/// vectorised kernels::hgq_range.
 /// What hgq_kernel's backward needs besides x: the constants, their period and the shape their
 /// sums reshape to.
 struct HgqSaved {
@@ -249,6 +242,13 @@ struct HgqSaved {
   bool relu = false;  ///< a ReLU after the quantizer, in the same pass
 };
 
+/// One pass over x for trained bit widths (HGQ, CPU): q and, when `slope` is given, the
+/// derivatives of q with respect to x, f and i per element, what autograd gives through the
+/// composed ops (spec pquantml §3.4): dq/dx = 1 inside the range, dq/df = ln2·(c − q) plus
+/// ln2·2^-f on the saturated upper bound (−ln2·2^-f on SAT_SYM's lower), dq/di = ln2·2^i on the
+/// upper bound and −k·ln2·2^i (SAT_SYM: −ln2·2^i) on the lower; WRAP: dq/df = ln2·(x − q), no dq/di.
+/// i is used as max(i, −f), its gradient passes straight through. The element loop is the
+/// vectorised kernels::hgq_range.
 HgqSaved hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const torch::Tensor& i_in,
                     const torch::Tensor& f_in, RoundMode round, OverflowMode overflow, bool training,
                     torch::Tensor& q, torch::Tensor* slope, torch::Tensor* grad_f, torch::Tensor* grad_i,
@@ -567,6 +567,19 @@ T quantize_code(T x, T k, T i, T f, RoundMode round, OverflowMode overflow) {
 template float quantize_code<float>(float, float, float, float, RoundMode, OverflowMode);
 template double quantize_code<double>(double, double, double, double, RoundMode, OverflowMode);
 
+namespace {
+/// Trained widths on the CPU: the HGQ kernel, through autograd when gradients are on.
+torch::Tensor hgq_cpu(const torch::Tensor& x, const torch::Tensor& k, const torch::Tensor& i, const torch::Tensor& f,
+                      RoundMode round, OverflowMode overflow, bool training, bool relu) {
+  if (torch::GradMode::is_enabled())
+    return HgqQuantize::apply(x, k, i, f, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training, relu);
+  auto xc = x.contiguous();
+  auto q = torch::empty_like(xc);
+  hgq_kernel(xc, k, i, f, round, overflow, training, q, nullptr, nullptr, nullptr, relu);
+  return q;
+}
+}  // namespace
+
 torch::Tensor fixed_quantize(const torch::Tensor& x, const torch::Tensor& k, const torch::Tensor& i,
                              const torch::Tensor& f, RoundMode round, OverflowMode overflow, bool training) {
   check_dtype(x);
@@ -597,15 +610,8 @@ torch::Tensor fixed_quantize(const torch::Tensor& x, const torch::Tensor& k, con
     return q;
   }
 #endif
-  if (bits_learn && x.device().is_cpu() && overflow != OverflowMode::WRAP_SM) {
-    if (torch::GradMode::is_enabled())
-      return HgqQuantize::apply(x, k, i, f, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training,
-                                false);
-    auto xc = x.contiguous();
-    auto q = torch::empty_like(xc);
-    hgq_kernel(xc, k, i, f, round, overflow, training, q, nullptr, nullptr, nullptr);
-    return q;
-  }
+  if (bits_learn && x.device().is_cpu() && overflow != OverflowMode::WRAP_SM)
+    return hgq_cpu(x, k, i, f, round, overflow, training, /*relu=*/false);
   if (bits_learn || !x.device().is_cpu()) return fixed_quantize_composed(x, k, i, f, round, overflow, training);
   auto ke = expand_like(k, x, "k"), ie = expand_like(i, x, "i"), fe = expand_like(f, x, "f");
   if (x.requires_grad() && torch::GradMode::is_enabled())
@@ -622,12 +628,7 @@ torch::Tensor fixed_quantize_relu(const torch::Tensor& x, const torch::Tensor& k
   if (!bits_learn || !x.device().is_cpu() || (overflow != OverflowMode::SAT && overflow != OverflowMode::SAT_SYM))
     return torch::relu(fixed_quantize(x, k, i, f, round, overflow, training));
   check_dtype(x);
-  if (torch::GradMode::is_enabled())
-    return HgqQuantize::apply(x, k, i, f, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training, true);
-  auto xc = x.contiguous();
-  auto q = torch::empty_like(xc);
-  hgq_kernel(xc, k, i, f, round, overflow, training, q, nullptr, nullptr, nullptr, /*relu=*/true);
-  return q;
+  return hgq_cpu(x, k, i, f, round, overflow, training, /*relu=*/true);
 }
 
 torch::Tensor fixed_quantize_composed(const torch::Tensor& x, const torch::Tensor& k, const torch::Tensor& i,

@@ -75,7 +75,7 @@ void BM_hgq_lane(benchmark::State& state) {
 }
 BENCHMARK(BM_hgq_lane)
     ->ArgNames({"batch", "features", "relu"})
-    ->Args({1024, 5, 0})->Args({1024, 16, 0})->Args({1024, 64, 0})->Args({33200, 64, 0})
+    ->Args({1, 2048, 0})->Args({1024, 5, 0})->Args({1024, 16, 0})->Args({1024, 64, 0})->Args({33200, 64, 0})
     ->Args({33200, 64, 1})->Args({33200, 64, 2})
     ->Unit(benchmark::kMicrosecond)->UseRealTime();
 

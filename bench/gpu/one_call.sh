@@ -2,14 +2,17 @@
 # Everything the GPU table of bench/RESULTS.md needs, in one device call (the machine is released
 # between calls): build, the CUDA-only tests, sparq's steps launched and captured, plain PyTorch
 # eager and torch.compile, the peers' jet-tagger script, and `sparq run` end to end.
-#   bench/gpu/one_call.sh [OUT]    (OUT: where the logs go, default $OUT or /tmp/sparq-gpu)
+#   bench/gpu/one_call.sh [OUT]    (OUT: where the logs go, default $OUT or /tmp/sparq-gpu; they
+#                                   come as OUT/logs.tar.gz, since only 8 files come back from a call)
 #   SPARQ_ONE_CALL_SKIP="tests runs"  leaves steps out (build tests bench pytorch peers runs)
 # Needs build-deps/ (see scripts/gpu_build.sh) with fashion-mnist/ in it, and the peers' script as
 # build-deps/jet_pytorch_bench.py (it lives outside the repo, in ../shared/peers/gpu/).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-out=${1:-${OUT:-/tmp/sparq-gpu}}
-mkdir -p "$out"
+dest=${1:-${OUT:-/tmp/sparq-gpu}}
+out=$(mktemp -d /tmp/sparq-one-call.XXXX)  # the logs, packed into $dest/logs.tar.gz at the end
+mkdir -p "$dest"
+trap 'tar czf "$dest/logs.tar.gz" -C "$out" .' EXIT
 skip=" ${SPARQ_ONE_CALL_SKIP:-} "
 start=$SECONDS
 step() {  # step NAME: false when NAME is skipped; logs when each step starts

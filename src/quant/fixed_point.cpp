@@ -199,12 +199,12 @@ struct HgqConstants {
     const T ln2 = static_cast<T>(0.69314718055994530942);
     T* const at[8] = {c_(0), c_(1), c_(2), c_(3), c_(4), c_(5), c_(6), c_(7)};  // in WidthConstants' order
     for (int64_t j = 0; j < period; ++j) {
-      const T kk = kp[j], ff = fp[j], ii = std::max(ip[j], -ff);
+      const T kk = kp[j], ff = std::nearbyint(fp[j]), ii = std::max(std::nearbyint(ip[j]), -ff);
       const int fi = static_cast<int>(ff);
-      const T step = std::ldexp(T(1), -fi), top = std::ldexp(T(1), static_cast<int>(ii));
+      const T step = pow2<T>(-fi), top = pow2<T>(static_cast<int>(ii));
       const auto b = bounds(kk, ii, ff, overflow);
       const bool symmetric = b.lo != b.nmin;
-      at[0][j] = std::ldexp(T(1), fi), at[1][j] = step, at[2][j] = b.nmax, at[3][j] = b.lo;
+      at[0][j] = pow2<T>(fi), at[1][j] = step, at[2][j] = b.nmax, at[3][j] = b.lo;
       at[4][j] = ln2 * step, at[5][j] = symmetric ? -ln2 * step : T(0);
       at[6][j] = ln2 * top, at[7][j] = symmetric ? -ln2 * top : -kk * ln2 * top;
     }
@@ -232,6 +232,10 @@ PeriodicWidths periodic_widths(const torch::Tensor& x, const torch::Tensor& k, c
   auto shape = period == x.numel() && period != same[0].numel() ? x.sizes().vec() : same[0].sizes().vec();
   return {kp, periodic(same[1], x, "i").first, periodic(same[2], x, "f").first, period, shape};
 }
+
+/// Whether the HGQ loops take four rows at a time (kernels::WidthConstants::group_rows): x of at
+/// most 512 KB, what stays in this CPU's L2 cache.
+bool group_rows(const torch::Tensor& x) { return x.numel() * static_cast<int64_t>(x.element_size()) <= (512 << 10); }
 
 /// What hgq_kernel's backward needs besides x: the constants, their period and the shape their
 /// sums reshape to.
@@ -267,7 +271,7 @@ HgqSaved hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const tor
       at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) {
         for (int64_t e = begin; e < end; ++e) {
           const int64_t j = e % period;
-          const scalar_t ff = fp[j], ii = std::max(ip[j], -ff);
+          const scalar_t ff = std::nearbyint(fp[j]), ii = std::max(std::nearbyint(ip[j]), -ff);
           qp[e] = std::ldexp(quantize_one<scalar_t>(xp[e], kp[j], ii, ff, round, overflow, false, nullptr),
                              -static_cast<int>(ff)) + scalar_t(0);
         }
@@ -281,6 +285,7 @@ HgqSaved hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const tor
     }
     HgqConstants<scalar_t> constants(kp, ip, fp, period, overflow);
     if (relu) constants.w.keep_above = 0;
+    constants.w.group_rows = group_rows(x);
     saved.constants = constants.c;
     scalar_t* sp = slope ? slope->data_ptr<scalar_t>() : nullptr;
     scalar_t* gfp = grad_f ? grad_f->data_ptr<scalar_t>() : nullptr;
@@ -307,7 +312,9 @@ std::pair<torch::Tensor, torch::Tensor> hgq_grad_kernel(const torch::Tensor& x, 
   // entries of each width in order.
   const int64_t period = saved.period, tiled = tiled_period(period), n = x.numel();
   const int64_t rows = (n + tiled - 1) / tiled;
-  const int64_t rows_per_chunk = std::max<int64_t>(1, 32768 / tiled), chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
+  // Chunks of ~16k elements: the 32k-element lanes of a batch of 1,024 run on two threads (the
+  // backward pass costs ~7x the forward's per element).
+  const int64_t rows_per_chunk = std::max<int64_t>(1, 16384 / tiled), chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
   std::vector<double> sums(static_cast<size_t>(chunks * 2 * tiled), 0.0);
   double* sp = sums.data();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hgq_backward", [&] {
@@ -316,6 +323,7 @@ std::pair<torch::Tensor, torch::Tensor> hgq_grad_kernel(const torch::Tensor& x, 
     scalar_t* dxp = dx ? dx->data_ptr<scalar_t>() : nullptr;
     HgqConstants<scalar_t> constants(saved.constants);
     if (saved.relu) constants.w.keep_above = 0;
+    constants.w.group_rows = group_rows(x);
     at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t begin = c * rows_per_chunk * tiled, end = std::min(n, (c + 1) * rows_per_chunk * tiled);
@@ -330,7 +338,8 @@ std::pair<torch::Tensor, torch::Tensor> hgq_grad_kernel(const torch::Tensor& x, 
   for (double* part : {sp, sp + tiled})  // the tiles in order, into the first
     for (int64_t t = period; t < tiled; t += period)
       for (int64_t j = 0; j < period; ++j) part[j] += part[t + j];
-  auto total = torch::from_blob(sp, {2, tiled}, torch::kFloat64).narrow(1, 0, period).to(x.scalar_type());
+  // A copy (also for double x): the sums' vector is freed on return.
+  auto total = torch::from_blob(sp, {2, tiled}, torch::kFloat64).narrow(1, 0, period).to(x.scalar_type(), false, true);
   return {total[0].reshape(saved.shape).sum_to_size(f_shape), total[1].reshape(saved.shape).sum_to_size(i_shape)};
 }
 
@@ -414,7 +423,7 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
                                                                           const torch::Tensor& i,
                                                                           const torch::Tensor& f) {
     auto w = periodic_widths(x, k, i, f);
-    return {w.k, w.i, w.f};
+    return {w.k, torch::round(w.i), torch::round(w.f)};  // the CPU's HgqConstants round them too
   }
 #endif
 };
@@ -636,7 +645,12 @@ torch::Tensor fixed_quantize_composed(const torch::Tensor& x, const torch::Tenso
                                       bool training) {
   check_dtype(x);
   auto dt = x.scalar_type();
+  const bool trained = k.requires_grad() || i.requires_grad() || f.requires_grad();
   auto kk = k.to(x.device(), dt), ii = i.to(x.device(), dt), ff = f.to(x.device(), dt);
+  if (trained) {  // trained widths: rounded half to even, straight through
+    ii = ii + (torch::round(ii) - ii).detach();
+    ff = ff + (torch::round(ff) - ff).detach();
+  }
   // i never below -f (the range never empties); the gradient still reaches i (straight through).
   ii = ii + (torch::max(ii, -ff) - ii).detach();
   auto scale = torch::exp2(ff), step = torch::exp2(-ff);

@@ -127,17 +127,16 @@ torch::Tensor FixedPointQuantizerImpl::hgq_forward(const torch::Tensor& x, bool 
     f.clamp_(kMinF, kMaxF);
     if (!wrap) i.clamp_(kMinI, kMaxI);
   }
-  auto fr = rounded(f, f_rounded_);
-  auto ir = wrap ? i : rounded(i, i_rounded_);
-  auto y = relu ? fixed_quantize_relu(x, k, ir, fr, spec_.round, spec_.overflow, training)
-              : fixed_quantize(x, k, ir, fr, spec_.round, spec_.overflow, training);
+  // The quantizer rounds the trained widths itself (straight through): no rounding nodes here.
+  auto y = relu ? fixed_quantize_relu(x, k, i, f, spec_.round, spec_.overflow, training)
+              : fixed_quantize(x, k, i, f, spec_.round, spec_.overflow, training);
   if (wrap && training) {
     // The integer bits that hold the batch's largest rounded value (PQuantML: reset every step).
     torch::NoGradGuard no_grad;
     auto a = y.detach().abs();
     if (is_data_) a = std::get<0>(a.max(0, /*keepdim=*/true));
     if (k.numel() == 1) a = a.max();
-    auto needed = torch::ceil(torch::log2(a + torch::exp2(-fr.detach()) + 1e-10));
+    auto needed = torch::ceil(torch::log2(a + torch::exp2(-torch::round(f)) + 1e-10));
     i.copy_(torch::clamp(needed, kMinI, kMaxI).expand_as(i));
   }
   if (!training) {
@@ -149,18 +148,12 @@ torch::Tensor FixedPointQuantizerImpl::hgq_forward(const torch::Tensor& x, bool 
   return y;
 }
 
-torch::Tensor FixedPointQuantizerImpl::rounded(const torch::Tensor& t, RoundedWidths& cache) const {
-  const bool grad = torch::GradMode::is_enabled();
-  if (!cache.value.defined() || cache.impl != t.unsafeGetTensorImpl() || cache.version != t._version() ||
-      cache.grad != grad)
-    cache = {t.unsafeGetTensorImpl(), t._version(), grad, ste_round(t)};
-  return cache.value;
-}
-
 torch::Tensor FixedPointQuantizerImpl::total_bits() const {
   if (!hgq_) return k + i + f;
-  auto ir = spec_.overflow == OverflowMode::WRAP ? i : rounded(i, i_rounded_);
-  return k + torch::relu(ir + rounded(f, f_rounded_));
+  // Recomputed on every call: a cache keyed on the widths' version counter went stale under a
+  // replayed CUDA graph, whose in-place updates move no version counter.
+  auto ir = spec_.overflow == OverflowMode::WRAP ? i : ste_round(i);
+  return k + torch::relu(ir + ste_round(f));
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> FixedPointQuantizerImpl::integer_bits() const {
@@ -173,8 +166,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> FixedPointQuantizerImpl:
 
 torch::Tensor FixedPointQuantizerImpl::bits_loss() const {
   if (!hgq_ || gamma_ == 0) return {};
-  auto sum = rounded(f, f_rounded_).sum();
-  if (spec_.overflow != OverflowMode::WRAP) sum = sum + rounded(i, i_rounded_).sum();
+  auto sum = ste_round(f).sum();
+  if (spec_.overflow != OverflowMode::WRAP) sum = sum + ste_round(i).sum();
   return gamma_ * sum;
 }
 

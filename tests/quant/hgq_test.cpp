@@ -104,6 +104,7 @@ TEST(HGQQuantizer, FusedPassEqualsTheComposedOps) {
   // 6,001 rows: short periods tiled over several chunks, the last tile partial. With `relu`, the
   // ReLU inside the kernel's pass (its mask q > 0) against relu of the composed ops (SAT, SAT_SYM).
   torch::manual_seed(7);
+  for (int r = 0; r < 7; ++r)
   for (bool relu : {false, true})
   for (int64_t rows : {32, 6001})
   for (auto o : {OverflowMode::SAT, OverflowMode::SAT_SYM, OverflowMode::WRAP}) {
@@ -111,36 +112,42 @@ TEST(HGQQuantizer, FusedPassEqualsTheComposedOps) {
     auto x0 = torch::randn({rows, 6}) * 4;
     for (S shape : {S{rows, 6}, S{1, 6}, S{}}) {
       for (bool training : {true, false}) {
-        SCOPED_TRACE(std::string(to_string(o)) + " rows " + std::to_string(rows) + " bits [" +
+        const auto round = static_cast<RoundMode>(r);
+        SCOPED_TRACE(std::string(to_string(round)) + " " + to_string(o) + " rows " + std::to_string(rows) + " bits [" +
                      std::to_string(shape.size()) + "] " + (training ? "train" : "eval") + (relu ? " relu" : ""));
         auto k = torch::randint(0, 2, shape).to(torch::kFloat32);
         auto i0 = torch::randint(-3, 4, shape).to(torch::kFloat32), f0 = torch::randint(-1, 6, shape).to(torch::kFloat32);
         // The composed ops in double (their float sums over 6,001 rows round off more than the
         // kernel's double sums); every input is a float converted exactly.
-        auto run = [&](bool composed) {
-          const auto dtype = composed ? torch::kFloat64 : torch::kFloat32;
+        auto run = [&](bool composed, torch::ScalarType dtype) {
           auto x = x0.to(dtype).clone().requires_grad_(true);
           auto i = i0.to(dtype).clone().requires_grad_(true), f = f0.to(dtype).clone().requires_grad_(true);
           auto kk = k.to(dtype);
           torch::Tensor y;
           if (composed) {
-            y = fixed_quantize_composed(x, kk, i, f, RoundMode::RND, o, training);
+            y = fixed_quantize_composed(x, kk, i, f, round, o, training);
             if (relu) y = torch::relu(y);
           } else {
-            y = relu ? fixed_quantize_relu(x, kk, i, f, RoundMode::RND, o, training)
-                     : fixed_quantize(x, kk, i, f, RoundMode::RND, o, training);
+            y = relu ? fixed_quantize_relu(x, kk, i, f, round, o, training)
+                     : fixed_quantize(x, kk, i, f, round, o, training);
           }
           (y * torch::linspace(-1, 2, y.numel()).view(y.sizes()).to(dtype)).sum().backward();
           std::vector<torch::Tensor> out{y.detach(), x.grad(), f.grad(), i.grad().defined() ? i.grad() : torch::zeros_like(i)};
           for (auto& t : out) t = t.to(torch::kFloat32);
           return out;
         };
-        auto fused = run(false), composed = run(true);
-        EXPECT_TRUE(fused[0].equal(composed[0]));
-        EXPECT_TRUE(fused[1].equal(composed[1]));
-        EXPECT_TRUE(torch::allclose(fused[2], composed[2], 1e-5, 1e-5)) << fused[2] - composed[2];
-        EXPECT_TRUE(torch::allclose(fused[3], composed[3], 1e-5, 1e-5)) << fused[3] - composed[3];
-        if (relu) EXPECT_GE(fused[0].min().item<float>(), 0.0f);
+        auto composed = run(true, torch::kFloat64);
+        for (auto dtype : {torch::kFloat32, torch::kFloat64}) {  // the kernel in float and in double
+          SCOPED_TRACE(dtype == torch::kFloat32 ? "float kernel" : "double kernel");
+          auto fused = run(false, dtype);
+          EXPECT_TRUE(fused[0].equal(composed[0]));
+          EXPECT_TRUE(fused[1].equal(composed[1]));
+          EXPECT_TRUE(torch::allclose(fused[2], composed[2], 1e-5, 1e-5)) << fused[2] - composed[2];
+          EXPECT_TRUE(torch::allclose(fused[3], composed[3], 1e-5, 1e-5)) << fused[3] - composed[3];
+          if (relu) {
+            EXPECT_GE(fused[0].min().item<float>(), 0.0f);
+          }
+        }
       }
     }
   }

@@ -22,8 +22,9 @@ T quantize_code(T x, T k, T i, T f, RoundMode round, OverflowMode overflow);
 /// Quantizes `x` (float32 or float64) to the formats `k`, `i`, `f` (tensors broadcastable against
 /// `x`: per tensor, per channel, per element). `training`: PQuantML's training behaviour (no
 /// wrap-around, gradient 1 inside the range and 0 where saturated); otherwise the hardware value.
-/// Gradients reach `i` and `f` when they require them (HGQ; on the CPU one fused pass that also
-/// writes the derivatives, elsewhere the composed ops); otherwise one fused pass per element.
+/// Gradients reach `i` and `f` when they require them (HGQ: such trained widths are used rounded
+/// half to even, their gradients straight through; on the CPU one fused pass that also writes the
+/// derivatives, elsewhere the composed ops); otherwise one fused pass per element.
 torch::Tensor fixed_quantize(const torch::Tensor& x, const torch::Tensor& k, const torch::Tensor& i,
                              const torch::Tensor& f, RoundMode round, OverflowMode overflow,
                              bool training);

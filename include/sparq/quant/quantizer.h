@@ -112,17 +112,6 @@ class FixedPointQuantizerImpl : public QuantizerImpl {
   double gamma_ = 0;
   bool is_data_;
   torch::Tensor host_k_, host_i_, host_f_;  ///< per-tensor bits on the host, read once (GPU path)
-  /// HGQ: the straight-through rounded widths, shared by the forward pass, EBOPs and the bits term
-  /// of one step (recomputed once the widths change: the optimizer's and the clamp's in-place
-  /// updates move their version).
-  struct RoundedWidths {
-    const void* impl = nullptr;
-    int64_t version = 0;
-    bool grad = false;
-    torch::Tensor value;
-  };
-  torch::Tensor rounded(const torch::Tensor& t, RoundedWidths& cache) const;
-  mutable RoundedWidths f_rounded_, i_rounded_;
 };
 TORCH_MODULE(FixedPointQuantizer);
 

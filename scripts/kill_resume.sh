@@ -37,7 +37,7 @@ for line in open(sys.argv[1]):
 
 start=$(date +%s.%N)
 "$sparq" run "$(job_for ref)" > /dev/null
-full=$(echo "$(date +%s.%N) - $start" | bc)
+full=$(/usr/bin/python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.3f}')" "$(date +%s.%N)" "$start")  # no bc on the GPU machine
 echo "uninterrupted run: ${full}s, $(wc -l < "$work/ref/metrics.jsonl") epochs"
 
 failed=0
@@ -51,7 +51,7 @@ for i in $(seq 1 "$runs"); do
     pid=$!
     # A random moment between 5% and 90% of an uninterrupted run's length (startup included).
     r=$((50 + RANDOM % 850))
-    delay=$(echo "scale=3; $full * $r / 1000" | bc)
+    delay=$(/usr/bin/python3 -c "import sys; print(f'{float(sys.argv[1]) * float(sys.argv[2]) / 1000:.3f}')" "$full" "$r")
     sleep "$delay"
     done_epochs=0; [ -f "$work/run$i/metrics.jsonl" ] && done_epochs=$(wc -l < "$work/run$i/metrics.jsonl")
     if kill -9 "$pid" 2> /dev/null; then

@@ -60,7 +60,10 @@ std::string env_or(const char* name, const std::string& fallback) {
 
 int export_command(const ExportArgs& args) {
   auto formats = args.formats.empty() ? std::vector<std::string>{"onnx"} : args.formats;
-#ifdef SPARQ_WITH_ONNX
+#ifndef SPARQ_WITH_ONNX
+  // Said first: every format needs ONNX, whatever else is wrong with the command.
+  throw ConfigError("export: this build of sparq has no ONNX support (libonnx-dev was not found)");
+#else
   if (std::find(formats.begin(), formats.end(), "hls4ml") != formats.end()) {
     auto options = args.hls4ml;
     if (options.project_name.empty()) options.project_name = "myproject";  // checked here; the job's name is applied later

@@ -132,6 +132,11 @@ TEST_P(BadInputs, EndWithExit2AndOneLineAndWriteNothing) {
     }
     auto before = snapshot(dir.path());
     auto o = run_in(dir.path(), c["args"].as<std::string>(default_args), env);
+#if !defined(SPARQ_WITH_TUNE) || !defined(SPARQ_WITH_ONNX)
+    // A build without SQLite or ONNX (the GPU machine's) refuses the commands that need them with a
+    // line of its own; the case's message is that of a full build (CI's).
+    if (o.exit_code == 2 && o.err.find("this build of sparq has no ") != std::string::npos) continue;
+#endif
     EXPECT_EQ(o.exit_code, 2) << o.err << o.out;
     EXPECT_EQ(o.err.rfind("sparq: error: ", 0), 0u) << o.err;
     EXPECT_TRUE(!o.err.empty() && o.err.find('\n') == o.err.size() - 1) << "not one line: " << o.err;

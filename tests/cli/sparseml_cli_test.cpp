@@ -3,6 +3,8 @@
 // --recipe-var, starting from an earlier run's weights with ConstantPruning, and bad recipes.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -21,6 +23,8 @@ std::string source(const std::string& path) { return std::string(SPARQ_SOURCE_DI
 }  // namespace
 
 TEST(SparsemlCli, SeedRecipeRunsUnchangedOnTheCubicCurve) {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "dataset-fashion-mnist not installed";
   TempDir dir("sml_seed");
   write_file(dir.file("job.yaml"), "model: lenet\ndata: {dataset: fashion_mnist, train_limit: 512, test_limit: 256}\n"
                                    "training: {batch_size: 256, progress: none}\noutput: " + dir.file("run") +

@@ -454,6 +454,8 @@ std::vector<EpochMetrics> Trainer::fit(const data::Dataset& train_in, const data
       auto [x, y] = batches.get(b);
       step(x, y);
     }
+    // A GPU's steps are queued: the epoch ends when the device is done, not when the host is.
+    if (device_.is_cuda()) torch::cuda::synchronize();
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     history.push_back(end_epoch(eval, seconds));
   }

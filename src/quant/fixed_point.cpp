@@ -185,6 +185,14 @@ std::pair<torch::Tensor, int64_t> periodic(const torch::Tensor& bits, const torc
 /// 256-element ones 1.05 ns (the loop alone).
 int64_t tiled_period(int64_t period) { return period >= 256 ? period : period * (256 / period); }
 
+/// Trained widths as the HGQ passes use them: f and i rounded half to even (straight through),
+/// i never below -f (the range never empties).
+template <typename T>
+std::pair<T, T> usable_widths(T i, T f) {
+  const T ff = std::nearbyint(f);
+  return {std::max(std::nearbyint(i), -ff), ff};
+}
+
 /// The per-width constants of trained widths k, i, f laid out along x (see periodic): 2^f, 2^-f,
 /// the code bounds and the bound derivatives, computed once per call, repeated
 /// to tiled_period(period) entries.
@@ -199,7 +207,8 @@ struct HgqConstants {
     const T ln2 = static_cast<T>(0.69314718055994530942);
     T* const at[8] = {c_(0), c_(1), c_(2), c_(3), c_(4), c_(5), c_(6), c_(7)};  // in WidthConstants' order
     for (int64_t j = 0; j < period; ++j) {
-      const T kk = kp[j], ff = std::nearbyint(fp[j]), ii = std::max(std::nearbyint(ip[j]), -ff);
+      const T kk = kp[j];
+      const auto [ii, ff] = usable_widths(ip[j], fp[j]);
       const int fi = static_cast<int>(ff);
       const T step = pow2<T>(-fi), top = pow2<T>(static_cast<int>(ii));
       const auto b = bounds(kk, ii, ff, overflow);
@@ -212,6 +221,13 @@ struct HgqConstants {
       for (int64_t done = period; done < tiled; done *= 2) std::copy_n(a, std::min(done, tiled - done), a + done);
   }
   explicit HgqConstants(torch::Tensor stored) : c(std::move(stored)) { point(); }
+  /// What the forward and backward loops over x share besides the widths: a ReLU after the
+  /// quantizer, and four rows at a time where x fits in the L2 cache (512 KB; see
+  /// kernels::WidthConstants::group_rows).
+  void set_pass(const torch::Tensor& x, bool relu) {
+    if (relu) w.keep_above = 0;
+    w.group_rows = x.numel() * static_cast<int64_t>(x.element_size()) <= (512 << 10);
+  }
 
  private:
   T* c_(int a) { return c.data_ptr<T>() + a * (c.numel() / 8); }
@@ -232,10 +248,6 @@ PeriodicWidths periodic_widths(const torch::Tensor& x, const torch::Tensor& k, c
   auto shape = period == x.numel() && period != same[0].numel() ? x.sizes().vec() : same[0].sizes().vec();
   return {kp, periodic(same[1], x, "i").first, periodic(same[2], x, "f").first, period, shape};
 }
-
-/// Whether the HGQ loops take four rows at a time (kernels::WidthConstants::group_rows): x of at
-/// most 512 KB, what stays in this CPU's L2 cache.
-bool group_rows(const torch::Tensor& x) { return x.numel() * static_cast<int64_t>(x.element_size()) <= (512 << 10); }
 
 /// What hgq_kernel's backward needs besides x: the constants, their period and the shape their
 /// sums reshape to.
@@ -271,7 +283,7 @@ HgqSaved hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const tor
       at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) {
         for (int64_t e = begin; e < end; ++e) {
           const int64_t j = e % period;
-          const scalar_t ff = std::nearbyint(fp[j]), ii = std::max(std::nearbyint(ip[j]), -ff);
+          const auto [ii, ff] = usable_widths(ip[j], fp[j]);
           qp[e] = std::ldexp(quantize_one<scalar_t>(xp[e], kp[j], ii, ff, round, overflow, false, nullptr),
                              -static_cast<int>(ff)) + scalar_t(0);
         }
@@ -284,8 +296,7 @@ HgqSaved hgq_kernel(const torch::Tensor& x, const torch::Tensor& k_in, const tor
       return;
     }
     HgqConstants<scalar_t> constants(kp, ip, fp, period, overflow);
-    if (relu) constants.w.keep_above = 0;
-    constants.w.group_rows = group_rows(x);
+    constants.set_pass(x, relu);
     saved.constants = constants.c;
     scalar_t* sp = slope ? slope->data_ptr<scalar_t>() : nullptr;
     scalar_t* gfp = grad_f ? grad_f->data_ptr<scalar_t>() : nullptr;
@@ -322,8 +333,7 @@ std::pair<torch::Tensor, torch::Tensor> hgq_grad_kernel(const torch::Tensor& x, 
     const scalar_t* gp = g.data_ptr<scalar_t>();
     scalar_t* dxp = dx ? dx->data_ptr<scalar_t>() : nullptr;
     HgqConstants<scalar_t> constants(saved.constants);
-    if (saved.relu) constants.w.keep_above = 0;
-    constants.w.group_rows = group_rows(x);
+    constants.set_pass(x, saved.relu);
     at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t begin = c * rows_per_chunk * tiled, end = std::min(n, (c + 1) * rows_per_chunk * tiled);

@@ -26,9 +26,6 @@ const char* to_string(RoundMode mode);
 const char* to_string(OverflowMode mode);
 const char* to_string(Granularity g);
 
-/// The integer codes a format (k, i, f) holds: n in [lo, nmax], value n * 2^-f. `nmin` is the
-/// two's-complement minimum (-k * 2^(i+f)); `lo` the saturation bound (SAT_SYM drops nmin, except
-/// for 1-bit signed types, which keep it as the hardware does); `modulus` 2^W for wrap-around.
 /// 2^e, exactly: the exponent bits set directly where 2^e is a normal number (std::ldexp is a libm
 /// call that took 30% of a small HGQ quantizer's time, computing its per-width constants).
 template <typename T>
@@ -51,6 +48,9 @@ inline T pow2(int e) {
   return std::ldexp(T(1), e);
 }
 
+/// The integer codes a format (k, i, f) holds: n in [lo, nmax], value n * 2^-f. `nmin` is the
+/// two's-complement minimum (-k * 2^(i+f)); `lo` the saturation bound (SAT_SYM drops nmin, except
+/// for 1-bit signed types, which keep it as the hardware does); `modulus` 2^W for wrap-around.
 template <typename T>
 struct CodeBounds {
   T nmax, nmin, lo, modulus;

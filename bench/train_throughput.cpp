@@ -6,6 +6,7 @@
 // own bookkeeping costs on top).
 //   build/bench/sparq_bench --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -32,6 +33,37 @@ using namespace sparq;
 /// PyTorch baseline in bench/gpu/pytorch_step.py does); with SPARQ_BENCH_CUDA_GRAPH=1 the
 /// Trainer captures its step as a CUDA graph (training.cuda_graph: on) and replays it, as
 /// `sparq run` does; otherwise the steps are launched (cuda_graph: off).
+/// SPARQ_BENCH_PROFILE=FILE: a Chrome trace of the timed steps, summed per op (and per kernel)
+/// by bench/profile_ops.py; the timings themselves are then not comparable. On a GPU it is
+/// Kineto's trace, with an event per kernel; on the CPU LibTorch's legacy profiler (Debian's
+/// LibTorch has no Kineto).
+class StepProfile {
+ public:
+  explicit StepProfile(bool cuda) {
+    const char* file = std::getenv("SPARQ_BENCH_PROFILE");
+    if (!file) return;
+    file_ = file;
+    if (!cuda) {
+      legacy_ = std::make_unique<torch::autograd::profiler::RecordProfile>(file_);
+      return;
+    }
+    namespace tpi = torch::profiler::impl;
+    const tpi::ProfilerConfig config(tpi::ProfilerState::KINETO);
+    const std::set<tpi::ActivityType> activities{tpi::ActivityType::CPU, tpi::ActivityType::CUDA};
+    torch::autograd::profiler::prepareProfiler(config, activities);
+    torch::autograd::profiler::enableProfiler(config, activities);
+    kineto_ = true;
+  }
+  ~StepProfile() {
+    if (kineto_) torch::autograd::profiler::disableProfiler()->save(file_);
+  }
+
+ private:
+  std::string file_;
+  bool kineto_ = false;
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> legacy_;
+};
+
 torch::Device bench_device() {
   const char* d = std::getenv("SPARQ_BENCH_DEVICE");
   return d ? torch::Device(d) : torch::Device(torch::kCPU);
@@ -110,16 +142,13 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
     for (auto _ : state) bare_step();
   } else {
     auto trainer_step = [&] {
+      RECORD_FUNCTION("sparq::bench_step", std::vector<c10::IValue>{});  // profile_ops.py counts steps by it
       auto [x, y] = next_batch(graph_mode);  // a graph has one batch shape
       trainer.step(x, y);
       if (device.is_cuda()) torch::cuda::synchronize();
     };
     for (int warm = 0; warm < 3; ++warm) trainer_step();  // untimed: lazy state, the capture
-    // SPARQ_BENCH_PROFILE=FILE: a Chrome trace of the timed steps (LibTorch's profiler; the
-    // timings themselves are then not comparable), summed per op by bench/profile_ops.py.
-    std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
-    if (const char* file = std::getenv("SPARQ_BENCH_PROFILE"))
-      profile = std::make_unique<torch::autograd::profiler::RecordProfile>(file);
+    StepProfile profile(device.is_cuda());
     for (auto _ : state) trainer_step();
   }
   state.SetItemsProcessed(state.iterations() * batch);

@@ -8,4 +8,9 @@ namespace sparq {
 /// mapped and unmapped at each step, and the page faults cost 3x on large-batch training.
 void configure_runtime(int threads = 0);
 
+/// How many threads a loop of sparq's own (at::parallel_for in its translation units: the
+/// quantizers, Adam) runs on now: at::get_num_threads() when the library is built with OpenMP, 1
+/// without (ATen's loop is a header template, serial in a translation unit without OpenMP).
+int parallel_workers();
+
 }  // namespace sparq

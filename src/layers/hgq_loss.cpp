@@ -11,6 +11,9 @@
 #include <deque>
 
 #include "sparq/layers/pq_layers.h"
+#ifdef SPARQ_WITH_CUDA
+#include "layers/hgq_loss_cuda.h"
+#endif
 
 namespace sparq::layers {
 
@@ -48,10 +51,10 @@ bool broadcast_index(at::IntArrayRef from, at::IntArrayRef to, std::vector<int64
 
 /// A value whose gradient with respect to `inputs` is already known: backward scales `grads`.
 struct KnownGradient : public torch::autograd::Function<KnownGradient> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, at::TensorList inputs, double value,
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, at::TensorList inputs, torch::Tensor value,
                                const std::vector<torch::Tensor>& grads) {
     ctx->save_for_backward(grads);
-    return torch::full({}, value, inputs.empty() ? torch::kFloat32 : inputs[0].scalar_type());
+    return value;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list g) {
@@ -147,7 +150,8 @@ class HgqBits {
       inputs.push_back(t.q->f), grads.push_back(grad);
       if (t.q->i.requires_grad()) inputs.push_back(t.q->i), grads.push_back(grad);  // d bits/di = d bits/df
     }
-    return KnownGradient::apply(at::TensorList(inputs), value, grads);
+    auto total = torch::full({}, value, inputs.empty() ? torch::kFloat32 : inputs[0].scalar_type());
+    return KnownGradient::apply(at::TensorList(inputs), total, grads);
   }
 
  private:
@@ -173,7 +177,125 @@ class HgqBits {
   bool ok_ = false;
 };
 
+#ifdef SPARQ_WITH_CUDA
+namespace {
+
+/// The arguments of the CUDA pass (hgq_loss_cuda.cu) for one layer: its trained quantizers and
+/// the lanes of its EBOPs formula; ok() is false for widths the kernel cannot read (not float32
+/// on the GPU, more than kMaxTrained quantizers, lane widths that neither match the lane nor
+/// broadcast one number), and the composed ops take over.
+class DeviceHgqLoss {
+ public:
+  cuda::HgqLossArgs args;
+
+  explicit DeviceHgqLoss(const PQLayer& layer) {
+    for (const auto& [name, q] : layer.quantizers()) {
+      if (!q->enabled || !q->trains_widths()) continue;
+      auto fp = quant::as_fixed_point(q);
+      if (!fp || args.n_trained == cuda::kMaxTrained || !readable(fp->k) || !readable(fp->i) || !readable(fp->f) ||
+          fp->i.numel() != fp->k.numel() || fp->f.numel() != fp->k.numel()) {
+        fail();
+        return;
+      }
+      auto& t = args.trained[args.n_trained++];
+      t.k = fp->k.data_ptr<float>(), t.i = fp->i.data_ptr<float>(), t.f = fp->f.data_ptr<float>();
+      t.numel = fp->k.numel(), t.gamma = fp->gamma(), t.wrap = fp->spec().overflow == quant::OverflowMode::WRAP;
+      trained_.push_back(fp.get());
+    }
+  }
+
+  /// Points `lane` at the bits of `q` over a lane of `shape` (32 bits without an enabled quantizer).
+  void lane(cuda::LaneWidths& lane, const quant::Quantizer& q, at::IntArrayRef shape) {
+    if (!q || !q->enabled) return;
+    for (size_t n = 0; n < trained_.size(); ++n)
+      if (trained_[n] == q.get()) {
+        lane.trained = static_cast<int>(n), lane.numel = args.trained[n].numel;
+        if (!fits(trained_[n]->k.sizes(), shape)) fail();
+        return;
+      }
+    torch::NoGradGuard no_grad;  // widths that are not trained: what total_bits gives, no gradient
+    auto bits = q->total_bits().to(torch::kFloat32).contiguous();
+    if (!bits.is_cuda() || !fits(bits.sizes(), shape)) return fail();
+    lane.bits = bits.data_ptr<float>(), lane.numel = bits.numel();
+    kept_.push_back(bits);
+  }
+
+  /// The loss with its gradient to every trained width attached; undefined when !ok.
+  torch::Tensor run(const torch::Tensor& beta_in) {
+    if (!ok_ || trained_.empty()) return {};
+    auto beta = beta_in.to(torch::kFloat32).contiguous();
+    const auto on = torch::TensorOptions().device(beta.device());
+    int64_t slopes = 0;
+    for (int n = 0; n < args.n_trained; ++n) slopes += args.trained[n].numel;
+    auto scratch = torch::empty({slopes + 2 * args.features}, on.dtype(torch::kFloat64));
+    auto value = torch::empty({}, on.dtype(torch::kFloat32));
+    std::vector<torch::Tensor> inputs, grads;
+    double* at = scratch.data_ptr<double>();
+    for (int n = 0; n < args.n_trained; ++n) {
+      auto grad = torch::empty(trained_[n]->f.sizes(), on.dtype(torch::kFloat32));
+      args.trained[n].grad = grad.data_ptr<float>(), args.trained[n].slope = at;
+      at += args.trained[n].numel;
+      inputs.push_back(trained_[n]->f), grads.push_back(grad);
+      if (trained_[n]->i.requires_grad()) inputs.push_back(trained_[n]->i), grads.push_back(grad);  // d bits/di = d bits/df
+    }
+    args.sums = at, args.beta = beta.data_ptr<float>(), args.value = value.data_ptr<float>();
+    cuda::hgq_layer_loss(args);
+    return KnownGradient::apply(at::TensorList(inputs), value, grads);
+  }
+
+ private:
+  static bool readable(const torch::Tensor& t) {
+    return t.is_cuda() && t.scalar_type() == torch::kFloat32 && t.is_contiguous();
+  }
+  /// One width for the lane, or the lane's own shape (leading 1s aside).
+  static bool fits(at::IntArrayRef widths, at::IntArrayRef lane) {
+    if (c10::multiply_integers(widths) == 1) return true;
+    auto strip = [](at::IntArrayRef s) {
+      while (!s.empty() && s[0] == 1) s = s.slice(1);
+      return s;
+    };
+    return strip(widths).equals(strip(lane));
+  }
+  void fail() { ok_ = false; }
+
+  std::vector<quant::FixedPointQuantizerImpl*> trained_;
+  std::vector<torch::Tensor> kept_;  ///< fixed bits the kernel reads
+  bool ok_ = true;
+};
+
+}  // namespace
+#endif
+
 torch::Tensor PQLayer::fused_hgq_loss(const torch::Tensor& beta) {
+  if (beta.is_cuda()) {
+#ifdef SPARQ_WITH_CUDA
+    // Dense and activation layers (the hls4ml networks); the other kinds take the composed ops.
+    DeviceHgqLoss device(*this);
+    auto& a = device.args;
+    if (auto* dense = dynamic_cast<PQDenseImpl*>(this)) {
+      if (!input_shape_.empty()) {
+        a.kind = cuda::HgqLossArgs::kDense;
+        a.features = dense->weight.size(1), a.outputs = dense->weight.size(0);
+        a.positions = c10::multiply_integers(input_shape_) / a.features;
+        device.lane(a.input, input_q, lane_shape());
+        device.lane(a.weight, weight_q, dense->weight.sizes());
+        if ((a.has_bias = dense->bias.defined())) device.lane(a.bias, bias_q, dense->bias.sizes());
+      }
+      return device.run(beta);
+    }
+    if (dynamic_cast<PQActivationImpl*>(this)) {
+      if (!input_shape_.empty() && input_q && input_q->enabled) {
+        a.kind = cuda::HgqLossArgs::kActivation;
+        a.lane = c10::multiply_integers(input_shape_);
+        device.lane(a.input, input_q, lane_shape());
+        if (output_q && output_q->enabled) device.lane(a.output, output_q, lane_shape());
+        else a.output = a.input;  // the value leaves at its input width
+      }
+      return device.run(beta);
+    }
+#endif
+    return {};
+  }
   if (!beta.device().is_cpu()) return {};
   HgqBits bits(*this);
   if (!bits.ok()) return {};

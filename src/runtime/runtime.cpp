@@ -1,9 +1,12 @@
 #include "sparq/runtime.h"
 
+#include <ATen/Parallel.h>
 #include <malloc.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <mutex>
+#include <set>
 #include <thread>
 
 namespace sparq {
@@ -15,6 +18,16 @@ void configure_runtime(int threads) {
 #endif
   int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(n);
+}
+
+int parallel_workers() {
+  std::mutex lock;
+  std::set<std::thread::id> threads;
+  at::parallel_for(0, 64 * at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    const std::lock_guard<std::mutex> hold(lock);
+    threads.insert(std::this_thread::get_id());
+  });
+  return static_cast<int>(threads.size());
 }
 
 }  // namespace sparq

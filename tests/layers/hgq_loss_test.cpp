@@ -60,14 +60,18 @@ std::pair<double, std::vector<torch::Tensor>> evaluate(layers::PQLayer& layer,
   return {value.item<double>(), grads};
 }
 
-/// The fused loss of `layer` (float32) against the composed one of the same layer in double.
-void expect_fused_equals_composed(layers::PQLayer& layer, double beta) {
+/// The fused loss of `layer` (float32, on `device`) against the composed one of the same layer in
+/// double on the CPU.
+void expect_fused_equals_composed(layers::PQLayer& layer, double beta, torch::Device device = torch::kCPU) {
   const auto names = widths(layer);
   ASSERT_FALSE(names.empty());
-  auto beta_t = torch::tensor(beta, torch::kFloat32);
+  layer.to(device);
+  auto beta_t = torch::tensor(beta, torch::kFloat32).to(device);
   ASSERT_TRUE(layer.fused_hgq_loss(beta_t).defined()) << "the fused path applies";
   auto [fused, fused_grads] = evaluate(layer, [&] { return layer.fused_hgq_loss(beta_t); });
+  layer.to(torch::kCPU);
   layer.to(torch::kFloat64);
+  beta_t = beta_t.cpu();
   EXPECT_FALSE(layer.fused_hgq_loss(beta_t).defined()) << "double widths take the composed path";
   auto [composed, composed_grads] = evaluate(layer, [&] { return layer.composed_hgq_loss(beta_t.to(torch::kFloat64)); });
   EXPECT_NEAR(fused, composed, 1e-6 * std::abs(composed));
@@ -81,17 +85,21 @@ void expect_fused_equals_composed(layers::PQLayer& layer, double beta) {
   }
 }
 
-}  // namespace
-
-TEST(HgqFusedLoss, DenseWithPositionsBiasAndOutputLane) {
+/// A Dense layer over positions ([3, 6] per sample): per-weight widths, a trained bias and an
+/// output lane (whose widths enter only the bits term).
+void expect_dense_with_positions(torch::Device device, uint64_t seed) {
   layers::QuantTargets t;
   t.input = hgq(1, 2, 3), t.weight = hgq(1, 1, 4), t.bias = hgq(1, 2, 2), t.output = hgq(0, 2, 3);
   t.input_shape = {3, 6}, t.output_shape = {3, 5};
   layers::PQDense dense(6, 5, true, t);
   dense->forward(torch::randn({4, 3, 6}));
-  scatter_widths(*dense, 1);
-  expect_fused_equals_composed(*dense, 3e-4);
+  scatter_widths(*dense, seed);
+  expect_fused_equals_composed(*dense, 3e-4, device);
 }
+
+}  // namespace
+
+TEST(HgqFusedLoss, DenseWithPositionsBiasAndOutputLane) { expect_dense_with_positions(torch::kCPU, 1); }
 
 TEST(HgqFusedLoss, DensePerChannelWeightsWrapInputAndAFixedBias) {
   layers::QuantTargets t;
@@ -171,4 +179,42 @@ TEST(HgqFusedLoss, BeforeTheFirstForwardOnlyTheBitsTermRemains) {
   loss.backward();
   auto q = as_fixed_point(dense->quantizers()[0].second);
   EXPECT_TRUE(torch::equal(q->f.grad(), torch::full({2, 3}, 0.5f)));
+}
+
+// The CUDA pass (src/layers/hgq_loss_cuda.cu) of the layers it takes: Dense and activations.
+TEST(HgqFusedLossCuda, DenseAndActivationsEqualTheComposedLoss) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  expect_dense_with_positions(torch::kCUDA, 11);
+  {  // one WRAP width for the whole input, a fixed 8-bit bias (no gradient)
+    layers::QuantTargets t;
+    t.input = hgq(1, 3, 2, Granularity::PerTensor, OverflowMode::WRAP);
+    t.weight = hgq(1, 1, 4);
+    t.bias = FixedSpec{1, 3, 4};
+    t.input_shape = {7};
+    layers::PQDense dense(7, 4, true, t);
+    dense->forward(torch::randn({5, 7}));
+    scatter_widths(*dense, 12);
+    expect_fused_equals_composed(*dense, 1e-3, torch::kCUDA);
+  }
+  for (bool with_output : {true, false}) {
+    layers::QuantTargets t;
+    t.input = hgq(1, 2, 3);
+    if (with_output) t.output = hgq(0, 1, 4, Granularity::PerTensor);
+    t.input_shape = t.output_shape = {9};
+    layers::PQActivation act(with_output ? "relu" : "tanh", t);
+    act->forward(torch::randn({4, 9}));
+    scatter_widths(*act, 13);
+    expect_fused_equals_composed(*act, 1e-2, torch::kCUDA);
+  }
+  {  // per-channel weights do not fit the kernel's lanes: the composed ops, same loss
+    layers::QuantTargets t;
+    t.weight = hgq(1, 1, 4, Granularity::PerChannel);
+    t.input_shape = {7};
+    layers::PQDense dense(7, 4, false, t);
+    dense->forward(torch::randn({5, 7}));
+    dense->to(torch::kCUDA);
+    auto beta = torch::tensor(1e-3f).cuda();
+    EXPECT_FALSE(dense->fused_hgq_loss(beta).defined());
+    EXPECT_NEAR(dense->hgq_loss(beta).item<double>(), dense->composed_hgq_loss(beta).item<double>(), 1e-9);
+  }
 }

@@ -433,7 +433,7 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
                                                                           const torch::Tensor& i,
                                                                           const torch::Tensor& f) {
     auto w = periodic_widths(x, k, i, f);
-    return {w.k, torch::round(w.i), torch::round(w.f)};  // the CPU's HgqConstants round them too
+    return {w.k, w.i, w.f};  // the kernel rounds i and f (as the CPU's HgqConstants do)
   }
 #endif
 };

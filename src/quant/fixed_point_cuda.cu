@@ -43,7 +43,8 @@ __global__ void hgq_kernel(const T* __restrict__ x, const T* __restrict__ kb, co
   const T ln2 = T(0.69314718055994530942);
   for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += (int64_t)blockDim.x * gridDim.x) {
     const int64_t j = period == 1 ? 0 : e % period;
-    const T kk = kb[j], ff = fb[j], ii = ib[j] > -ff ? ib[j] : -ff;
+    // Trained widths rounded here, half to even as the CPU's usable_widths: no rounding kernels.
+    const T kk = kb[j], ff = rint(fb[j]), ir = rint(ib[j]), ii = ir > -ff ? ir : -ff;
     const int fi = static_cast<int>(ff);
     const T scale = ldexp(T(1), fi), step = ldexp(T(1), -fi);
     const T span = ii + ff;

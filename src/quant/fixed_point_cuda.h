@@ -18,7 +18,8 @@ void quantize(const at::Tensor& x, at::Tensor& q, const Format& p, int round, in
 void saturation_grad(const at::Tensor& x, const at::Tensor& g, at::Tensor& out, const Format& p);
 
 /// HGQ with trained widths (the CPU's hgq_kernel in one CUDA pass): k, i, f contiguous, of x's
-/// dtype, `period` entries each (element e of x uses entry e % period; i is used as max(i, -f)).
+/// dtype, `period` entries each (element e of x uses entry e % period; i and f are rounded half
+/// to even, then i is used as max(i, -f)).
 /// overflow: SAT, SAT_SYM, or WRAP while training. The widths' constants are computed per element
 /// from the three numbers, so nothing is precomputed on the host.
 void hgq_quantize(const at::Tensor& x, const at::Tensor& k, const at::Tensor& i, const at::Tensor& f, at::Tensor& q,

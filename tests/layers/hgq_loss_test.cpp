@@ -56,7 +56,7 @@ std::pair<double, std::vector<torch::Tensor>> evaluate(layers::PQLayer& layer,
   value.backward();
   std::vector<torch::Tensor> grads;
   for (auto& [name, w] : widths(layer))
-    grads.push_back(w.grad().defined() ? w.grad().to(torch::kFloat64) : torch::zeros(w.sizes(), torch::kFloat64));
+    grads.push_back(w.grad().defined() ? w.grad().cpu().to(torch::kFloat64) : torch::zeros(w.sizes(), torch::kFloat64));
   return {value.item<double>(), grads};
 }
 

@@ -53,8 +53,8 @@ Pair twenty_steps(const std::string& name, double weight_decay, torch::Device de
 
 TEST(FusedAdam, CpuStepsAreLibTorchsToTheBit) {
   // To the bit against Debian's LibTorch 1.13 (CI's, and what the CPU build links). PyTorch 2.x's
-  // CPU kernels (the GPU machine's LibTorch, AVX-512) round some steps differently: there within
-  // 2 float ulps (4e-7 relative) after 20 steps.
+  // CPU kernels (the GPU machine's LibTorch, AVX-512) round some steps differently, and the
+  // differences grow over 20 steps: there within 1e-5 relative.
   const bool bit_exact = TORCH_VERSION_MAJOR < 2;
   for (const char* name : {"adam", "adamw"})
     for (double wd : {0.0, 1e-2}) {
@@ -62,7 +62,7 @@ TEST(FusedAdam, CpuStepsAreLibTorchsToTheBit) {
       auto r = twenty_steps(name, wd, torch::kCPU);
       for (size_t t = 0; t < r.reference.size(); ++t) {
         const bool same = bit_exact ? torch::equal(r.reference[t], r.fused[t])
-                                    : torch::allclose(r.reference[t], r.fused[t], 4e-7, 1e-9);
+                                    : torch::allclose(r.reference[t], r.fused[t], 1e-5, 1e-8);
         EXPECT_TRUE(same) << "tensor " << t << ": " << (r.reference[t] - r.fused[t]).abs().max().item<double>();
       }
     }

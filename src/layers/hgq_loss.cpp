@@ -59,10 +59,38 @@ struct KnownGradient : public torch::autograd::Function<KnownGradient> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list g) {
     torch::autograd::variable_list out;
-    for (const auto& grad : ctx->get_saved_variables()) out.push_back(grad * g[0]);
+    const auto grads = ctx->get_saved_variables();
+#ifdef SPARQ_WITH_CUDA
+    const bool scaled = scaled_on_gpu(grads, g[0], out);
+#else
+    const bool scaled = false;
+#endif
+    if (!scaled)
+      for (const auto& grad : grads) out.push_back(grad * g[0]);
     out.resize(out.size() + 2);  // value and grads are not tensors of the graph
     return out;
   }
+#ifdef SPARQ_WITH_CUDA
+  /// All of a layer's gradients scaled in one kernel (float32 on the GPU); false otherwise.
+  static bool scaled_on_gpu(const std::vector<torch::Tensor>& grads, const torch::Tensor& g,
+                            torch::autograd::variable_list& out) {
+    if (grads.empty() || grads.size() > static_cast<size_t>(cuda::kMaxScaled) || !g.is_cuda() ||
+        g.scalar_type() != torch::kFloat32 || g.numel() != 1)
+      return false;
+    for (const auto& t : grads)
+      if (!t.is_cuda() || t.scalar_type() != torch::kFloat32 || !t.is_contiguous()) return false;
+    const auto gc = g.contiguous();
+    cuda::ScaleArgs a;
+    a.g = gc.data_ptr<float>();
+    for (const auto& t : grads) {
+      out.push_back(torch::empty_like(t));
+      a.in[a.count] = t.data_ptr<float>(), a.out[a.count] = out.back().data_ptr<float>(), a.n[a.count] = t.numel();
+      ++a.count;
+    }
+    cuda::scale_by(a);
+    return true;
+  }
+#endif
 };
 
 }  // namespace

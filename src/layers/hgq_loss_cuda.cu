@@ -115,7 +115,23 @@ __global__ void __launch_bounds__(kThreads) hgq_layer_loss_kernel(HgqLossArgs a)
   if (t0 == 0) *a.value = static_cast<float>(value);
 }
 
+__global__ void scale_kernel(ScaleArgs a) {
+  const int t = blockIdx.y;
+  const float g = *a.g;
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < a.n[t]; e += (int64_t)blockDim.x * gridDim.x)
+    a.out[t][e] = a.in[t][e] * g;
+}
+
 }  // namespace
+
+void scale_by(const ScaleArgs& args) {
+  int64_t most = 1;
+  for (int t = 0; t < args.count; ++t) most = args.n[t] > most ? args.n[t] : most;
+  const dim3 grid(static_cast<unsigned>((most + 255) / 256 < 1024 ? (most + 255) / 256 : 1024),
+                  static_cast<unsigned>(args.count));
+  scale_kernel<<<grid, 256, 0, at::cuda::getCurrentCUDAStream()>>>(args);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
 
 void hgq_layer_loss(const HgqLossArgs& args) {
   hgq_layer_loss_kernel<<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(args);

@@ -47,4 +47,16 @@ struct HgqLossArgs {
 /// (alive ? beta·dEBOPs/dbits : 0) + gamma, as the CPU's HgqBits does.
 void hgq_layer_loss(const HgqLossArgs& args);
 
+/// out[t] = in[t]·(*g) for `count` float32 tensors in one launch: the loss's backward (one kernel
+/// per layer, not one per width tensor).
+constexpr int kMaxScaled = 2 * kMaxTrained;
+struct ScaleArgs {
+  const float* in[kMaxScaled] = {};
+  float* out[kMaxScaled] = {};
+  int64_t n[kMaxScaled] = {};
+  int count = 0;
+  const float* g = nullptr;
+};
+void scale_by(const ScaleArgs& args);
+
 }  // namespace sparq::layers::cuda

@@ -371,9 +371,10 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
 #ifdef SPARQ_WITH_CUDA
     if (xc.is_cuda()) {
       TORCH_CHECK(!relu, "HgqQuantize: the fused ReLU is the CPU's");
-      auto [kp, ip, fp] = cuda_widths(xc, k, i, f);
-      cuda::hgq_quantize(xc, kp, ip, fp, q, static_cast<int>(round), static_cast<int>(overflow));
-      ctx->save_for_backward({xc, kp, wrap ? ip.clone() : ip, fp});
+      auto w = periodic_widths(xc, k, i, f);  // the kernel rounds i and f (as the CPU's HgqConstants do)
+      cuda::hgq_quantize(xc, w.k, w.i, w.f, q, static_cast<int>(round), static_cast<int>(overflow));
+      ctx->saved_data["shape"] = w.shape;
+      ctx->save_for_backward({xc, w.k, wrap ? w.i.clone() : w.i, w.f});
       return q;
     }
 #endif
@@ -402,10 +403,18 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
 #ifdef SPARQ_WITH_CUDA
     if (saved.size() == 4 && saved[0].is_cuda()) {
       auto gc = g.contiguous();
+      const int round = static_cast<int>(ctx->saved_data["round"].toInt()),
+                overflow = static_cast<int>(ctx->saved_data["overflow"].toInt());
+      if (saved[1].numel() < gc.numel()) {  // widths shared by rows: summed in the kernel
+        auto dx = torch::empty_like(gc), sums = torch::empty({2, saved[1].numel()}, gc.options());
+        cuda::hgq_backward_sums(saved[0], saved[1], saved[2], saved[3], gc, dx, sums, round, overflow);
+        const auto shape = ctx->saved_data["shape"].toIntVector();
+        return {dx, torch::Tensor(), sums[1].reshape(shape).sum_to_size(i_shape),
+                sums[0].reshape(shape).sum_to_size(f_shape), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+                torch::Tensor()};
+      }
       auto dx = torch::empty_like(gc), gf = torch::empty_like(gc), gi = torch::empty_like(gc);
-      cuda::hgq_backward(saved[0], saved[1], saved[2], saved[3], gc, dx, gf, gi,
-                         static_cast<int>(ctx->saved_data["round"].toInt()),
-                         static_cast<int>(ctx->saved_data["overflow"].toInt()));
+      cuda::hgq_backward(saved[0], saved[1], saved[2], saved[3], gc, dx, gf, gi, round, overflow);
       return {dx, torch::Tensor(), gi.sum_to_size(i_shape), gf.sum_to_size(f_shape), torch::Tensor(), torch::Tensor(), torch::Tensor(),
               torch::Tensor()};
     }
@@ -425,17 +434,6 @@ struct HgqQuantize : public torch::autograd::Function<HgqQuantize> {
     auto df = (g * saved[1]).sum_to_size(f_shape);
     return {g * saved[0], torch::Tensor(), di, df, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
-
-#ifdef SPARQ_WITH_CUDA
-  /// k, i, f laid out periodically along x (periodic_widths), on x's device and dtype.
-  static std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> cuda_widths(const torch::Tensor& x,
-                                                                          const torch::Tensor& k,
-                                                                          const torch::Tensor& i,
-                                                                          const torch::Tensor& f) {
-    auto w = periodic_widths(x, k, i, f);
-    return {w.k, w.i, w.f};  // the kernel rounds i and f (as the CPU's HgqConstants do)
-  }
-#endif
 };
 
 #ifdef SPARQ_WITH_CUDA
@@ -623,9 +621,9 @@ torch::Tensor fixed_quantize(const torch::Tensor& x, const torch::Tensor& k, con
       return HgqQuantize::apply(x, k, i, f, static_cast<int64_t>(round), static_cast<int64_t>(overflow), training,
                                 false);
     auto xc = x.contiguous();
-    auto [kp, ip, fp] = HgqQuantize::cuda_widths(xc, k, i, f);
+    auto w = periodic_widths(xc, k, i, f);
     auto q = torch::empty_like(xc);
-    cuda::hgq_quantize(xc, kp, ip, fp, q, static_cast<int>(round), static_cast<int>(overflow));
+    cuda::hgq_quantize(xc, w.k, w.i, w.f, q, static_cast<int>(round), static_cast<int>(overflow));
     return q;
   }
 #endif

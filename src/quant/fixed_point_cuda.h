@@ -25,8 +25,13 @@ void saturation_grad(const at::Tensor& x, const at::Tensor& g, at::Tensor& out, 
 void hgq_quantize(const at::Tensor& x, const at::Tensor& k, const at::Tensor& i, const at::Tensor& f, at::Tensor& q,
                   int round, int overflow);
 /// The backward pass of hgq_quantize, recomputed from x: per element dx = g·dq/dx, gf = g·dq/df,
-/// gi = g·dq/di (the caller sums gf and gi to the widths' shapes).
+/// gi = g·dq/di (widths with an entry per element; see hgq_backward_sums for shared ones).
 void hgq_backward(const at::Tensor& x, const at::Tensor& k, const at::Tensor& i, const at::Tensor& f,
                   const at::Tensor& g, at::Tensor& dx, at::Tensor& gf, at::Tensor& gi, int round, int overflow);
+/// The backward for widths shared by rows (k.numel() < x.numel()): dx per element and sums
+/// ([2, period], x's dtype) = the sums over the rows of g·dq/df (row 0) and g·dq/di (row 1) per
+/// width, accumulated in double in a fixed order (two kernels; no x-sized gf, gi and reductions).
+void hgq_backward_sums(const at::Tensor& x, const at::Tensor& k, const at::Tensor& i, const at::Tensor& f,
+                       const at::Tensor& g, at::Tensor& dx, at::Tensor& sums, int round, int overflow);
 
 }  // namespace sparq::quant::cuda

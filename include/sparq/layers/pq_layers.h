@@ -43,13 +43,14 @@ class PQLayer : public torch::nn::Module {
   virtual LayerCost cost();
   /// beta * EBOPs + gamma * (sum of bit widths) of the HGQ quantizers; undefined for a layer
   /// without HGQ quantizers. beta as a 0-d tensor: a captured step reads its current value.
-  /// On the CPU the loss and its gradient come from one pass over the widths (fused_hgq_loss);
-  /// elsewhere, or for a quantizer kind it does not know, from LibTorch ops (composed_hgq_loss,
-  /// also the fused one's test oracle).
+  /// The loss and its gradient come from one pass over the widths (fused_hgq_loss: every layer
+  /// kind on the CPU, Dense and activations on a GPU); otherwise, or for a quantizer kind it
+  /// does not know, from LibTorch ops (composed_hgq_loss, also the fused one's test oracle).
   torch::Tensor hgq_loss(double beta);
   torch::Tensor hgq_loss(const torch::Tensor& beta);
   torch::Tensor composed_hgq_loss(const torch::Tensor& beta);
-  /// Undefined where the fused path does not apply (a GPU, widths that are not float32).
+  /// Undefined where the fused path does not apply (widths that are not float32; on a GPU, the
+  /// other layer kinds and widths that neither match their lane nor broadcast one number).
   torch::Tensor fused_hgq_loss(const torch::Tensor& beta);
   bool has_hgq() const;
   /// The quantizers that exist, by target name ("input", "weight", "bias", "output").

@@ -12,5 +12,7 @@ void configure_runtime(int threads = 0);
 /// quantizers, Adam) runs on now: at::get_num_threads() when the library is built with OpenMP, 1
 /// without (ATen's loop is a header template, serial in a translation unit without OpenMP).
 int parallel_workers();
+/// Whether the library was compiled with OpenMP (with GCC always, with clang never; CMakeLists.txt).
+bool built_with_openmp();
 
 }  // namespace sparq

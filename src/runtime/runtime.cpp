@@ -30,4 +30,12 @@ int parallel_workers() {
   return static_cast<int>(threads.size());
 }
 
+bool built_with_openmp() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
 }  // namespace sparq

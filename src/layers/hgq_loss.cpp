@@ -93,6 +93,18 @@ struct KnownGradient : public torch::autograd::Function<KnownGradient> {
 #endif
 };
 
+/// Trained widths either pass reads in place: float32, contiguous, on `device`.
+bool readable_widths(const torch::Tensor& t, torch::DeviceType device) {
+  return t.device().type() == device && t.scalar_type() == torch::kFloat32 && t.is_contiguous();
+}
+
+/// Adds q's f (and i where it trains) as inputs of the loss, each with `grad` (d bits/di = d bits/df).
+void add_width_inputs(const quant::FixedPointQuantizerImpl& q, const torch::Tensor& grad,
+                      std::vector<torch::Tensor>& inputs, std::vector<torch::Tensor>& grads) {
+  inputs.push_back(q.f), grads.push_back(grad);
+  if (q.i.requires_grad()) inputs.push_back(q.i), grads.push_back(grad);
+}
+
 }  // namespace
 
 /// The bit widths of a layer's lanes as its EBOPs formula reads them (param_bits / lane_bits,
@@ -175,8 +187,7 @@ class HgqBits {
       auto grad = torch::empty(t.q->f.sizes(), t.q->f.options().requires_grad(false));
       float* g = grad.data_ptr<float>();
       for (size_t j = 0; j < t.grad.size(); ++j) g[j] = static_cast<float>((t.alive[j] ? beta * t.grad[j] : 0.0) + gamma);
-      inputs.push_back(t.q->f), grads.push_back(grad);
-      if (t.q->i.requires_grad()) inputs.push_back(t.q->i), grads.push_back(grad);  // d bits/di = d bits/df
+      add_width_inputs(*t.q, grad, inputs, grads);
     }
     auto total = torch::full({}, value, inputs.empty() ? torch::kFloat32 : inputs[0].scalar_type());
     return KnownGradient::apply(at::TensorList(inputs), total, grads);
@@ -195,9 +206,7 @@ class HgqBits {
     Trained* trained = nullptr;
     std::vector<int64_t> index;  ///< the width element behind each expanded element
   };
-  static bool readable(const torch::Tensor& t) {
-    return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous();
-  }
+  static bool readable(const torch::Tensor& t) { return readable_widths(t, torch::kCPU); }
   void fail() { ok_ = false; }
 
   std::vector<Trained> trained_;  ///< in the order of quantizers(): the same sums every run
@@ -209,9 +218,9 @@ class HgqBits {
 namespace {
 
 /// The arguments of the CUDA pass (hgq_loss_cuda.cu) for one layer: its trained quantizers and
-/// the lanes of its EBOPs formula; ok() is false for widths the kernel cannot read (not float32
-/// on the GPU, more than kMaxTrained quantizers, lane widths that neither match the lane nor
-/// broadcast one number), and the composed ops take over.
+/// the lanes of its EBOPs formula. run() gives an undefined tensor for widths the kernel cannot
+/// read (not float32 on the GPU, more than kMaxTrained quantizers, lane widths that neither match
+/// the lane nor broadcast one number), and the composed ops take over.
 class DeviceHgqLoss {
  public:
   cuda::HgqLossArgs args;
@@ -263,8 +272,7 @@ class DeviceHgqLoss {
       auto grad = torch::empty(trained_[n]->f.sizes(), on.dtype(torch::kFloat32));
       args.trained[n].grad = grad.data_ptr<float>(), args.trained[n].slope = at;
       at += args.trained[n].numel;
-      inputs.push_back(trained_[n]->f), grads.push_back(grad);
-      if (trained_[n]->i.requires_grad()) inputs.push_back(trained_[n]->i), grads.push_back(grad);  // d bits/di = d bits/df
+      add_width_inputs(*trained_[n], grad, inputs, grads);
     }
     args.sums = at, args.beta = beta.data_ptr<float>(), args.value = value.data_ptr<float>();
     cuda::hgq_layer_loss(args);
@@ -272,9 +280,7 @@ class DeviceHgqLoss {
   }
 
  private:
-  static bool readable(const torch::Tensor& t) {
-    return t.is_cuda() && t.scalar_type() == torch::kFloat32 && t.is_contiguous();
-  }
+  static bool readable(const torch::Tensor& t) { return readable_widths(t, torch::kCUDA); }
   /// One width for the lane, or the lane's own shape (leading 1s aside).
   static bool fits(at::IntArrayRef widths, at::IntArrayRef lane) {
     if (c10::multiply_integers(widths) == 1) return true;

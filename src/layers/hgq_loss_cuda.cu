@@ -24,13 +24,19 @@ __device__ double block_sum(double v, double* shared) {
   return total;
 }
 
-/// Bits of lane element e: k + relu(round(i) + round(f)) (i unrounded under WRAP), fixed bits, or 32.
+/// Width element j's f and i as the EBOPs read them: rounded half to even (i unrounded under WRAP).
+__device__ void rounded_widths(const TrainedWidths& t, int64_t j, double& fr, double& ir) {
+  fr = rint(static_cast<double>(t.f[j]));
+  ir = t.wrap ? static_cast<double>(t.i[j]) : rint(static_cast<double>(t.i[j]));
+}
+
+/// Bits of lane element e: k + relu(round(i) + round(f)), fixed bits, or 32.
 __device__ double lane_bits(const HgqLossArgs& a, const LaneWidths& l, int64_t e) {
   const int64_t j = l.numel == 1 ? 0 : e;
   if (l.trained >= 0) {
     const TrainedWidths& t = a.trained[l.trained];
-    const double fr = rint(static_cast<double>(t.f[j]));
-    const double ir = t.wrap ? static_cast<double>(t.i[j]) : rint(static_cast<double>(t.i[j]));
+    double fr, ir;
+    rounded_widths(t, j, fr, ir);
     return static_cast<double>(t.k[j]) + fmax(ir + fr, 0.0);
   }
   return l.bits ? static_cast<double>(l.bits[j]) : 32.0;
@@ -105,10 +111,10 @@ __global__ void __launch_bounds__(kThreads) hgq_layer_loss_kernel(HgqLossArgs a)
     const TrainedWidths& t = a.trained[q];
     double rounded = 0;
     for (int64_t j = t0; j < t.numel; j += kThreads) {
-      const double fr = rint(static_cast<double>(t.f[j]));
-      const double ir = t.wrap ? static_cast<double>(t.i[j]) : rint(static_cast<double>(t.i[j]));
+      double fr, ir;
+      rounded_widths(t, j, fr, ir);
       t.grad[j] = static_cast<float>((ir + fr > 0 ? beta * t.slope[j] : 0.0) + t.gamma);
-      rounded += fr + (t.wrap ? 0.0 : rint(static_cast<double>(t.i[j])));
+      rounded += fr + (t.wrap ? 0.0 : ir);  // gamma's sum leaves WRAP's i out
     }
     value += t.gamma * block_sum(rounded, shared);
   }

@@ -14,6 +14,7 @@ struct RunArgs {
   std::string output;    ///< overrides the job's output folder
   std::string device;    ///< overrides training.device
   std::string cuda_graph;  ///< overrides training.cuda_graph
+  std::string fused_mlp;   ///< overrides training.fused_mlp
   long long epochs = -1; ///< overrides training.epochs (epochs per round with a schedule)
   long long stop_after = -1;  ///< stop after this many epochs (resume later with --resume)
   std::vector<std::string> recipe_vars;  ///< SparseML recipe variables, name=value

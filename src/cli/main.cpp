@@ -49,6 +49,9 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--device", run.device, "auto, cpu, cuda or cuda:N (overrides the job)");
   run_cmd->add_option("--cuda-graph", run.cuda_graph, "auto, on or off: replay CUDA steps as a graph (overrides the job)")
       ->check(CLI::IsMember({"auto", "on", "off"}));
+  run_cmd->add_option("--fused-mlp", run.fused_mlp,
+                      "auto, on or off: train a Dense/ReLU/quantizer chain in the fused MLP kernels (overrides the job)")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   run_cmd->add_option("--epochs", run.epochs, "Number of epochs (overrides the job; epochs per round with a schedule)")
       ->check(whole_number(0, sparq::kMaxEpochs));
   run_cmd->add_option("--stop-after", run.stop_after, "Stop after this many epochs; continue later with --resume")

@@ -187,6 +187,10 @@ class Console : public RunObserver, public train::Callback {
       shown_graph_note_ = t.step_graph_note();
       fmt::print("steps: {}\n", shown_graph_note_ == "captured" ? "captured as a CUDA graph, replayed" : shown_graph_note_);
     }
+    if (t.fused_mlp_note() != shown_fused_note_) {  // how the forward and backward ran, when that changes
+      shown_fused_note_ = t.fused_mlp_note();
+      fmt::print("layers: {}\n", shown_fused_note_);
+    }
     std::fflush(stdout);
   }
   void on_finished(const config::Job& job, const RunResult& r) override {
@@ -208,7 +212,7 @@ class Console : public RunObserver, public train::Callback {
   train::Progress mode_ = train::Progress::Auto;
   std::unique_ptr<ProgressDisplay> progress_;
   bool classification_ = true, evaluates_ = false, shows_sparsity_ = false;
-  std::string shown_graph_note_;
+  std::string shown_graph_note_, shown_fused_note_;
 };
 
 }  // namespace
@@ -224,6 +228,7 @@ int run_command(const RunArgs& args) {
   if (!args.output.empty()) job.output = args.output;
   if (!args.device.empty()) job.training.device = args.device;
   if (!args.cuda_graph.empty()) job.training.cuda_graph = args.cuda_graph;
+  if (!args.fused_mlp.empty()) job.training.fused_mlp = args.fused_mlp;
   if (args.epochs >= 0) {
     if (job.plan.schedule) job.plan.schedule->epochs = args.epochs;  // epochs per round
     else job.training.epochs = args.epochs;

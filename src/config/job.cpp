@@ -167,7 +167,7 @@ data::DataConfig parse_data(const std::string& file, const YAML::Node& node, con
 train::TrainOptions parse_training(const std::string& file, const YAML::Node& node, int64_t& threads) {
   MapReader r(file, node, "training",
               {"optimizer", "lr", "weight_decay", "momentum", "nesterov", "betas", "eps", "batch_size",
-               "eval_batch_size", "epochs", "seed", "loss", "device", "threads", "progress", "cuda_graph"});
+               "eval_batch_size", "epochs", "seed", "loss", "device", "threads", "progress", "cuda_graph", "fused_mlp"});
   train::TrainOptions t;
   t.optimizer = r.get_choice("optimizer", "adam", {"adam", "adamw", "sgd"});
   t.lr = r.get_double("lr", 1e-3, 0.0);
@@ -199,6 +199,7 @@ train::TrainOptions parse_training(const std::string& file, const YAML::Node& no
   if (t.device != "auto" && t.device != "cpu" && t.device != "cuda" && !indexed)
     r.fail("device", fmt::format("'{}' is not one of auto, cpu, cuda, cuda:N", t.device));
   t.cuda_graph = r.get_choice("cuda_graph", "auto", {"auto", "on", "off"});
+  t.fused_mlp = r.get_choice("fused_mlp", "auto", {"auto", "on", "off"});
   threads = r.get_int("threads", 0, 0, 1024);
   std::string progress = r.get_choice("progress", "auto", {"auto", "bar", "lines", "none"});
   t.progress = progress == "bar" ? train::Progress::Bar : progress == "lines" ? train::Progress::Lines

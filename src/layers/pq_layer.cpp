@@ -43,8 +43,10 @@ torch::Tensor PQLayer::quantize(const quant::Quantizer& q, const torch::Tensor& 
   return holder->forward(x);
 }
 
-void PQLayer::record_input(const torch::Tensor& x) {
-  if (input_shape_.empty()) input_shape_.assign(x.sizes().begin() + 1, x.sizes().end());
+void PQLayer::record_input(const torch::Tensor& x) { set_input_shape({x.sizes().begin() + 1, x.sizes().end()}); }
+
+void PQLayer::set_input_shape(std::vector<int64_t> sample_shape) {
+  if (input_shape_.empty()) input_shape_ = std::move(sample_shape);
 }
 
 std::vector<int64_t> PQLayer::lane_shape() const {

@@ -112,26 +112,12 @@ torch::Tensor expand_like(const torch::Tensor& bits, const torch::Tensor& x, con
   }
 }
 
-/// The constants of the vectorised paths (CPU loop, CUDA kernel) for one per-tensor format, or
-/// nothing where they do not apply (f < 0 needs the underflow guard; WRAP_SM the bit rule).
-std::optional<kernels::TensorFormat<double>> format_constants(double k, double i, double f, OverflowMode overflow) {
-  if (overflow == OverflowMode::WRAP_SM || f < 0) return std::nullopt;
-  const auto b = bounds(k, i, f, overflow);
-  kernels::TensorFormat<double> p;
-  p.scale = std::ldexp(1.0, static_cast<int>(f));
-  p.step = std::ldexp(1.0, -static_cast<int>(f));
-  p.nmax = b.nmax, p.nmin = b.nmin, p.lo = b.lo, p.modulus = b.modulus;
-  p.inv_modulus = 1 / p.modulus;
-  p.signed_type = k > 0;
-  return p;
-}
-
 /// format_constants for per-tensor bits held in CPU tensors of type T.
 template <typename T>
 std::optional<kernels::TensorFormat<T>> tensor_format(const torch::Tensor& k, const torch::Tensor& i,
                                                       const torch::Tensor& f, OverflowMode overflow) {
   if (k.numel() != 1 || i.numel() != 1 || f.numel() != 1) return std::nullopt;
-  auto p = format_constants(k.data_ptr<T>()[0], i.data_ptr<T>()[0], f.data_ptr<T>()[0], overflow);
+  auto p = kernels::format_constants(k.data_ptr<T>()[0], i.data_ptr<T>()[0], f.data_ptr<T>()[0], overflow);
   if (!p) return std::nullopt;
   return kernels::TensorFormat<T>{T(p->scale), T(p->step), T(p->nmin), T(p->nmax), T(p->lo), T(p->modulus),
                                   T(p->inv_modulus), p->signed_type};
@@ -443,7 +429,7 @@ std::optional<cuda::Format> cuda_format(const torch::Tensor& k, const torch::Ten
                                         OverflowMode overflow) {
   for (const auto* t : {&k, &i, &f})
     if (!t->device().is_cpu() || t->numel() != 1) return std::nullopt;
-  auto p = format_constants(k.item<double>(), i.item<double>(), f.item<double>(), overflow);
+  auto p = kernels::format_constants(k.item<double>(), i.item<double>(), f.item<double>(), overflow);
   if (!p) return std::nullopt;
   return cuda::Format{p->scale, p->step, p->lo, p->nmax, p->modulus, p->inv_modulus, p->signed_type};
 }
@@ -467,7 +453,7 @@ struct FusedQuantize : public torch::autograd::Function<FusedQuantize> {
     }
 #endif
     bool vectorised = k.numel() == 1 && i.numel() == 1 && f.numel() == 1 &&
-                      format_constants(k.item<double>(), i.item<double>(), f.item<double>(), mode).has_value();
+                      kernels::format_constants(k.item<double>(), i.item<double>(), f.item<double>(), mode).has_value();
     if (vectorised) {
       // The slope is 1 (WRAP) or a range test on x (SAT): recomputed in backward, nothing stored.
       fused_kernel(xc, k, i, f, static_cast<RoundMode>(round), mode, training, q, nullptr);
@@ -538,6 +524,18 @@ torch::Tensor tensor_bit(const torch::Tensor& n, const torch::Tensor& b) {
 }
 
 }  // namespace
+
+std::optional<kernels::TensorFormat<double>> kernels::format_constants(double k, double i, double f, OverflowMode overflow) {
+  if (overflow == OverflowMode::WRAP_SM || f < 0) return std::nullopt;
+  const auto b = bounds(k, i, f, overflow);
+  kernels::TensorFormat<double> p;
+  p.scale = std::ldexp(1.0, static_cast<int>(f));
+  p.step = std::ldexp(1.0, -static_cast<int>(f));
+  p.nmax = b.nmax, p.nmin = b.nmin, p.lo = b.lo, p.modulus = b.modulus;
+  p.inv_modulus = 1 / p.modulus;
+  p.signed_type = k > 0;
+  return p;
+}
 
 RoundMode parse_round_mode(const std::string& name) {
   std::string n = normalise(name);

@@ -5,77 +5,13 @@
 #include <ATen/ops/empty.h>
 
 #include "quant/fixed_point_cuda.h"
+#include "quant/fixed_point_element.h"
 
 namespace sparq::quant::cuda {
 
 namespace {
 
-// Enum values of RoundMode and OverflowMode (sparq/quant/fixed_point.h).
-enum { TRN, TRN_ZERO, RND, RND_ZERO, RND_INF, RND_MIN_INF, RND_CONV };
-enum { SAT, SAT_SYM, WRAP, WRAP_SM };
-
-template <typename T>
-__device__ __forceinline__ bool rounds_up(int round, T u, T fl, T d) {
-  switch (round) {
-    case TRN: return false;
-    case TRN_ZERO: return (u < 0) && (d > 0);
-    case RND: return d >= T(0.5);
-    case RND_MIN_INF: return d > T(0.5);
-    case RND_ZERO: return (d > T(0.5)) || ((d == T(0.5)) && (u < 0));
-    case RND_INF: return (d > T(0.5)) || ((d == T(0.5)) && (u > 0));
-    default: return (d > T(0.5)) || ((d == T(0.5)) && (fl * T(0.5) != floor(fl * T(0.5))));
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ T denorm_min();
-template <>
-__device__ __forceinline__ float denorm_min<float>() { return 1.40129846e-45f; }
-template <>
-__device__ __forceinline__ double denorm_min<double>() { return 4.9406564584124654e-324; }
-
-/// What one HGQ element gives: q, and with Backward dx = g·dq/dx, g·dq/df and g·dq/di.
-template <typename T>
-struct HgqElement {
-  T q, dx, gf, gi;
-};
-
-/// HGQ of one element from its width's k, i, f (the constants as the CPU's hgq_kernel computes them
-/// per width; i and f rounded half to even here, as the CPU's usable_widths does: no rounding kernels).
-template <typename T, bool Backward>
-__device__ __forceinline__ HgqElement<T> hgq_element(T xv, T kk, T fraw, T iraw, T gv, int round, int overflow) {
-  const T ln2 = T(0.69314718055994530942);
-  const T ff = rint(fraw), ir = rint(iraw), ii = ir > -ff ? ir : -ff;
-  const int fi = static_cast<int>(ff);
-  const T scale = ldexp(T(1), fi), step = ldexp(T(1), -fi);
-  const T span = ii + ff;
-  const T nmax = ldexp(T(1), static_cast<int>(span)) - T(1);
-  const T nmin = -kk * ldexp(T(1), static_cast<int>(span));
-  const bool symmetric = overflow == SAT_SYM && kk > 0 && span > 0;
-  const T nlo = symmetric ? -nmax : nmin;
-  T u = xv * scale;
-  if (u == T(0) && xv != T(0)) u = copysign(denorm_min<T>(), xv);  // a tiny x keeps its sign for TRN
-  const T fl = floor(u), d = u - fl;
-  T code = fl + (rounds_up<T>(round, u, fl, d) ? T(1) : T(0));
-  const bool saturate = overflow != WRAP;
-  if (saturate) code = code < nlo ? nlo : (code > nmax ? nmax : code);
-  HgqElement<T> out{code * step + T(0), T(0), T(0), T(0)};
-  if (!Backward) return out;
-  if (!saturate) {
-    out.dx = gv, out.gf = gv * (ln2 * (xv - out.q));
-    return out;
-  }
-  const T top = ldexp(T(1), static_cast<int>(ii));
-  const T hi = top - step, lo = symmetric ? -hi : -kk * top;
-  const bool above = u > nmax, below = !above && u < nlo;
-  const T c = above ? hi : (below ? lo : xv);
-  const T bound_f = above ? ln2 * step : (below && symmetric ? -ln2 * step : T(0));
-  const T bound_i = above ? ln2 * top : (below ? (symmetric ? -ln2 * top : -kk * ln2 * top) : T(0));
-  out.dx = (above || below) ? T(0) : gv;
-  out.gf = gv * (ln2 * (c - out.q) + bound_f);
-  out.gi = gv * bound_i;
-  return out;
-}
+using namespace element;
 
 /// HGQ, one element per thread; with Backward dx, g·dq/df and g·dq/di per element (widths with one
 /// entry per element: nothing to sum).
@@ -149,16 +85,7 @@ __global__ void quantize_kernel(const T* __restrict__ x, T* __restrict__ q, int6
   for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += (int64_t)blockDim.x * gridDim.x) {
     const T u = x[e] * scale;
     const T fl = floor(u), d = u - fl;
-    bool up;
-    switch (round) {
-      case TRN: up = false; break;
-      case TRN_ZERO: up = (u < 0) && (d > 0); break;
-      case RND: up = d >= T(0.5); break;
-      case RND_MIN_INF: up = d > T(0.5); break;
-      case RND_ZERO: up = (d > T(0.5)) || ((d == T(0.5)) && (u < 0)); break;
-      case RND_INF: up = (d > T(0.5)) || ((d == T(0.5)) && (u > 0)); break;
-      default: up = (d > T(0.5)) || ((d == T(0.5)) && (fl * T(0.5) != floor(fl * T(0.5)))); break;
-    }
+    const bool up = rounds_up<T>(round, u, fl, d);
     T c = fl + (up ? T(1) : T(0));
     if (overflow == WRAP) {
       if (!training) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <optional>
 
 #include "sparq/quant/fixed_point.h"
 
@@ -17,6 +18,11 @@ struct TensorFormat {
   T scale, step, nmin, nmax, lo, modulus, inv_modulus;
   bool signed_type;
 };
+
+/// The constants of the vectorised paths (CPU loop, CUDA kernels, the fused MLP) for one
+/// per-tensor format, or nothing where they do not apply (f < 0 needs the underflow guard;
+/// WRAP_SM the bit rule).
+std::optional<TensorFormat<double>> format_constants(double k, double i, double f, OverflowMode overflow);
 
 /// Per-width constants of trained (HGQ) bit widths, `period` entries each; element e of x uses
 /// entry e % period. Code units for the bounds (nmax, nlo), values for the rest.

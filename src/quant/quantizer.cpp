@@ -98,11 +98,17 @@ torch::Tensor FixedPointQuantizerImpl::forward(const torch::Tensor& x) {
   // On a GPU, static per-tensor formats go as host numbers: the fused CUDA kernel then never
   // reads the device to learn its constants.
   if (x.is_cuda() && k.numel() == 1 && !(is_data_ && spec_.dynamic)) {
-    auto host = [](const torch::Tensor& t) { return torch::full({}, static_cast<double>(t.item<float>())); };
-    if (!host_k_.defined()) host_k_ = host(k), host_i_ = host(i), host_f_ = host(f);
+    host_bits();
     return fixed_quantize(x, host_k_, host_i_, host_f_, spec_.round, spec_.overflow, is_training());
   }
   return fixed_quantize(x, k, i, f, spec_.round, spec_.overflow, is_training());
+}
+
+std::array<double, 3> FixedPointQuantizerImpl::host_bits() {
+  if (hgq_ || k.numel() != 1) throw Error("host_bits: only fixed per-tensor widths are host numbers");
+  auto host = [](const torch::Tensor& t) { return torch::full({}, static_cast<double>(t.item<float>())); };
+  if (!host_k_.defined()) host_k_ = host(k), host_i_ = host(i), host_f_ = host(f);
+  return {host_k_.item<double>(), host_i_.item<double>(), host_f_.item<double>()};
 }
 
 torch::Tensor QuantizerImpl::forward_relu(const torch::Tensor& x) { return torch::relu(forward(x)); }

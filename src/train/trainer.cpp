@@ -15,6 +15,7 @@
 #include "sparq/io/files.h"
 #include "train/builtin.h"
 #include "train/fused_adam.h"
+#include "train/fused_mlp.h"
 #include "train/step_graph.h"
 
 namespace sparq::train {
@@ -147,6 +148,9 @@ Trainer::Trainer(models::Graph model, TrainOptions options, std::optional<Schedu
   optimizer_ = make_optimizer(std::move(groups), options_);
   if (options_.cuda_graph != "auto" && options_.cuda_graph != "on" && options_.cuda_graph != "off")
     throw Error(fmt::format("cuda_graph '{}' is not one of auto, on, off", options_.cuda_graph));
+  if (options_.fused_mlp != "auto" && options_.fused_mlp != "on" && options_.fused_mlp != "off")
+    throw Error(fmt::format("fused_mlp '{}' is not one of auto, on, off", options_.fused_mlp));
+  if (options_.fused_mlp != "off") fused_mlp_ = std::make_unique<FusedMlp>(model_);
   if (FusedAdam::refusal(*optimizer_).empty() && options_.optimizer != "sgd")
     fused_adam_ = std::make_unique<FusedAdam>(*optimizer_);
   ctx_.total_epochs = schedule_.total_epochs();
@@ -375,11 +379,23 @@ std::optional<StepResult> Trainer::graph_step(const torch::Tensor& x, const torc
   return warm;
 }
 
+torch::Tensor Trainer::train_forward(const torch::Tensor& x) {
+  if (!fused_mlp_ || (options_.fused_mlp == "auto" && !x.is_cuda())) return model_->forward(x);
+  const bool on = options_.fused_mlp == "on";
+  if (auto why = fused_mlp_->refusal(x, /*allow_cpu=*/on); !why.empty()) {
+    if (on) throw Error(fmt::format("training.fused_mlp: on, but the model cannot run fused: {}", why));
+    fused_note_ = "layers' own ops: " + why;
+    return model_->forward(x);
+  }
+  fused_note_ = "fused MLP kernels";
+  return fused_mlp_->forward(x);
+}
+
 StepResult Trainer::device_step(const torch::Tensor& x, const torch::Tensor& y) {
   model_->zero_grad(/*set_to_none=*/true);  // as PyTorch 2: parameters outside the graph stay untouched
   for (auto& p : extra_parameters_) p.mutable_grad() = torch::Tensor();
   batch_input_ = x;
-  auto out = model_->forward(x);
+  auto out = train_forward(x);
   auto loss = loss_of(out, y);
   auto objective = task_loss_weight_ == 1.0 ? loss : loss * task_loss_weight_;
   std::vector<torch::Tensor> terms(terms_.size());

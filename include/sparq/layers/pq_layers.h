@@ -60,6 +60,9 @@ class PQLayer : public torch::nn::Module {
   /// Turns every quantizer of the layer on or off.
   void set_quantization(bool enabled);
   const std::vector<int64_t>& input_shape() const { return input_shape_; }
+  /// Records the sample shape of the input (the first one seen counts; the fused MLP, which runs
+  /// the layer without its forward, tells it here).
+  void set_input_shape(std::vector<int64_t> sample_shape);
   /// Installs the mask of a target ("weight", "bias", "_input_0", "_output_0") for a model-wide
   /// pruner (registered as child "mask_<target>"); the layer applies it after quantization.
   void set_mask(const std::string& target, std::shared_ptr<prune::TargetMask> mask);

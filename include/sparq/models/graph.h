@@ -71,6 +71,8 @@ class GraphImpl : public torch::nn::Module {
   void set_skipped(const std::string& name, bool skipped);
   /// Keeps the outputs of these nodes from every forward (a distiller reads them); {} stops it.
   void record_outputs(const std::vector<int>& nodes);
+  /// Whether record_outputs keeps any node's output.
+  bool recording() const { return !record_.empty(); }
   /// The output of node `index` in the latest forward (undefined when it is not recorded).
   const torch::Tensor& recorded(int index) const { return recorded_.at(index); }
 

@@ -14,6 +14,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -91,6 +92,9 @@ class FixedPointQuantizerImpl : public QuantizerImpl {
   /// The integer (k, i, f) tensors of the bits shape, no gradient (HGQ: clamped and rounded;
   /// an element with k + i + f <= 0 has zero width and holds 0).
   std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> integer_bits() const;
+  /// Fixed per-tensor widths (k, i, f) as host numbers: read from the device once and kept (the
+  /// GPU forward's constants; set_widths refreshes them). Throws sparq::Error for other quantizers.
+  std::array<double, 3> host_bits();
   /// The format of a per-tensor quantizer, or of the first element otherwise.
   FixedFormat format() const;
   /// Fixed widths: every element gets `int_bits` and `frac_bits` (k kept), the budget b follows

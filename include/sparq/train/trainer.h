@@ -46,6 +46,11 @@ struct TrainOptions {
   /// eager steps, the reason in Trainer::step_graph_note()), "on" (an error where it cannot),
   /// "off". CPU runs ignore it.
   std::string cuda_graph = "auto";
+  /// Runs the training forward and backward of a chain of Dense, ReLU and quantizer layers in the
+  /// fused MLP kernels (train/fused_mlp.h): "auto" on a GPU where the model allows it (else the
+  /// layers' own ops, the reason in Trainer::fused_mlp_note()), "on" (an error where it cannot;
+  /// on the CPU it runs the kernels' CPU twin, slower than the layers' ops), "off".
+  std::string fused_mlp = "auto";
   Progress progress = Progress::Auto;  ///< for the console callback of the CLI
 };
 
@@ -99,6 +104,7 @@ struct EpochMetrics {
 
 class Trainer;
 class FusedAdam;
+class FusedMlp;
 class StepGraph;
 
 /// Hooks into training. Default: nothing. `save`/`load` put the callback's state in checkpoints.
@@ -209,6 +215,9 @@ class Trainer {
   /// How steps run on CUDA: "captured" once a graph replays, else why not (empty on the CPU and
   /// before the first steps).
   const std::string& step_graph_note() const { return graph_note_; }
+  /// How the training forward and backward run: "fused MLP kernels" or, once a step declined
+  /// them under auto on a GPU, why not (empty before the first step and on the CPU under auto).
+  const std::string& fused_mlp_note() const { return fused_note_; }
 
   models::Graph& model() { return model_; }
   torch::optim::Optimizer& optimizer() { return *optimizer_; }
@@ -233,6 +242,9 @@ class Trainer {
   std::optional<StepResult> graph_step(const torch::Tensor& x, const torch::Tensor& y);
   /// Why this run's steps cannot be captured (empty: they can).
   std::string graph_blocker() const;
+  /// The model's training output for x: the fused MLP kernels where training.fused_mlp takes
+  /// them, else the model's forward.
+  torch::Tensor train_forward(const torch::Tensor& x);
   std::vector<size_t> matching_groups(const std::string& regex) const;
 
   models::Graph model_;
@@ -260,6 +272,8 @@ class Trainer {
   std::unique_ptr<FusedAdam> fused_adam_;
   std::unique_ptr<StepGraph> graph_;
   std::string graph_note_;
+  std::unique_ptr<FusedMlp> fused_mlp_;
+  std::string fused_note_;
   int64_t graph_drops_ = 0;  ///< captured graphs dropped this epoch
 };
 

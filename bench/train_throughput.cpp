@@ -32,7 +32,8 @@ using namespace sparq;
 /// SPARQ_BENCH_DEVICE=cuda runs the steps on the GPU (one synchronisation per step, as the
 /// PyTorch baseline in bench/gpu/pytorch_step.py does); with SPARQ_BENCH_CUDA_GRAPH=1 the
 /// Trainer captures its step as a CUDA graph (training.cuda_graph: on) and replays it, as
-/// `sparq run` does; otherwise the steps are launched (cuda_graph: off).
+/// `sparq run` does; otherwise the steps are launched (cuda_graph: off). SPARQ_BENCH_FUSED_MLP
+/// (below) picks the fused MLP kernels.
 /// SPARQ_BENCH_PROFILE=FILE: a Chrome trace of the timed steps, summed per op (and per kernel)
 /// by bench/profile_ops.py; the timings themselves are then not comparable. On a GPU it is
 /// Kineto's trace, with an event per kernel; on the CPU LibTorch's legacy profiler (Debian's
@@ -109,6 +110,10 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
   const bool graph_mode = device.is_cuda() && std::getenv("SPARQ_BENCH_CUDA_GRAPH");
   // auto: a method that cannot be captured (PDP decides on the host) runs launched, with its reason.
   options.cuda_graph = graph_mode ? "auto" : "off";
+  // SPARQ_BENCH_FUSED_MLP=auto|on: the fused MLP kernels where the model is a Dense chain (on:
+  // also the CPU twin); unset or off: the layers' own ops.
+  const char* fused = std::getenv("SPARQ_BENCH_FUSED_MLP");
+  options.fused_mlp = fused ? fused : "off";
   const bool quantized = mode == Mode::Fixed8 || mode == Mode::Hgq || mode == Mode::Int8Qat || mode == Mode::Pdp8;
   const Plan plan = quantized ? eight_bit_plan(mode) : Plan{};
   train::Trainer trainer(model, options, plan.schedule, plan.events);
@@ -150,6 +155,7 @@ void run_steps(benchmark::State& state, Mode mode, models::Graph model, const da
     for (int warm = 0; warm < 3; ++warm) trainer_step();  // untimed: lazy state, the capture
     StepProfile profile(device.is_cuda());
     for (auto _ : state) trainer_step();
+    if (!trainer.fused_mlp_note().empty()) state.SetLabel(trainer.fused_mlp_note());
   }
   state.SetItemsProcessed(state.iterations() * batch);
   state.counters["samples_per_s"] = benchmark::Counter(static_cast<double>(state.iterations() * batch),

@@ -22,6 +22,7 @@
 #include "sparq/train/distillation.h"
 #include "sparq/train/modifiers.h"
 #include "sparq/train/quantizers.h"
+#include "train/fused_mlp.h"
 
 namespace sparq {
 
@@ -228,6 +229,13 @@ RunResult run_job(const config::Job& job, RunObserver& observer, const RunOption
   check_run_memory(job, model, splits, job.plan.compresses());
   const int64_t steps = (train.size() + job.training.batch_size - 1) / std::max<int64_t>(job.training.batch_size, 1);
   for (const auto& message : ineffective_settings(job, steps)) observer.on_warning(job, message);
+  if (job.training.fused_mlp == "on") {  // a model the kernels cannot run is a config error, found before any work
+    std::vector<int64_t> sample{1};
+    for (auto d : train.sample_shape()) sample.push_back(d);
+    if (auto why = train::FusedMlp(model).refusal(torch::zeros(sample), /*allow_cpu=*/true); !why.empty())
+      throw ConfigError(fmt::format("{}: training.fused_mlp: on, but the model cannot run fused: {}",
+                                    job.file.empty() ? "job" : job.file, why));
+  }
   train::Trainer trainer(model, job.training, job.plan.schedule, job.plan.events);
   if (job.plan.pruner) trainer.add_loss_term(prune::make_pruner(*job.plan.pruner, resolution, model));
   for (auto& modifier : train::make_modifiers(job.plan, resolution, model)) trainer.add_callback(modifier);

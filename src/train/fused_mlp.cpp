@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -290,7 +291,8 @@ std::string FusedMlp::build(const torch::Tensor& x, bool with_tensors, Built& b)
   if (d.layers == 0) return "the model has no Dense layer";
   close_lane();
   for (int o = d.in_ops_begin; o < d.in_ops_end; ++o) d.input_lane_grads |= d.op[o].grad >= 0;
-  // Shared memory: the padded weights and biases, every layer's z, two scratch rows of the widest lane.
+  // Shared memory: the padded weights and biases, every layer's z, two scratch rows of the widest
+  // lane and the lanes' width sums.
   int at = 0, widest = d.in_width;
   for (int l = 0; l < d.layers; ++l) {
     mlp::Layer& L = d.layer[l];
@@ -303,6 +305,7 @@ std::string FusedMlp::build(const torch::Tensor& x, bool with_tensors, Built& b)
   for (int l = 0; l < d.layers; ++l) d.layer[l].z_smem = at, at += d.layer[l].out * mlp::kStride;
   d.p_smem = at, at += widest * mlp::kStride;
   d.q_smem = at, at += widest * mlp::kStride;
+  d.sums_smem = at, at += 2 * mlp::kMaxChain * mlp::kMaxWidth;
   d.smem_floats = at;
 #ifdef SPARQ_WITH_CUDA
   if (x.is_cuda()) return mlp::cuda::refusal(d);

@@ -8,8 +8,8 @@
 // sample runs in its own thread; the backward recomputes it, then per layer:
 //   a   = lane(z_prev)                 the layer's input, recomputed from the kept z
 //   dW  = Σ_t δ[:,t] a[:,t]ᵀ, db = Σ_t δ  across the tile's samples: one partial row per tile
-//   δ'  = Wᵀ δ, then the lane's backward, one thread per feature (the lane's HGQ width sums over
-//         the tile's samples are that thread's own: no reductions)
+//   δ'  = Wᵀ δ, then the lane's backward with the threads over the features (a feature's samples
+//         in one to kTile/width threads, whose HGQ width sums are added in order: no atomics)
 // and the partial rows of all tiles are added in tile order afterwards (deterministic sums).
 #pragma once
 
@@ -54,7 +54,7 @@ struct Layer {
 struct Desc {
   int64_t n = 0;  ///< samples
   int layers = 0, ops = 0, in_width = 0, in_ops_begin = 0, in_ops_end = 0;
-  int z0_smem = 0, p_smem = 0, q_smem = 0, smem_floats = 0;
+  int z0_smem = 0, p_smem = 0, q_smem = 0, sums_smem = 0, smem_floats = 0;
   int row = 0;                   ///< floats per tile in the partial buffer
   bool input_lane_grads = false; ///< the input lane has trained widths: the backward goes through it
   Layer layer[kMaxLayers];
@@ -179,21 +179,41 @@ SPARQ_HD void load_output_grad(const Desc& d, float* s, const float* gy, int64_t
   for (int o = 0; o < L.out; ++o) s[d.q_smem + o * kStride + t] = valid ? gt[o] : 0.0f;
 }
 
-/// The lane's backward in place on g (width rows), one thread per feature; its trained widths'
-/// sums over the tile into the partial row.
+/// The lane's backward in place on g (width rows): a feature's samples split among
+/// kTile / width threads (one thread per feature from 64 features on), each keeping its sums of
+/// the trained widths' g·dq/df, g·dq/di in double and leaving them in shared memory (`sums`)
+/// for lane_sums.
+SPARQ_HD int lane_split(int width) { return width >= kTile ? 1 : kTile / width; }
 SPARQ_HD void lane_backward(const Desc& d, int begin, int end, const float* z, float* g, int width, int valid,
-                            float* row, int t) {
+                            float* sums, int t) {
   if (begin == end) return;
-  for (int j = t; j < width; j += kTile) {
+  const int split = lane_split(width), chunk = (kTile + split - 1) / split;
+  for (int slot = t; slot < width * split; slot += kTile) {
+    const int j = slot % width, part = slot / width;
+    const int r0 = part * chunk, r1 = r0 + chunk < valid ? r0 + chunk : valid;
     double sf[kMaxChain] = {}, si[kMaxChain] = {};
-    for (int r = 0; r < valid; ++r)
+    for (int r = r0; r < r1; ++r)
       g[j * kStride + r] = chain_backward(d, begin, end, z[j * kStride + r], g[j * kStride + r], j, sf, si);
-    for (int o = begin; o < end; ++o) {
-      const LaneOp& op = d.op[o];
-      if (op.kind != kHgq || op.grad < 0) continue;
-      row[op.grad + j] = static_cast<float>(sf[o - begin]);
-      row[op.grad + width + j] = static_cast<float>(si[o - begin]);
+    for (int o = 0; o < end - begin; ++o) {
+      sums[(2 * o) * kMaxWidth + slot] = static_cast<float>(sf[o]);
+      sums[(2 * o + 1) * kMaxWidth + slot] = static_cast<float>(si[o]);
     }
+  }
+}
+
+/// The lane's trained widths' sums over the tile into the partial row (the parts of a feature
+/// added in order), after lane_backward.
+SPARQ_HD void lane_sums(const Desc& d, int begin, int end, const float* sums, int width, float* row, int t) {
+  const int split = lane_split(width);
+  for (int o = begin; o < end; ++o) {
+    const LaneOp& op = d.op[o];
+    if (op.kind != kHgq || op.grad < 0) continue;
+    for (int j = t; j < width; j += kTile)
+      for (int c = 0; c < 2; ++c) {
+        double acc = 0;
+        for (int part = 0; part < split; ++part) acc += sums[(2 * (o - begin) + c) * kMaxWidth + part * width + j];
+        row[op.grad + c * width + j] = static_cast<float>(acc);
+      }
   }
 }
 
@@ -277,8 +297,11 @@ SPARQ_HD void backward_tile(const Desc& d, float* s, const float* x, const float
     load_output_grad(d, s, gy, tile, t);
   });
   const Layer& last = d.layer[d.layers - 1];
-  if (last.ops_begin != last.ops_end)
-    each([&](int t) { lane_backward(d, last.ops_begin, last.ops_end, s + last.z_smem, s + d.q_smem, last.out, valid, row, t); });
+  float* sums = s + d.sums_smem;
+  if (last.ops_begin != last.ops_end) {
+    each([&](int t) { lane_backward(d, last.ops_begin, last.ops_end, s + last.z_smem, s + d.q_smem, last.out, valid, sums, t); });
+    each([&](int t) { lane_sums(d, last.ops_begin, last.ops_end, sums, last.out, row, t); });
+  }
   float *delta = s + d.q_smem, *scratch = s + d.p_smem;
   for (int l = d.layers - 1; l >= 0; --l) {
     const Layer& L = d.layer[l];
@@ -289,7 +312,10 @@ SPARQ_HD void backward_tile(const Desc& d, float* s, const float* x, const float
     each([&](int t) { dense_grads(L, delta, scratch, row, t); });
     if (l == 0 && !d.input_lane_grads) break;
     each([&](int t) { dense_input_grad(L, s, delta, scratch, t); });
-    each([&](int t) { lane_backward(d, begin, end, z_prev, scratch, L.in, valid, row, t); });
+    if (begin != end) {
+      each([&](int t) { lane_backward(d, begin, end, z_prev, scratch, L.in, valid, sums, t); });
+      each([&](int t) { lane_sums(d, begin, end, sums, L.in, row, t); });
+    }
     float* swap = delta;
     delta = scratch, scratch = swap;
   }

@@ -9,6 +9,8 @@ namespace sparq::train::mlp::cuda {
 
 namespace {
 
+static_assert(sizeof(Desc) <= 4096, "the description travels as a kernel parameter");
+
 struct Barrier {
   template <typename Phase>
   __device__ void operator()(Phase&& phase) const {

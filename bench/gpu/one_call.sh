@@ -26,8 +26,8 @@ if step build; then
 fi
 export SPARQ_FMNIST_DIR=$PWD/build-deps/fashion-mnist
 if step tests; then
-  build-gpu/tests/sparq_tests --gtest_filter='*Cuda*:CudaGraph*:HGQ*:Trainer*' > "$out/tests.log" 2>&1
-  grep -E "FAILED|PASSED|SKIPPED" "$out/tests.log" | tail -12
+  build-gpu/tests/sparq_tests --gtest_filter='*Cuda*:CudaGraph*:HGQ*:Trainer*:FusedMlp*' > "$out/tests.log" 2>&1
+  grep -E "FAILED|PASSED|SKIPPED|Failure" -A3 "$out/tests.log" | tail -40
 fi
 bench=build-gpu/bench/sparq_bench
 filter='jet_tagger|lenet_fashion_mnist/256'
@@ -35,6 +35,11 @@ if step bench; then
   SPARQ_BENCH_DEVICE=cuda $bench --benchmark_filter="$filter" --benchmark_min_time=1 > "$out/bench_launched.txt" 2>&1
   SPARQ_BENCH_DEVICE=cuda SPARQ_BENCH_CUDA_GRAPH=1 $bench --benchmark_filter="$filter" --benchmark_min_time=1 \
     > "$out/bench_graph.txt" 2>&1
+  # The fused MLP kernels (the jet tagger's Dense chain), launched and captured.
+  SPARQ_BENCH_DEVICE=cuda SPARQ_BENCH_FUSED_MLP=auto $bench --benchmark_filter=jet_tagger --benchmark_min_time=1 \
+    > "$out/bench_fused_launched.txt" 2>&1
+  SPARQ_BENCH_DEVICE=cuda SPARQ_BENCH_FUSED_MLP=auto SPARQ_BENCH_CUDA_GRAPH=1 $bench --benchmark_filter=jet_tagger \
+    --benchmark_min_time=1 > "$out/bench_fused_graph.txt" 2>&1
   grep -h "^BM_" "$out"/bench_*.txt | awk '{print $1, $2, $3}'
 fi
 if step pytorch; then
@@ -50,8 +55,14 @@ if step runs; then
   # The run folders stay outside $OUT (only so many files come back); their metrics are copied.
   runs=${SPARQ_ONE_CALL_RUNS:-/tmp/sparq-runs}
   rm -rf "$runs" && mkdir -p "$runs"
-  for mode in auto off; do
-    build-gpu/sparq run examples/jet_tagger_hgq.yaml --device cuda --cuda-graph $mode --output "$runs/hgq_$mode" \
+  # auto: fused MLP kernels, captured; graph: the layers' ops captured; off: the layers' ops launched.
+  for mode in auto graph off; do
+    case $mode in
+      auto) flags="--cuda-graph auto --fused-mlp auto" ;;
+      graph) flags="--cuda-graph auto --fused-mlp off" ;;
+      off) flags="--cuda-graph off --fused-mlp off" ;;
+    esac
+    build-gpu/sparq run examples/jet_tagger_hgq.yaml --device cuda $flags --output "$runs/hgq_$mode" \
       > "$out/run_hgq_$mode.txt" 2>&1
     cp "$runs/hgq_$mode/metrics.jsonl" "$out/metrics_hgq_$mode.jsonl" 2>/dev/null
   done
@@ -63,6 +74,6 @@ if step runs; then
       > "$out/run_lenet8_$mode.txt" 2>&1
     cp "$runs/lenet8_$mode/metrics.jsonl" "$out/metrics_lenet8_$mode.jsonl" 2>/dev/null
   done
-  for f in "$out"/run_*.txt; do echo "== $f"; grep -h "samples/s\|steps:\|EBOPs\|accuracy\|cuda graph" "$f" | tail -6; done
+  for f in "$out"/run_*.txt; do echo "== $f"; grep -h "samples/s\|steps:\|layers:\|EBOPs\|accuracy\|cuda graph" "$f" | tail -6; done
 fi
 echo "[$((SECONDS - start)) s] done" | tee -a "$out/steps.txt"

@@ -199,7 +199,7 @@ train::TrainOptions parse_training(const std::string& file, const YAML::Node& no
   if (t.device != "auto" && t.device != "cpu" && t.device != "cuda" && !indexed)
     r.fail("device", fmt::format("'{}' is not one of auto, cpu, cuda, cuda:N", t.device));
   t.cuda_graph = r.get_choice("cuda_graph", "auto", {"auto", "on", "off"});
-  t.fused_mlp = r.get_choice("fused_mlp", "auto", {"auto", "on", "off"});
+  t.fused_mlp = r.get_choice("fused_mlp", "off", {"auto", "on", "off"});
   threads = r.get_int("threads", 0, 0, 1024);
   std::string progress = r.get_choice("progress", "auto", {"auto", "bar", "lines", "none"});
   t.progress = progress == "bar" ? train::Progress::Bar : progress == "lines" ? train::Progress::Lines

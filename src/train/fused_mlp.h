@@ -4,7 +4,7 @@
 // tiles' partial sums (src/train/fused_mlp_tile.h says how a tile is done). The weight and bias
 // quantizers and the loss stay LibTorch ops; the kernels take the quantized weights and give
 // their gradients back through autograd, so the rest of the step is unchanged.
-// On a GPU it is chosen by training.fused_mlp (auto, on, off); on the CPU the same tile code runs
+// training.fused_mlp (off by default, auto, on) chooses it; on the CPU the same tile code runs
 // thread after thread (with `on`: slower than the general path, it is the kernels' twin for tests).
 #pragma once
 

@@ -132,6 +132,19 @@ inline std::vector<nlohmann::json> metrics_of(const std::string& run_dir) {
   return out;
 }
 
+/// Two runs of the same job done two ways agree epoch by epoch: train and eval losses within
+/// `rel` (relative, absolute below 1), EBOPs within 1e-3.
+inline void expect_epochs_near(const std::vector<train::EpochMetrics>& a, const std::vector<train::EpochMetrics>& b,
+                               double rel = 1e-4) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t e = 0; e < a.size(); ++e) {
+    const auto &l = a[e], &m = b[e];
+    EXPECT_NEAR(l.train_loss, m.train_loss, rel * std::max(1.0, std::abs(l.train_loss))) << "epoch " << e + 1;
+    EXPECT_NEAR(l.eval.loss, m.eval.loss, rel * std::max(1.0, std::abs(l.eval.loss))) << "epoch " << e + 1;
+    EXPECT_NEAR(l.cost.ebops, m.cost.ebops, 1e-3 * std::max(1.0, l.cost.ebops)) << "epoch " << e + 1;
+  }
+}
+
 /// The Plan of a PQuantML config given as text (errors name "c.yaml").
 inline Plan pquant_plan(const std::string& text) {
   auto doc = yaml::YamlDoc::load_string(text, "c.yaml");

@@ -26,6 +26,10 @@ namespace {
 
 int pad4(int n) { return (n + 3) / 4 * 4; }
 
+// The tile code (host and device, without the quantizer's headers) keeps its own copy of the bounds.
+static_assert(mlp::kMinI == quant::FixedPointQuantizerImpl::kMinI && mlp::kMaxI == quant::FixedPointQuantizerImpl::kMaxI &&
+              mlp::kMinF == quant::FixedPointQuantizerImpl::kMinF && mlp::kMaxF == quant::FixedPointQuantizerImpl::kMaxF);
+
 /// Where one input of the fused function finds its gradient in the summed row.
 struct Slot {
   int64_t offset = 0, count = 0;
@@ -236,11 +240,11 @@ std::string FusedMlp::build(const torch::Tensor& x, bool with_tensors, Built& b)
         bias = bias.contiguous();
         L.b = bias.data_ptr<float>();
         L.b_grad = d.row;
+        d.row += L.out;
         b.inputs.push_back(bias);
         b.slots.push_back({L.b_grad, L.out, false});
       }
     }
-    if (L.b || !with_tensors) d.row += L.out;  // structure-only walks count a bias row for every layer
     b.width = out;
     return {};
   };
@@ -313,10 +317,12 @@ std::string FusedMlp::build(const torch::Tensor& x, bool with_tensors, Built& b)
   return {};
 }
 
-torch::Tensor FusedMlp::forward(const torch::Tensor& x) {
-  if (!refusal(x, /*allow_cpu=*/true).empty()) return {};
+torch::Tensor FusedMlp::forward(const torch::Tensor& x, std::string* why) {
   Built b;
-  if (!build(x, /*with_tensors=*/true, b).empty()) return {};
+  if (auto refused = build(x, /*with_tensors=*/true, b); !refused.empty()) {
+    if (why) *why = refused;
+    return {};
+  }
   auto xc = x.contiguous();
   return FusedMlpFunction::apply(xc, at::TensorList(b.inputs), b.desc, b.slots);
 }

@@ -26,8 +26,10 @@ class FusedMlp {
   /// folded batch norms, widths <= 128, float32 on a GPU (or on the CPU with `allow_cpu`).
   std::string refusal(const torch::Tensor& x, bool allow_cpu);
   /// The model's training output for x, with the gradients model->forward(x) gives to every
-  /// parameter and trained width (undefined where refusal(x, true) is not empty).
-  torch::Tensor forward(const torch::Tensor& x);
+  /// parameter and trained width. Call it where refusal(x, ...) just gave nothing: it walks the
+  /// graph once more for the weights, and is undefined only where those refuse (a weight of
+  /// another dtype or device; the reason in `why`).
+  torch::Tensor forward(const torch::Tensor& x, std::string* why = nullptr);
 
  private:
   struct Built;

@@ -382,13 +382,16 @@ std::optional<StepResult> Trainer::graph_step(const torch::Tensor& x, const torc
 torch::Tensor Trainer::train_forward(const torch::Tensor& x) {
   if (!fused_mlp_ || (options_.fused_mlp == "auto" && !x.is_cuda())) return model_->forward(x);
   const bool on = options_.fused_mlp == "on";
-  if (auto why = fused_mlp_->refusal(x, /*allow_cpu=*/on); !why.empty()) {
-    if (on) throw Error(fmt::format("training.fused_mlp: on, but the model cannot run fused: {}", why));
-    fused_note_ = "layers' own ops: " + why;
-    return model_->forward(x);
-  }
-  fused_note_ = "fused MLP kernels";
-  return fused_mlp_->forward(x);
+  // The structure first (no tensor work), then the weights themselves.
+  std::string why = fused_mlp_->refusal(x, /*allow_cpu=*/on);
+  if (why.empty())
+    if (auto out = fused_mlp_->forward(x, &why); out.defined()) {
+      fused_note_ = "fused MLP kernels";
+      return out;
+    }
+  if (on) throw Error(fmt::format("training.fused_mlp: on, but the model cannot run fused: {}", why));
+  fused_note_ = "layers' own ops: " + why;
+  return model_->forward(x);
 }
 
 StepResult Trainer::device_step(const torch::Tensor& x, const torch::Tensor& y) {

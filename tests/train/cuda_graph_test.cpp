@@ -90,14 +90,11 @@ TEST(CudaGraph, CapturedRunsEqualLaunchedRuns) {
          captured = train_run(c.config, "on", c.optimizer, c.samples);
     EXPECT_EQ(launched.note, "");
     EXPECT_EQ(captured.note, "captured");
-    ASSERT_EQ(launched.history.size(), captured.history.size());
-    for (size_t e = 0; e < launched.history.size(); ++e) {
+    test::expect_epochs_near(launched.history, captured.history);
+    for (size_t e = 0; e < launched.history.size() && e < captured.history.size(); ++e) {
       const auto &l = launched.history[e], &g = captured.history[e];
-      EXPECT_NEAR(l.train_loss, g.train_loss, 1e-4 * std::max(1.0, std::abs(l.train_loss))) << "epoch " << e + 1;
       EXPECT_NEAR(l.train_accuracy, g.train_accuracy, 2.0 / 401) << "epoch " << e + 1;  // a tie may flip
-      EXPECT_NEAR(l.eval.loss, g.eval.loss, 1e-4 * std::max(1.0, std::abs(l.eval.loss))) << "epoch " << e + 1;
       EXPECT_NEAR(l.value("hgq_loss"), g.value("hgq_loss"), 1e-4 * std::max(1e-3, std::abs(l.value("hgq_loss"))));
-      EXPECT_NEAR(l.cost.ebops, g.cost.ebops, 1e-3 * std::max(1.0, l.cost.ebops)) << "epoch " << e + 1;
     }
     ASSERT_EQ(launched.params.size(), captured.params.size());
     for (size_t p = 0; p < launched.params.size(); ++p)

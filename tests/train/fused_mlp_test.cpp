@@ -193,14 +193,8 @@ void expect_fused_run_equals_layers_run(const std::string& device, const std::st
     auto layers = train_jet(config, "off", device), mine = train_jet(config, fused, device);
     EXPECT_EQ(layers.note, "");
     EXPECT_EQ(mine.note, "fused MLP kernels");
-    ASSERT_EQ(layers.history.size(), mine.history.size());
-    for (size_t e = 0; e < layers.history.size(); ++e) {
-      const auto &l = layers.history[e], &m = mine.history[e];
-      EXPECT_NEAR(l.train_loss, m.train_loss, 1e-4 * std::max(1.0, std::abs(l.train_loss))) << "epoch " << e + 1;
-      EXPECT_NEAR(l.eval.loss, m.eval.loss, 1e-4 * std::max(1.0, std::abs(l.eval.loss))) << "epoch " << e + 1;
-      EXPECT_GT(m.cost.ebops, 0) << "the layers know their input shapes";
-      EXPECT_NEAR(l.cost.ebops, m.cost.ebops, 1e-3 * l.cost.ebops) << "epoch " << e + 1;
-    }
+    test::expect_epochs_near(layers.history, mine.history);
+    for (const auto& m : mine.history) EXPECT_GT(m.cost.ebops, 0) << "the layers know their input shapes";
     for (size_t p = 0; p < layers.params.size(); ++p)
       EXPECT_TRUE(torch::allclose(layers.params[p], mine.params[p], 1e-3, 1e-4)) << "parameter " << p;
     EXPECT_LT(layers.history.back().train_loss, layers.history.front().train_loss);  // it trained

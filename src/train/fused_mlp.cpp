@@ -75,9 +75,11 @@ torch::Tensor desc_bytes(const mlp::Desc& d) {
 /// widths (in `slots` order); the gradient of x is not computed (data).
 struct FusedMlpFunction : public torch::autograd::Function<FusedMlpFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, at::TensorList inputs,
-                               const mlp::Desc& d, const std::vector<Slot>& slots) {
+                               mlp::Desc d, const std::vector<Slot>& slots) {
     const int out = d.layer[d.layers - 1].out;
     auto y = torch::empty({x.size(0), out}, x.options());
+    auto z = torch::empty({mlp::tiles(d), d.z_row}, x.options());  // every layer's z, for the backward
+    d.z = z.data_ptr<float>();
 #ifdef SPARQ_WITH_CUDA
     if (x.is_cuda()) mlp::cuda::forward(d, x.data_ptr<float>(), y.data_ptr<float>());
     else
@@ -85,6 +87,7 @@ struct FusedMlpFunction : public torch::autograd::Function<FusedMlpFunction> {
       cpu_forward(d, x.data_ptr<float>(), y.data_ptr<float>());
     std::vector<torch::Tensor> saved{x};
     saved.insert(saved.end(), inputs.begin(), inputs.end());
+    saved.push_back(z);
     ctx->save_for_backward(saved);  // keeps alive what the description points to
     ctx->saved_data["desc"] = desc_bytes(d);
     std::vector<int64_t> offsets, counts, sum_all;
@@ -306,7 +309,10 @@ std::string FusedMlp::build(const torch::Tensor& x, bool with_tensors, Built& b)
   }
   widest = std::max(widest, pad4(d.in_width));
   d.z0_smem = at, at += d.in_width * mlp::kStride;
-  for (int l = 0; l < d.layers; ++l) d.layer[l].z_smem = at, at += d.layer[l].out * mlp::kStride;
+  for (int l = 0; l < d.layers; ++l) {
+    d.layer[l].z_smem = at, at += d.layer[l].out * mlp::kStride;
+    d.layer[l].z_keep = d.z_row, d.z_row += d.layer[l].out * mlp::kTile;
+  }
   d.p_smem = at, at += widest * mlp::kStride;
   d.forward_floats = d.q_smem = at, at += widest * mlp::kStride;
   d.sums_smem = at, at += mlp::kSumsFloats;

@@ -10,7 +10,8 @@
 //                   same outputs, so the weights are read once for the warp)
 //   lane phases     a feature and a run of samples per thread: the HGQ constants of a width are
 //                   computed once for its run
-// The backward recomputes the forward, then per layer:
+// The forward keeps every layer's z in global memory (a row per tile); the backward reads them
+// back, then per layer:
 //   a   = lane(z_prev)                 the layer's input, recomputed from the kept z
 //   dW  = Σ_t δ[:,t] a[:,t]ᵀ, db = Σ_t δ  in 4x4 blocks, the samples split among threads when there
 //         are fewer blocks than threads (their parts added in order): one partial row per tile
@@ -60,6 +61,7 @@ struct Layer {
   int ops_begin = 0, ops_end = 0;                ///< the lane ops applied to this layer's output
   int w_grad = 0, b_grad = -1;                   ///< offsets in the partial row
   int w_smem = 0, b_smem = 0, z_smem = 0;        ///< offsets in shared memory (floats)
+  int z_keep = 0;                                ///< offset of its z in a tile's row of `Desc::z`
 };
 
 /// The network, as the kernels read it (passed by value).
@@ -70,6 +72,8 @@ struct Desc {
   int smem_floats = 0;     ///< shared memory of the backward
   int forward_floats = 0;  ///< of the forward: a prefix
   int row = 0;                   ///< floats per tile in the partial buffer
+  float* z = nullptr;            ///< every layer's z, kept by the forward for the backward
+  int z_row = 0;                 ///< floats per tile there
   bool input_lane_grads = false; ///< the input lane has trained widths: the backward goes through it
   Layer layer[kMaxLayers];
   LaneOp op[kMaxOps];
@@ -261,6 +265,20 @@ SPARQ_HD void forward_layers(const Desc& d, float* s, Each&& each) {
   }
 }
 
+/// The tile's z of every layer into `Desc::z` (the forward), or back into shared memory (the backward).
+template <bool Store>
+SPARQ_HD void keep_z(const Desc& d, float* s, int64_t tile, int t) {
+  float* row = d.z + tile * d.z_row;
+  for (int l = 0; l < d.layers; ++l) {
+    const Layer& L = d.layer[l];
+    for (int e = t; e < L.out * kTile; e += kThreads) {
+      float& shared = s[L.z_smem + (e / kTile) * kStride + e % kTile];
+      if (Store) row[L.z_keep + e] = shared;
+      else shared = row[L.z_keep + e];
+    }
+  }
+}
+
 /// The network's output (the last layer's lane), the tile's valid samples.
 SPARQ_HD void write_output(const Desc& d, const float* s, float* y, int64_t tile, int t) {
   const Layer& L = d.layer[d.layers - 1];
@@ -411,7 +429,10 @@ template <typename Each>
 SPARQ_HD void forward_tile(const Desc& d, float* s, const float* x, float* y, int64_t tile, Each&& each) {
   each([&](int t) { load_tile(d, s, x, tile, t); });
   forward_layers(d, s, each);
-  each([&](int t) { write_output(d, s, y, tile, t); });
+  each([&](int t) {
+    write_output(d, s, y, tile, t);
+    keep_z<true>(d, s, tile, t);
+  });
 }
 
 /// The backward of one tile: its partial row (weight, bias and width gradients summed over the
@@ -420,9 +441,11 @@ template <typename Each>
 SPARQ_HD void backward_tile(const Desc& d, float* s, const float* x, const float* gy, float* row, int64_t tile,
                             Each&& each) {
   const int valid = valid_in(d, tile);
-  each([&](int t) { load_tile(d, s, x, tile, t); });
-  forward_layers(d, s, each);
-  each([&](int t) { load_output_grad(d, s, gy, tile, t); });
+  each([&](int t) {
+    load_tile(d, s, x, tile, t);
+    keep_z<false>(d, s, tile, t);
+    load_output_grad(d, s, gy, tile, t);
+  });
   const Layer& last = d.layer[d.layers - 1];
   float* sums = s + d.sums_smem;
   if (last.ops_begin != last.ops_end) {

@@ -45,6 +45,7 @@ fi
 if step pytorch; then
   python3 bench/gpu/pytorch_step.py > "$out/pytorch_eager.jsonl" 2>&1
   python3 bench/gpu/pytorch_step.py --compile > "$out/pytorch_compile.jsonl" 2>&1
+  grep -h '^{' "$out"/pytorch_*.jsonl
 fi
 if step peers; then
   peers=../shared/peers/gpu/jet_pytorch_bench.py

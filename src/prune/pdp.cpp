@@ -1,9 +1,11 @@
 // PDP, parameter-free differentiable pruning (Cho et al., NeurIPS 2023; spec §2.3): a nearly
 // binary soft mask sigma((w^2 - t^2)/tau) around the magnitude threshold t of the current target
 // sparsity r, which ramps up linearly each round to the layer's share of the global budget.
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 #include <vector>
 
@@ -12,6 +14,79 @@
 namespace sparq::prune {
 
 namespace {
+
+/// The l-th and (l+1)-th largest of v[0, n) (0-based), as indices: by selection (O(n); sorting
+/// fc1's 50k weights each step was the whole cost of PDP on the CPU), ties by index, so the
+/// selection is deterministic.
+std::pair<int64_t, int64_t> select_pair(const float* v, int64_t n, int64_t l) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t e = 0; e < n; ++e) order[static_cast<size_t>(e)] = e;
+  auto before = [v](int64_t a, int64_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); };
+  std::nth_element(order.begin(), order.begin() + l, order.end(), before);
+  const int64_t kept = order[static_cast<size_t>(l)];
+  return {kept, *std::min_element(order.begin() + l + 1, order.end(), before)};
+}
+
+float sigmoid_of(float w, float t2, float tau) { return 1.0f / (1.0f + std::exp(-((w * w - t2) / tau))); }
+
+/// w · M(W; r) of an unstructured mask on the CPU in one pass, and its backward in one: the same
+/// function as the composed ops (|w| against t = (|w_kept| + |w_pruned|) / 2, the gradient through
+/// t reaching those two weights), without the ~20 full-size ops and autograd nodes they cost a
+/// step. `kept` and `pruned` index the flattened weight.
+struct SoftMaskedWeight : public torch::autograd::Function<SoftMaskedWeight> {
+  static constexpr int64_t kChunk = 16384;  // fixed chunks: the sums are the same with any thread count
+
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor w, int64_t kept, int64_t pruned,
+                               double tau) {
+    auto wc = w.contiguous();
+    const float* p = wc.data_ptr<float>();
+    const float t = (std::abs(p[kept]) + std::abs(p[pruned])) / 2, t2 = t * t, tf = static_cast<float>(tau);
+    auto y = torch::empty_like(wc), m = torch::empty_like(wc);
+    float *yp = y.data_ptr<float>(), *mp = m.data_ptr<float>();
+    at::parallel_for(0, wc.numel(), kChunk, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) mp[j] = sigmoid_of(p[j], t2, tf), yp[j] = mp[j] * p[j];
+    });
+    ctx->save_for_backward({wc, m});
+    ctx->saved_data["kept"] = kept;
+    ctx->saved_data["pruned"] = pruned;
+    ctx->saved_data["tau"] = tau;
+    ctx->saved_data["t"] = static_cast<double>(t);
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    auto saved = ctx->get_saved_variables();
+    const auto& w = saved[0];
+    auto g = grad[0].contiguous();
+    const float *p = w.data_ptr<float>(), *mp = saved[1].data_ptr<float>(), *gp = g.data_ptr<float>();
+    const float tf = static_cast<float>(ctx->saved_data["tau"].toDouble());
+    const int64_t n = w.numel(), chunks = (n + kChunk - 1) / kChunk;
+    auto dw = torch::empty_like(w);
+    float* dp = dw.data_ptr<float>();
+    std::vector<double> sums(static_cast<size_t>(chunks), 0.0);  // Σ g·w·m(1-m), per chunk
+    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        double acc = 0;
+        for (int64_t j = c * kChunk, end = std::min(n, (c + 1) * kChunk); j < end; ++j) {
+          const float slope = mp[j] * (1.0f - mp[j]);  // dσ/dd
+          dp[j] = gp[j] * (mp[j] + p[j] * slope * (2.0f * p[j] / tf));
+          acc += static_cast<double>(gp[j] * p[j] * slope);
+        }
+        sums[static_cast<size_t>(c)] = acc;
+      }
+    });
+    double total = 0;
+    for (double v : sums) total += v;
+    // dL/dt = Σ g·w·σ'·(-2t/τ); t = (|w_kept| + |w_pruned|) / 2.
+    const double dt = total * (-2.0 * ctx->saved_data["t"].toDouble() / ctx->saved_data["tau"].toDouble());
+    for (const char* which : {"kept", "pruned"}) {
+      const int64_t j = ctx->saved_data[which].toInt();
+      dp[j] += static_cast<float>(0.5 * dt * static_cast<double>((p[j] > 0) - (p[j] < 0)));
+    }
+    return {dw, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
 
 class PDP : public PruningMethod {
  public:
@@ -26,7 +101,14 @@ class PDP : public PruningMethod {
 
   torch::Tensor apply(const torch::Tensor& w) override {
     if (stage_ != Stage::Training) return mask * w;
-    return soft_mask(w, current_r()) * w;
+    const double rate = current_r();
+    if (!structured_ && w.is_cpu() && w.scalar_type() == torch::kFloat32 && w.numel() >= 2 && rate > 0) {
+      auto flat = w.detach().contiguous();
+      auto values = flat.abs();
+      const auto [kept, pruned] = select_pair(values.data_ptr<float>(), flat.numel(), threshold_rank(flat.numel(), rate));
+      return SoftMaskedWeight::apply(w, kept, pruned, tau_);
+    }
+    return soft_mask(w, rate) * w;
   }
 
   torch::Tensor hard_mask(const torch::Tensor& w) override {
@@ -74,16 +156,18 @@ class PDP : public PruningMethod {
     int64_t n = values.numel();
     // PQuantML still prunes the smallest weight at r = 0 and fails below two elements: prune nothing.
     if (n < 2 || rate <= 0) return torch::ones_like(values);
-    int64_t i = static_cast<int64_t>((1.0 - rate) * n) - 1;
-    int64_t l = std::clamp<int64_t>(i, 0, n - 2);
-    auto [kept, pruned] = order_statistics(values, l);
+    auto [kept, pruned] = order_statistics(values, threshold_rank(n, rate));
     auto t = (kept + pruned) / 2;
     return torch::sigmoid((values.pow(2) - t.pow(2)) / tau_);
   }
 
-  /// The l-th and (l+1)-th largest of `values` (0-based), as elements of it (the gradient reaches
-  /// the weights they come from). On the CPU by selection (O(n); sorting fc1's 50k weights each
-  /// step was the whole cost of PDP there), elsewhere by sorting.
+  /// The rank l of the smallest kept value among n (0-based, descending) at pruning rate `rate`.
+  static int64_t threshold_rank(int64_t n, double rate) {
+    return std::clamp<int64_t>(static_cast<int64_t>((1.0 - rate) * n) - 1, 0, n - 2);
+  }
+
+  /// The l-th and (l+1)-th largest of `values`, as elements of it (the gradient reaches the
+  /// weights they come from): on the CPU by select_pair, elsewhere by sorting.
   static std::pair<torch::Tensor, torch::Tensor> order_statistics(const torch::Tensor& values, int64_t l) {
     auto flat = values.flatten();
     if (!flat.is_cpu() || flat.scalar_type() != torch::kFloat32) {
@@ -91,15 +175,7 @@ class PDP : public PruningMethod {
       return {sorted[l], sorted[l + 1]};
     }
     auto host = flat.detach().contiguous();
-    const float* v = host.data_ptr<float>();
-    const int64_t n = host.numel();
-    std::vector<int64_t> order(static_cast<size_t>(n));
-    for (int64_t e = 0; e < n; ++e) order[static_cast<size_t>(e)] = e;
-    // Descending by value, ties by index: the selection is deterministic.
-    auto before = [v](int64_t a, int64_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); };
-    std::nth_element(order.begin(), order.begin() + l, order.end(), before);
-    const int64_t kept = order[static_cast<size_t>(l)];
-    const int64_t pruned = *std::min_element(order.begin() + l + 1, order.end(), before);
+    const auto [kept, pruned] = select_pair(host.data_ptr<float>(), host.numel(), l);
     return {flat[kept], flat[pruned]};
   }
 

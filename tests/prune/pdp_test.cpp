@@ -51,3 +51,38 @@ TEST(PDP, WorkedExampleStructuredAndRamp) {
   auto v = torch::rand({1, 8}) + 0.1;
   EXPECT_TRUE(none->apply(v).equal(v));
 }
+
+// The CPU's one-pass masked weight (forward and backward) against the spec's formula in LibTorch
+// ops: w·sigmoid((w² - t²)/τ), t the mean of the smallest kept and largest pruned |w|, the
+// gradient through t reaching those two weights.
+TEST(PDP, OnePassMaskedWeightEqualsTheComposedOps) {
+  torch::manual_seed(3);
+  for (double tau : {0.05, 1e-3}) {
+    SCOPED_TRACE(tau);
+    auto w = (torch::randn({40, 30}) * 0.3).requires_grad_(true);  // 1,200 weights, 70% pruned
+    auto pdp = prune::make_method(spec("pdp", {{"sparsity", 0.7}, {"epsilon", 1.0}, {"temperature", tau}}), {40, 30},
+                                  LayerKind::Linear);
+    pdp->pre_epoch(0, 1);
+    pdp->post_pretrain();
+    auto upstream = torch::randn({40, 30});
+    auto mine = pdp->apply(w);
+    (mine * upstream).sum().backward();
+    auto mine_grad = w.grad().clone();
+    w.mutable_grad().reset();
+
+    auto sorted = std::get<0>(w.abs().flatten().sort(0, /*descending=*/true));
+    const int64_t l = static_cast<int64_t>((1.0 - 0.7) * 1200) - 1;
+    auto t = (sorted[l] + sorted[l + 1]) / 2;
+    auto want = w * torch::sigmoid((w.pow(2) - t.pow(2)) / tau);
+    (want * upstream).sum().backward();
+
+    EXPECT_LE((mine - want).abs().max().item<float>(), 1e-6f);
+    const float scale = w.grad().abs().max().item<float>();
+    EXPECT_LE((mine_grad - w.grad()).abs().max().item<float>(), 1e-5f * scale);
+    // The threshold's own gradient is there: the two weights that define t differ from the direct term.
+    auto direct = upstream * (torch::sigmoid((w.pow(2) - t.pow(2)) / tau) +
+                              2 * w.pow(2) / tau * torch::sigmoid((w.pow(2) - t.pow(2)) / tau) *
+                                  (1 - torch::sigmoid((w.pow(2) - t.pow(2)) / tau)));
+    EXPECT_EQ(((mine_grad - direct.detach()).abs() > 1e-4f * scale).sum().item<int64_t>(), 2);
+  }
+}

@@ -86,3 +86,29 @@ TEST(PDP, OnePassMaskedWeightEqualsTheComposedOps) {
     EXPECT_EQ(((mine_grad - direct.detach()).abs() > 1e-4f * scale).sum().item<int64_t>(), 2);
   }
 }
+
+// With tied magnitudes the threshold's two weights are the l-th and (l+1)-th in the order
+// "larger magnitude first, ties by index" (the selection by histogram keeps the order's rule).
+TEST(PDP, ThresholdWeightsUnderTiesFollowTheOrder) {
+  torch::manual_seed(4);
+  auto levels = torch::tensor({0.1f, 0.2f, 0.3f, 0.4f});
+  auto w = (levels.index({torch::randint(4, {200})}) * (torch::randint(2, {200}) * 2 - 1)).view({10, 20});
+  w.requires_grad_(true);
+  const double tau = 0.05;
+  auto pdp = prune::make_method(spec("pdp", {{"sparsity", 0.5}, {"epsilon", 1.0}, {"temperature", tau}}), {10, 20},
+                                LayerKind::Linear);
+  pdp->pre_epoch(0, 1);
+  pdp->post_pretrain();
+  auto upstream = torch::randn({10, 20});
+  (pdp->apply(w) * upstream).sum().backward();
+  auto v = w.detach().abs().flatten();
+  auto order = std::get<1>(v.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+  const int64_t l = 99;
+  auto t = (v[order[l]] + v[order[l + 1]]) / 2;
+  auto m = torch::sigmoid((w.detach().pow(2) - t.pow(2)) / tau);
+  auto direct = (upstream * (m + 2 * w.detach().pow(2) / tau * m * (1 - m))).flatten();
+  auto extra = ((w.grad().flatten() - direct).abs() > 1e-4).nonzero().flatten();
+  ASSERT_EQ(extra.numel(), 2);
+  EXPECT_EQ(extra[0].item<int64_t>(), std::min(order[l].item<int64_t>(), order[l + 1].item<int64_t>()));
+  EXPECT_EQ(extra[1].item<int64_t>(), std::max(order[l].item<int64_t>(), order[l + 1].item<int64_t>()));
+}

@@ -30,9 +30,10 @@ std::pair<int64_t, int64_t> select_pair_by_order(const float* v, int64_t n, int6
 }
 
 /// The same pair for values >= 0 (magnitudes, norms), whose float bits sort as the values do: the
-/// l-th largest by three histogram passes over 11, 11 and 10 bits (5x faster than
-/// select_pair_by_order on fc1's 50k weights, where it was most of PDP's CPU cost), then its index
-/// among equal values and the next one in the order. NaNs fall back to select_pair_by_order.
+/// l-th largest by three histogram passes over 11, 11 and 10 bits (sequential reads, where the
+/// comparison selection's indirect ones were most of PDP's CPU step on fc1's 50k weights), then
+/// its index among equal values and the next one in the order. NaNs fall back to
+/// select_pair_by_order.
 std::pair<int64_t, int64_t> select_pair(const float* v, int64_t n, int64_t l) {
   auto bits = [](float f) {
     uint32_t u;

@@ -314,7 +314,7 @@ std::string FusedMlp::build(const torch::Tensor& x, bool with_tensors, Built& b)
     d.layer[l].z_keep = d.z_row, d.z_row += d.layer[l].out * mlp::kTile;
   }
   d.p_smem = at, at += widest * mlp::kStride;
-  d.forward_floats = d.q_smem = at, at += widest * mlp::kStride;
+  d.q_smem = at, at += widest * mlp::kStride;
   d.sums_smem = at, at += mlp::kSumsFloats;
   d.smem_floats = at;
 #ifdef SPARQ_WITH_CUDA

@@ -77,7 +77,7 @@ void forward(const Desc& d, const float* x, float* y) {
   shared_limit();
   const auto blocks = static_cast<unsigned>(tiles(d));
   if (blocks == 0) return;
-  forward_kernel<<<blocks, kThreads, shared_bytes(d.forward_floats), at::cuda::getCurrentCUDAStream()>>>(d, x, y);
+  forward_kernel<<<blocks, kThreads, shared_bytes(forward_floats(d)), at::cuda::getCurrentCUDAStream()>>>(d, x, y);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -69,17 +69,18 @@ struct Desc {
   int64_t n = 0;  ///< samples
   int layers = 0, ops = 0, in_width = 0, in_ops_begin = 0, in_ops_end = 0;
   int z0_smem = 0, p_smem = 0, q_smem = 0, sums_smem = 0;
-  int smem_floats = 0;     ///< shared memory of the backward
-  int forward_floats = 0;  ///< of the forward: a prefix
-  int row = 0;                   ///< floats per tile in the partial buffer
-  float* z = nullptr;            ///< every layer's z, kept by the forward for the backward
-  int z_row = 0;                 ///< floats per tile there
-  bool input_lane_grads = false; ///< the input lane has trained widths: the backward goes through it
+  int smem_floats = 0;            ///< shared memory of the backward
+  int row = 0;                    ///< floats per tile in the partial buffer
+  float* z = nullptr;             ///< every layer's z, kept by the forward for the backward
+  int z_row = 0;                  ///< floats per tile there
+  bool input_lane_grads = false;  ///< the input lane has trained widths: the backward goes through it
   Layer layer[kMaxLayers];
   LaneOp op[kMaxOps];
 };
 
 SPARQ_HD int64_t tiles(const Desc& d) { return (d.n + kTile - 1) / kTile; }
+/// The forward's shared memory: what lies before the second scratch row (q) and the sums.
+SPARQ_HD int forward_floats(const Desc& d) { return d.q_smem; }
 SPARQ_HD int valid_in(const Desc& d, int64_t tile) {
   const int64_t left = d.n - tile * kTile;
   return left < kTile ? static_cast<int>(left) : kTile;

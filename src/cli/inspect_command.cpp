@@ -36,6 +36,9 @@ models::GraphSpec inspect_model_spec(const InspectArgs& args) {
   auto ext = std::filesystem::path(args.model).extension().string();
 #ifdef SPARQ_WITH_ONNX
   if (ext == ".onnx") return models::import_onnx(args.model).spec;
+#else
+  if (ext == ".onnx")
+    throw ConfigError(fmt::format("--model {}: this build of sparq has no ONNX support (libonnx-dev was not found)", args.model));
 #endif
   if (ext == ".yaml" || ext == ".yml") {
     if (!std::filesystem::exists(args.model))

@@ -126,10 +126,6 @@ data::DataConfig parse_data(const std::string& file, const YAML::Node& node, con
   if (named && r.has("test")) r.fail("test", "is only used together with 'train' files");
   if (c.dataset == "mnist" && !r.has("dir")) r.fail("dir", "is required for mnist: the folder of its IDX files");
   c.dir = resolve(base, r.get_string("dir", c.dataset == "fashion_mnist" ? kFashionMnistDir : ""));
-  if (named && c.dataset != "random" && !fs::is_directory(c.dir))
-    r.fail("dir", fmt::format("folder '{}' does not exist (Fashion-MNIST comes with the Debian package "
-                              "dataset-fashion-mnist)",
-                              c.dir));
   if (r.has("train")) c.train = parse_source(file, r.node("train"), "data.train", base);
   if (r.has("test")) c.test = parse_source(file, r.node("test"), "data.test", base);
   c.target = r.get_string("target", "label");
@@ -147,6 +143,10 @@ data::DataConfig parse_data(const std::string& file, const YAML::Node& node, con
   if (c.dataset != "random")
     for (const char* key : {"shape", "samples"})
       if (r.has(key)) r.fail(key, "applies to dataset: random only");
+  // The folder last: a key that does not belong is said first, wherever the job runs.
+  if (named && c.dataset != "random" && !fs::is_directory(c.dir))
+    r.fail("dir", fmt::format("folder '{}' does not exist{}", c.dir,
+                              c.dataset == "fashion_mnist" ? " (Fashion-MNIST comes with the Debian package dataset-fashion-mnist)" : ""));
   c.random_shape = r.get_int_list("shape", {16});
   for (auto d : c.random_shape)
     if (d <= 0) r.fail("shape", fmt::format("dimension {} must be positive", d));
@@ -199,7 +199,7 @@ train::TrainOptions parse_training(const std::string& file, const YAML::Node& no
   if (t.device != "auto" && t.device != "cpu" && t.device != "cuda" && !indexed)
     r.fail("device", fmt::format("'{}' is not one of auto, cpu, cuda, cuda:N", t.device));
   t.cuda_graph = r.get_choice("cuda_graph", "auto", {"auto", "on", "off"});
-  t.fused_mlp = r.get_choice("fused_mlp", "off", {"auto", "on", "off"});
+  t.fused_mlp = r.get_choice("fused_mlp", "auto", {"auto", "on", "off"});
   threads = r.get_int("threads", 0, 0, 1024);
   std::string progress = r.get_choice("progress", "auto", {"auto", "bar", "lines", "none"});
   t.progress = progress == "bar" ? train::Progress::Bar : progress == "lines" ? train::Progress::Lines

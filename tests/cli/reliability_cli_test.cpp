@@ -22,7 +22,7 @@ std::string slow_job(const std::string& output, int epochs) {
 CommandResult run_and_signal(const std::string& job, const std::string& run_dir, const char* sig) {
   std::string script = fmt::format(
       "{0} run {1} > {2}.log 2>&1 & pid=$!; "
-      "for i in $(seq 1 600); do [ -f {2}/checkpoint.pt ] && break; sleep 0.05; done; "
+      "for i in $(seq 1 2400); do [ -f {2}/checkpoint.pt ] && break; sleep 0.05; done; "
       "kill -{3} $pid; wait $pid; rc=$?; cat {2}.log; exit $rc",
       SPARQ_CLI_PATH, job, run_dir, sig);
   CommandResult r{-1, ""};
@@ -64,7 +64,7 @@ TEST(Reliability, ASecondRunIntoAFolderInUseIsRefused) {
   write_file(dir.file("job.yaml"), slow_job(dir.file("run"), 400));
   std::string script = fmt::format(
       "{0} run {1} > /dev/null 2>&1 & pid=$!; "
-      "for i in $(seq 1 600); do [ -f {2}/checkpoint.pt ] && break; sleep 0.05; done; "
+      "for i in $(seq 1 2400); do [ -f {2}/checkpoint.pt ] && break; sleep 0.05; done; "
       "{0} run {1} 2>&1; rc=$?; kill -9 $pid; wait $pid 2>/dev/null; exit $rc",
       SPARQ_CLI_PATH, dir.file("job.yaml"), dir.file("run"));
   FILE* pipe = popen(("bash -c '" + script + "'").c_str(), "r");

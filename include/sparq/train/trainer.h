@@ -48,10 +48,9 @@ struct TrainOptions {
   std::string cuda_graph = "auto";
   /// Runs the training forward and backward of a chain of Dense, ReLU and quantizer layers in the
   /// fused MLP kernels (train/fused_mlp.h): "auto" on a GPU where the model allows it (else the
-  /// layers' own ops, the reason in Trainer::fused_mlp_note()), "on" (an error where it cannot;
-  /// on the CPU it runs the kernels' CPU twin, slower than the layers' ops), "off" (the default
-  /// while the kernels are slower than the layers' captured steps: docs/gpu.md).
-  std::string fused_mlp = "off";
+  /// layers' own ops, the reason in Trainer::fused_mlp_note(); the default), "on" (an error where
+  /// it cannot; on the CPU it runs the kernels' CPU twin, slower than the layers' ops), "off".
+  std::string fused_mlp = "auto";
   Progress progress = Progress::Auto;  ///< for the console callback of the CLI
 };
 

@@ -100,10 +100,11 @@ TEST(CudaGraph, CapturedRunsEqualLaunchedRuns) {
     for (size_t p = 0; p < launched.params.size(); ++p)
       EXPECT_TRUE(torch::allclose(launched.params[p], captured.params[p], 1e-4, 1e-4)) << "parameter " << p;
     EXPECT_LT(launched.history.back().train_loss, launched.history.front().train_loss);  // it trained
-    if (c.config == kHgq)  // the widths moved between evaluations (1%): a stale EBOPs (a cache of
+    if (c.config == kHgq) {  // the widths moved between evaluations (1%): a stale EBOPs (a cache of
       // rounded widths keyed on version counters, which a replay does not move) would not follow
       EXPECT_GT(std::abs(launched.history[1].cost.ebops - launched.history.back().cost.ebops),
                 5e-3 * launched.history.back().cost.ebops);
+    }
   }
 }
 

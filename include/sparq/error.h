@@ -25,6 +25,14 @@ class ConfigError : public Error {
   using Error::Error;
 };
 
+/// An optional library this build lacks, needed at `where`: "WHERE: this build of sparq has no
+/// FEATURE (PACKAGE was not found)" (the bad-input suite knows the phrase).
+class MissingFeatureError : public ConfigError {
+ public:
+  MissingFeatureError(const std::string& where, const std::string& feature, const std::string& package)
+      : ConfigError(where + ": this build of sparq has no " + feature + " (" + package + " was not found)") {}
+};
+
 /// A model description that cannot be built (unknown op, shape mismatch, bad edge).
 class ModelError : public Error {
  public:

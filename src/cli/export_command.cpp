@@ -62,7 +62,7 @@ int export_command(const ExportArgs& args) {
   auto formats = args.formats.empty() ? std::vector<std::string>{"onnx"} : args.formats;
 #ifndef SPARQ_WITH_ONNX
   // Said first: every format needs ONNX, whatever else is wrong with the command.
-  throw ConfigError("export: this build of sparq has no ONNX support (libonnx-dev was not found)");
+  throw MissingFeatureError("export", "ONNX support", "libonnx-dev");
 #else
   if (std::find(formats.begin(), formats.end(), "hls4ml") != formats.end()) {
     auto options = args.hls4ml;

@@ -38,7 +38,7 @@ models::GraphSpec inspect_model_spec(const InspectArgs& args) {
   if (ext == ".onnx") return models::import_onnx(args.model).spec;
 #else
   if (ext == ".onnx")
-    throw ConfigError(fmt::format("--model {}: this build of sparq has no ONNX support (libonnx-dev was not found)", args.model));
+    throw MissingFeatureError("--model " + args.model, "ONNX support", "libonnx-dev");
 #endif
   if (ext == ".yaml" || ext == ".yml") {
     if (!std::filesystem::exists(args.model))

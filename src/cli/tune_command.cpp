@@ -211,7 +211,7 @@ int tune_command(const TuneArgs& args) {
   return 0;
 }
 #else
-int tune_command(const TuneArgs&) { throw ConfigError("tune: this build of sparq has no study storage (libsqlite3-dev was not found)"); }
+int tune_command(const TuneArgs&) { throw MissingFeatureError("tune", "study storage", "libsqlite3-dev"); }
 #endif
 
 }  // namespace sparq::cli

@@ -355,7 +355,7 @@ models::GraphSpec model_spec(const ModelSource& model, const std::vector<int64_t
                                    fmt::join(spec.input_shape, ", "), fmt::join(input_shape, ", ")));
     return spec;
 #else
-    throw ConfigError(fmt::format("{}: this build of sparq has no ONNX support (libonnx-dev was not found)", model.onnx));
+    throw MissingFeatureError(model.onnx, "ONNX support", "libonnx-dev");
 #endif
   }
   if (!model.file.empty()) {

@@ -159,7 +159,7 @@ void write_exports(models::Graph& model, const config::Job& job, const std::vect
   }
 #else
   (void)hls4ml;
-  if (!formats.empty()) throw ConfigError("export: this build of sparq has no ONNX support (libonnx-dev was not found)");
+  if (!formats.empty()) throw MissingFeatureError("export", "ONNX support", "libonnx-dev");
 #endif
 }
 

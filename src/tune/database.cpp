@@ -182,7 +182,7 @@ std::unique_ptr<Database> open_database(const std::string& url) {
 #ifdef SPARQ_WITH_POSTGRES
     return std::make_unique<Postgres>(url);
 #else
-    throw ConfigError(fmt::format("--storage {}: this build of sparq has no PostgreSQL (libpq-dev was not found)", url));
+    throw MissingFeatureError("--storage " + url, "PostgreSQL", "libpq-dev");
 #endif
   }
   std::string path = url;

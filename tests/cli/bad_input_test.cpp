@@ -114,7 +114,9 @@ TEST_P(BadInputs, EndWithExit2AndOneLineAndWriteNothing) {
     const std::string name = c["name"].as<std::string>();
     SCOPED_TRACE(GetParam() + ".yaml: case '" + name + "'");
     // A case of a machine without a usable GPU (the CUDA build on the GPU machine runs it on cuda).
-    if (c["without"].as<std::string>("") == "cuda" && torch::cuda::is_available()) continue;
+    const std::string without = c["without"].as<std::string>("");
+    ASSERT_TRUE(without.empty() || without == "cuda") << "without: '" << without << "' (only cuda is known)";
+    if (without == "cuda" && torch::cuda::is_available()) continue;
     TempDir dir("bad");
     for (const YAML::Node& shared : {file["files"], c["files"]})
       if (shared)

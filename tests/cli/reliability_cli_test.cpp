@@ -17,14 +17,19 @@ std::string slow_job(const std::string& output, int epochs) {
                      epochs, output);
 }
 
+/// A shell loop that waits for a run folder's first checkpoint: up to 120 s (under ctest -j8 on a
+/// busy machine the first epoch can take tens of seconds).
+std::string wait_for_checkpoint(const std::string& run_dir) {
+  return fmt::format("for i in $(seq 1 2400); do [ -f {}/checkpoint.pt ] && break; sleep 0.05; done; ", run_dir);
+}
+
 /// Starts `sparq run JOB`, waits until the run folder has a checkpoint, sends `sig`, and returns
 /// the run's exit status and output.
 CommandResult run_and_signal(const std::string& job, const std::string& run_dir, const char* sig) {
   std::string script = fmt::format(
-      "{0} run {1} > {2}.log 2>&1 & pid=$!; "
-      "for i in $(seq 1 2400); do [ -f {2}/checkpoint.pt ] && break; sleep 0.05; done; "
+      "{0} run {1} > {2}.log 2>&1 & pid=$!; {4}"
       "kill -{3} $pid; wait $pid; rc=$?; cat {2}.log; exit $rc",
-      SPARQ_CLI_PATH, job, run_dir, sig);
+      SPARQ_CLI_PATH, job, run_dir, sig, wait_for_checkpoint(run_dir));
   CommandResult r{-1, ""};
   FILE* pipe = popen(("bash -c '" + script + "'").c_str(), "r");
   char buf[4096];
@@ -63,10 +68,9 @@ TEST(Reliability, ASecondRunIntoAFolderInUseIsRefused) {
   TempDir dir("lock");
   write_file(dir.file("job.yaml"), slow_job(dir.file("run"), 400));
   std::string script = fmt::format(
-      "{0} run {1} > /dev/null 2>&1 & pid=$!; "
-      "for i in $(seq 1 2400); do [ -f {2}/checkpoint.pt ] && break; sleep 0.05; done; "
+      "{0} run {1} > /dev/null 2>&1 & pid=$!; {2}"
       "{0} run {1} 2>&1; rc=$?; kill -9 $pid; wait $pid 2>/dev/null; exit $rc",
-      SPARQ_CLI_PATH, dir.file("job.yaml"), dir.file("run"));
+      SPARQ_CLI_PATH, dir.file("job.yaml"), wait_for_checkpoint(dir.file("run")));
   FILE* pipe = popen(("bash -c '" + script + "'").c_str(), "r");
   std::string out;
   char buf[4096];
